@@ -1,0 +1,36 @@
+"""ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.
+
+``from rexnet_plugin import ReXNet_1_0`` builds a ``paddle.nn.Layer``.
+Attributes load lazily, so that the start-up hook (which imports
+``rexnet_plugin.integrations.autoload``) never imports paddle.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "ReXNet": "model", "channel_plan": "model", "ChannelPlan": "model",
+    "BlockSpec": "model",
+    "VARIANTS": "zoo", "Variant": "zoo", "get_variant": "zoo",
+    "create_model": "factories",
+    "load_pretrained": "weights", "WeightsError": "errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    zoo = importlib.import_module(".zoo", __name__)
+    if name in zoo.VARIANTS:
+        return getattr(importlib.import_module(".factories", __name__), name)
+    raise AttributeError(f"module 'rexnet_plugin' has no attribute {name!r}")
+
+
+def __dir__():
+    zoo = importlib.import_module(".zoo", __name__)
+    return sorted([*globals(), *_LAZY, *zoo.VARIANTS])

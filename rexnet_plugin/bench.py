@@ -1,0 +1,757 @@
+"""Side-by-side speed benchmark: this package's ReXNet against PaddleClas's own.
+
+``rexnet-plugin bench`` (and ``python benchmarks/run.py``) measure, for one
+variant with the same weights on the same machine in the same run:
+
+* the exported model in Paddle Inference (CPU, oneDNN) in fp32 and, where
+  the CPU runs it natively, bf16, at batch 1 and 8;
+* ONNX Runtime on the paddle2onnx export, at batch 1 and 8;
+* the dygraph eval forward and the dygraph training step.
+
+How it measures. Every (mode, implementation) pair runs in its own worker
+process, and both workers of a mode are alive together: the parent asks
+them in turns for a few timed batches, alternating which goes first, so
+that machine drift hits both alike (``run_mode`` says how the turns keep
+one worker's idle threads off the other's cores). After ``warmup`` untimed
+batches come ``repeats`` timed ones; the report gives the median and the spread
+(quartiles, min, max) of the wall time, plus the worker's CPU time. Peak
+memory is the worker's resident-set high-water mark (VmHWM from
+/proc/self/status), which counts C++ allocations that tracemalloc cannot
+see, together with its resident size just before the model was built, so
+that the growth due to the mode can be read off.
+
+The built-in model is ``ReXNetV1`` from the PaddleClas pip wheel, taken
+from its defining module (the plugin's autoload replaces the ``ReXNet_*``
+names on ``ppcls.arch``, never this class). It gets our state dict
+unchanged: the two share the official key layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+try:
+    import resource  # Unix
+except ImportError:  # pragma: no cover
+    resource = None
+
+SCHEMA = "rexnet-plugin-bench/1"
+DEFAULT_VARIANT = "ReXNet_1_0"  # the variant of the README's speed table
+IMPLEMENTATIONS = ("ours", "builtin")
+BUILTIN_MODULE = "paddleclas.ppcls.arch.backbone.model_zoo.rexnet"
+BUILTIN_CLASS = "ReXNetV1"
+# Forward + backward cost about three forwards (the usual estimate: the
+# backward computes gradients for both the inputs and the weights).
+TRAIN_FLOP_FACTOR = 3
+# CPU features that matter for these kernels, as /proc/cpuinfo names them.
+RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                      "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+WORKER_TIMEOUT_S = 900  # one batch (or the setup) taking longer than this is a hang
+BLOCK = 5  # timed batches per turn of a worker
+SETTLE_S = 0.3  # pause between turns: longer than Intel OpenMP's 200 ms spin-wait
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of running the model."""
+
+    key: str
+    runtime: str  # "paddle_inference", "onnxruntime", "dygraph_eval" or "dygraph_train"
+    batch: int
+    image_size: int
+    precision: str = "fp32"
+    goal: float | None = None  # the issue's target for ours/built-in latency
+    # Paddle Inference as configured by default, without export.retain_freed_memory().
+    stock_allocator: bool = False
+
+    @property
+    def title(self) -> str:
+        if self.stock_allocator:
+            return f"Paddle Inference oneDNN {self.precision}, stock allocator"
+        return {"paddle_inference": f"Paddle Inference oneDNN {self.precision}",
+                "onnxruntime": "ONNX Runtime (paddle2onnx)",
+                "dygraph_eval": "dygraph eval forward",
+                "dygraph_train": "dygraph train step"}[self.runtime]
+
+
+MODES = {m.key: m for m in [
+    Mode("paddle_fp32_b1", "paddle_inference", 1, 224, goal=0.75),
+    Mode("paddle_fp32_b8", "paddle_inference", 8, 224, goal=0.75),
+    Mode("paddle_fp32_b1_stock", "paddle_inference", 1, 224, stock_allocator=True),
+    Mode("paddle_fp32_b8_stock", "paddle_inference", 8, 224, stock_allocator=True),
+    Mode("paddle_bf16_b1", "paddle_inference", 1, 224, "bf16"),
+    Mode("paddle_bf16_b8", "paddle_inference", 8, 224, "bf16"),
+    Mode("onnxruntime_b1", "onnxruntime", 1, 224),
+    Mode("onnxruntime_b8", "onnxruntime", 8, 224),
+    Mode("dygraph_eval_b8", "dygraph_eval", 8, 224),
+    Mode("dygraph_train_b16", "dygraph_train", 16, 160, goal=0.85),
+]}
+
+
+# -- the machine ----------------------------------------------------------------
+
+def _lscpu() -> dict:
+    try:
+        out = subprocess.run(["lscpu", "-J"], capture_output=True, text=True, timeout=30).stdout
+        return {row["field"].rstrip(":"): row["data"] for row in json.loads(out)["lscpu"]}
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return {}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def describe_machine() -> dict:
+    """CPU model, cores, relevant instruction sets and library versions."""
+    from .export import cpu_flags, cpu_model
+    lscpu = _lscpu()
+    flags = cpu_flags()
+    import paddle
+    return {
+        "cpu_model": lscpu.get("Model name") or cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads_per_core": lscpu.get("Thread(s) per core"),
+        "cores_per_socket": lscpu.get("Core(s) per socket"),
+        "sockets": lscpu.get("Socket(s)"),
+        "l2_cache": lscpu.get("L2 cache"),
+        "l3_cache": lscpu.get("L3 cache"),
+        "hypervisor": lscpu.get("Hypervisor vendor"),
+        "cpu_flags": [f for f in RELEVANT_CPU_FLAGS if f in flags],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {"paddlepaddle": paddle.version.full_version,
+                     "paddle_commit": paddle.version.commit,
+                     **{d: _version(d) for d in ("paddleclas", "rexnet-plugin", "numpy",
+                                                 "onnxruntime", "paddle2onnx", "onnx")}},
+    }
+
+
+# -- statistics -------------------------------------------------------------------
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def summarize(samples: list[tuple[float, float, int]], batch: int, macs_per_image: int,
+              flop_factor: int, memory: dict) -> dict:
+    """Per-image statistics of one implementation in one mode.
+
+    ``samples``: per timed batch, (wall seconds, CPU seconds, minor page faults).
+    """
+    wall_s, cpu_s, faults = zip(*samples)
+    per_image = [1e3 * t / batch for t in wall_s]
+    median = statistics.median(per_image)
+    q1, q3 = _quartiles(per_image)
+    images_per_s = 1e3 / median
+    return {
+        "ms_per_image": {"median": median, "q1": q1, "q3": q3,
+                         "min": min(per_image), "max": max(per_image)},
+        "images_per_s": images_per_s,
+        "cpu_ms_per_image": statistics.median(1e3 * t / batch for t in cpu_s),
+        "gflop_per_s": 2 * flop_factor * macs_per_image * images_per_s / 1e9,
+        "page_faults_per_batch": statistics.median(faults),
+        **memory,
+        "batches_ms": [round(1e3 * t, 4) for t in wall_s],
+    }
+
+
+# -- worker processes ---------------------------------------------------------------
+
+def _memory_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    if field == "VmHWM" and resource:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak // 1024 if sys.platform == "darwin" else peak
+    return None
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)
+
+
+def _inputs(batch: int, size: int):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((batch, 3, size, size)).astype("float32"),
+            rng.integers(0, 1000, (batch,)).astype("int64"))
+
+
+def _build_dygraph(impl: str, job: dict):
+    import paddle
+    if impl == "ours":
+        from .model import ReXNet
+        model = ReXNet(**job["arch"], class_num=job["class_num"])
+    else:
+        model = builtin_class()(width_mult=job["arch"]["width_mult"], class_num=job["class_num"])
+    model.set_state_dict(paddle.load(job["weights_file"]))
+    return model
+
+
+def _setup_step(impl: str, job: dict):
+    """Build what ``impl`` runs in ``job``'s mode; return a function running one batch."""
+    mode = Mode(**job["mode"])
+    images, labels = _inputs(mode.batch, mode.image_size)
+    if mode.runtime == "paddle_inference":
+        from .export import create_predictor, run_predictor
+        predictor = create_predictor(job["model_dirs"][impl], threads=job["threads"],
+                                     precision=mode.precision,
+                                     retain_memory=not mode.stock_allocator)
+        return lambda: run_predictor(predictor, images)
+    if mode.runtime == "onnxruntime":
+        from .export import create_onnx_session, run_onnx
+        session = create_onnx_session(job["onnx_files"][impl], threads=job["threads"])
+        return lambda: run_onnx(session, images)
+
+    import paddle
+    import paddle.nn.functional as F
+    model = _build_dygraph(impl, job)
+    x = paddle.to_tensor(images)
+    if mode.runtime == "dygraph_eval":
+        model.eval()
+
+        def step():
+            with paddle.no_grad():
+                return model(x).numpy()
+        return step
+    model.train()
+    y = paddle.to_tensor(labels)
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=0.01, momentum=0.9, parameters=model.parameters(),
+        weight_decay=paddle.regularizer.L2Decay(1e-5))
+
+    def train_step():
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        return float(loss)
+    return train_step
+
+
+def _worker(conn, impl: str, job: dict, log_path: str) -> None:
+    """Set up one implementation, then run a batch each time the parent asks."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    # Before paddle loads: its dygraph kernels take their thread count from here.
+    os.environ["OMP_NUM_THREADS"] = str(job["threads"])
+    try:
+        mode = Mode(**job["mode"])
+        import paddle  # noqa: F401  (the baseline below includes it)
+        if impl == "builtin" and mode.runtime.startswith("dygraph"):
+            builtin_class()
+        before = _memory_kb("VmRSS")
+        step = _setup_step(impl, job)
+        conn.send(("ready", None))
+        while True:
+            command = conn.recv()
+            if command == "run":
+                faults = _minor_faults()
+                wall, cpu = time.perf_counter(), time.process_time()
+                step()
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                conn.send(("time", (wall, cpu, _minor_faults() - faults)))
+            else:
+                peak = _memory_kb("VmHWM")
+                conn.send(("done", {"peak_rss_mb": _mb(peak), "rss_before_model_mb": _mb(before),
+                                    "peak_growth_mb": _mb(peak - before) if peak and before else None}))
+                return
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+class _Worker:
+    def __init__(self, impl: str, job: dict, log_path: Path):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.impl, self.log_path = impl, log_path
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker, args=(child, impl, job, str(log_path)),
+                                   daemon=True)
+        self.process.start()
+        child.close()
+
+    def ask(self, command: str | None = None):
+        if command:
+            self.conn.send(command)
+        if not self.conn.poll(WORKER_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"{self.impl} worker gave no answer in {WORKER_TIMEOUT_S} s; "
+                               f"its log ends:\n{self._log_tail()}")
+        try:
+            kind, payload = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"{self.impl} worker died (exit code {self.process.exitcode}); "
+                               f"its log ends:\n{self._log_tail()}") from None
+        if kind == "error":
+            raise RuntimeError(f"{self.impl} worker failed:\n{payload}")
+        return payload
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=30)
+
+
+def run_mode(mode: Mode, job: dict, warmup: int, repeats: int, macs: int,
+             log_dir: Path, block: int = BLOCK, settle_s: float = SETTLE_S) -> dict:
+    """Time both implementations in ``mode``, taking turns.
+
+    After ``warmup`` batches each, the workers take turns of ``block`` timed
+    batches, alternating who goes first. Before each turn the parent waits
+    ``settle_s`` and runs one untimed batch: Paddle's Intel OpenMP threads
+    (MKL, in the dygraph modes) spin for 200 ms after their last work
+    (KMP_BLOCKTIME), and on a few cores the spinning threads of the worker
+    that just ran would steal the cores of the one being timed.
+    """
+    job = {**job, "mode": asdict(mode)}
+    workers = {impl: _Worker(impl, job, log_dir / f"{mode.key}-{impl}.log")
+               for impl in IMPLEMENTATIONS}
+    try:
+        for worker in workers.values():
+            worker.ask()  # ready
+        for worker in workers.values():
+            time.sleep(settle_s)
+            for _ in range(warmup):
+                worker.ask("run")
+        samples = {impl: [] for impl in IMPLEMENTATIONS}  # (wall s, cpu s, page faults)
+        for turn in range(-(-repeats // block)):
+            order = IMPLEMENTATIONS if turn % 2 == 0 else IMPLEMENTATIONS[::-1]
+            for impl in order:
+                time.sleep(settle_s)
+                workers[impl].ask("run")  # wakes its threads; untimed
+                for _ in range(min(block, repeats - turn * block)):
+                    samples[impl].append(workers[impl].ask("run"))
+        memory = {impl: workers[impl].ask("stop") for impl in IMPLEMENTATIONS}
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    factor = TRAIN_FLOP_FACTOR if mode.runtime == "dygraph_train" else 1
+    results = {impl: summarize(samples[impl], mode.batch, macs, factor, memory[impl])
+               for impl in IMPLEMENTATIONS}
+    ours, builtin = (results[i]["ms_per_image"]["median"] for i in IMPLEMENTATIONS)
+    return {**asdict(mode), "title": mode.title, "macs_per_image": macs,
+            "flop_factor": factor, "results": results,
+            "ratio": ours / builtin, "goal_met": None if mode.goal is None else ours / builtin <= mode.goal}
+
+
+# -- bf16 agreement ---------------------------------------------------------------------
+
+def sample_photos(size: int = 224):
+    """A few dozen real photos: scikit-learn's two sample images, cropped and flipped.
+
+    Each photo is resized (short side 256 and 320, bicubic), cut into five
+    crops of ``size`` (centre and corners) and mirrored: 2 x 2 x 5 x 2 = 40
+    images, normalised like ImageNet evaluation.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from .zoo import EVAL_TRANSFORM as t
+    mean, std = np.array(t.mean, "float32"), np.array(t.std, "float32")
+    out = []
+    for array in load_sample_images().images:
+        photo = Image.fromarray(array)
+        for short in (256, 320):
+            scale = short / min(photo.size)
+            resized = photo.resize((round(photo.width * scale), round(photo.height * scale)),
+                                   Image.BICUBIC)
+            w, h = resized.size
+            corners = [((w - size) // 2, (h - size) // 2), (0, 0), (w - size, 0),
+                       (0, h - size), (w - size, h - size)]
+            for left, top in corners:
+                crop = resized.crop((left, top, left + size, top + size))
+                for image in (crop, crop.transpose(Image.FLIP_LEFT_RIGHT)):
+                    pixels = (np.asarray(image, "float32") / 255 - mean) / std
+                    out.append(pixels.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def _agreement(fp32, bf16) -> dict:
+    """How often bf16's top-1 is fp32's, and how close the flipped cases were.
+
+    The margin is fp32's top-1 logit minus its runner-up: a flip with a tiny
+    margin is a near-tie, not a wrong answer.
+    """
+    import numpy as np
+    top1_32, top1_16 = fp32.argmax(1), bf16.argmax(1)
+    ordered = np.sort(fp32, axis=1)
+    margins = ordered[:, -1] - ordered[:, -2]
+    flipped = top1_32 != top1_16
+    return {"images": int(len(fp32)), "top1_agree": int((~flipped).sum()),
+            "top1_agreement": float((~flipped).mean()),
+            "distinct_fp32_top1": int(len(set(top1_32.tolist()))),
+            "median_fp32_margin": float(np.median(margins)),
+            "largest_flipped_margin": float(margins[flipped].max()) if flipped.any() else None,
+            "max_abs_logit_diff": float(np.abs(fp32 - bf16).max()),
+            "fp32_logit_range": float(fp32.max() - fp32.min())}
+
+
+def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None) -> list[dict]:
+    """Top-1 agreement of bf16 with fp32 Paddle Inference on real inputs.
+
+    For every official test-vector file in ``reference_dir`` (weights that
+    make the logits depend on the input; see shared/reference/README.md):
+    its own inputs, and the photos of ``sample_photos``.
+    """
+    import numpy as np
+    from .export import create_predictor, export_inference, run_predictor
+    from .model import ReXNet
+    from .weights import inspect_state, to_canonical
+    from .zoo import VARIANTS
+    photos = sample_photos()
+    rows = []
+    for path in sorted(Path(reference_dir).glob("rexnet_*.npz")):
+        data = np.load(path)
+        state = to_canonical({k: data[k].astype("float32") for k in data.files
+                              if not k.startswith(("a.", "b."))})
+        info = inspect_state(state)  # which variant these weights are
+        name = info.variant
+        model = ReXNet(**VARIANTS[name].arch, class_num=info.class_num)
+        model.set_state_dict(state)
+        with tempfile.TemporaryDirectory() as tmp:
+            export_inference(model, tmp)  # dynamic H, W: case b is 161x97
+            fp32 = create_predictor(tmp, threads=threads)
+            bf16 = create_predictor(tmp, threads=threads, precision="bf16")
+            batches = {"reference_inputs": [data["a.input"], data["b.input"]],
+                       "sample_photos": [photos[i:i + 8] for i in range(0, len(photos), 8)]}
+            row = {"variant": name, "weights": f"the weights of the test vectors {path.name}"}
+            for key, inputs in batches.items():
+                logits32 = np.concatenate([run_predictor(fp32, x) for x in inputs])
+                logits16 = np.concatenate([run_predictor(bf16, x) for x in inputs])
+                row[key] = _agreement(logits32, logits16)
+        rows.append(row)
+    return rows
+
+
+def _agreement_worker(conn, reference_dir: str, threads: int, log_path: str) -> None:
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        conn.send(("result", bf16_agreement(reference_dir, threads)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+def _run_agreement(reference_dir: Path, threads: int, log_dir: Path) -> list[dict]:
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    log = log_dir / "bf16-agreement.log"
+    process = ctx.Process(target=_agreement_worker, args=(child, str(reference_dir), threads, str(log)))
+    process.start()
+    child.close()
+    try:
+        if not conn.poll(WORKER_TIMEOUT_S):
+            raise RuntimeError(f"bf16 agreement gave no answer in {WORKER_TIMEOUT_S} s; log: {log}")
+        kind, payload = conn.recv()
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=30)
+    if kind == "error":
+        raise RuntimeError(f"bf16 agreement failed:\n{payload}")
+    return payload
+
+
+# -- the benchmark ----------------------------------------------------------------------
+
+def builtin_class():
+    """PaddleClas's own ReXNet class, from the module that defines it."""
+    import importlib
+    try:
+        module = importlib.import_module(BUILTIN_MODULE)
+    except ImportError as err:
+        raise ImportError(f"the comparison needs PaddleClas's built-in ReXNet ({BUILTIN_MODULE}): "
+                          f"pip install paddleclas") from err
+    cls = getattr(module, BUILTIN_CLASS)
+    if cls.__module__ != BUILTIN_MODULE:  # the comparison would be ours against ours
+        raise RuntimeError(f"{BUILTIN_MODULE}.{BUILTIN_CLASS} was replaced by {cls.__module__}")
+    return cls
+
+
+def default_reference_dir() -> Path | None:
+    env = os.environ.get("REXNET_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    return beside_checkout if beside_checkout.is_dir() else None
+
+
+def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[dict, dict, dict]:
+    """Build both models with the same weights; export what the modes need.
+
+    Returns the workers' job, facts for the report, and conv MACs per image
+    for each image size.
+    """
+    import numpy as np
+    import paddle
+    from .complexity import count_conv_macs
+    from .export import export_inference, export_onnx
+    from .model import ReXNet
+    from .weights import load_pretrained
+    from .zoo import get_variant
+
+    v = get_variant(variant)
+    if v.lite:
+        raise ValueError(f"{variant} is a ReXNet-lite; PaddleClas has no built-in lite model "
+                         f"to compare with. Pick a V1 variant (ReXNet_1_0 ...).")
+    paddle.seed(0)
+    ours = ReXNet(**v.arch)
+    if weights:
+        load_pretrained(ours, weights, variant=v.name)
+    builtin = builtin_class()(width_mult=v.width_mult, class_num=ours.class_num)
+    state = ours.state_dict()
+    theirs = {k: list(t.shape) for k, t in builtin.state_dict().items()}
+    mine = {k: list(t.shape) for k, t in state.items()}
+    if mine != theirs:
+        raise RuntimeError(f"PaddleClas's {BUILTIN_CLASS} no longer has our state-dict layout: "
+                           f"{sorted(set(mine) ^ set(theirs))[:5]}")
+    builtin.set_state_dict(state)
+    weights_file = workdir / "weights.pdparams"
+    paddle.save(state, str(weights_file))
+
+    # Same weights, so the same outputs: the comparison is like for like.
+    ours.eval()
+    builtin.eval()
+    x = paddle.to_tensor(np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype("float32"))
+    with paddle.no_grad():
+        diff = float((ours(x) - builtin(x)).abs().max())
+
+    job = {"arch": v.arch, "class_num": ours.class_num, "weights_file": str(weights_file),
+           "threads": None, "model_dirs": {}, "onnx_files": {}}
+    sizes = {m.image_size for m in modes if m.runtime in ("paddle_inference", "onnxruntime")}
+    if len(sizes) > 1:
+        raise ValueError(f"exported modes must share one image size; got {sorted(sizes)}")
+    for impl, model in (("ours", ours), ("builtin", builtin)):
+        if sizes:
+            job["model_dirs"][impl] = str(export_inference(model, workdir / impl, next(iter(sizes))))
+        if any(m.runtime == "onnxruntime" for m in modes):
+            job["onnx_files"][impl] = str(export_onnx(workdir / impl))
+    macs = {size: count_conv_macs(ours, size)["total"] for size in {m.image_size for m in modes}}
+    info = {"variant": v.name, "width_mult": v.width_mult, "class_num": ours.class_num,
+            "weights": str(weights) if weights else "random init (paddle.seed(0)), copied into both",
+            "outputs_max_abs_diff": diff}
+    return job, info, macs
+
+
+def _skip_reason(mode: Mode) -> str | None:
+    """Why ``mode`` cannot run here, or None."""
+    import importlib.util
+    from .export import bf16_supported
+    if mode.precision == "bf16" and not bf16_supported():
+        return "the CPU has no AVX512-BF16/AMX-BF16"
+    if mode.runtime == "onnxruntime" and not all(
+            importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime")):
+        return "needs paddle2onnx and onnxruntime: pip install 'rexnet-plugin[onnx]'"
+    return None
+
+
+def run_benchmark(variant: str = DEFAULT_VARIANT, weights=None, modes: list[Mode] | None = None,
+                  warmup: int = 5, repeats: int = 30, threads: int | None = None,
+                  reference_dir: str | os.PathLike | None = None, agreement: bool = True,
+                  command: str | None = None, log=print) -> dict:
+    """Run every mode for both implementations; return the result document."""
+    from .export import bf16_supported
+    modes = list(MODES.values()) if modes is None else list(modes)
+    threads = threads or os.cpu_count() or 1
+    started = time.time()
+    doc = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": command or "rexnet-plugin bench",
+           "settings": {"warmup": warmup, "repeats": repeats, "threads": threads,
+                        "timing": "wall clock per batch (time.perf_counter) in the worker; "
+                                  "cpu = process CPU time of the worker (time.process_time)",
+                        "turns": f"the two workers take turns of {BLOCK} timed batches, "
+                                 f"alternating who goes first; each turn starts after a "
+                                 f"{SETTLE_S} s pause and one untimed batch",
+                        "memory": "VmHWM (peak resident set) of each worker process",
+                        "page_faults": "minor page faults of the worker during each timed batch"},
+           "machine": describe_machine(), "load_average_start": list(os.getloadavg())}
+    skipped = {m.key: _skip_reason(m) for m in modes if _skip_reason(m)}
+    with tempfile.TemporaryDirectory(prefix="rexnet-bench-") as tmp:
+        workdir = Path(tmp)
+        log(f"preparing {variant}: building both models, exporting to {workdir}")
+        job, info, macs = _prepare(variant, weights, workdir,
+                                   [m for m in modes if m.key not in skipped])
+        job["threads"] = threads
+        doc.update(info)
+        doc["modes"] = []
+        for mode in modes:
+            if mode.key in skipped:
+                log(f"{mode.key}: skipped ({skipped[mode.key]})")
+                doc["modes"].append({**asdict(mode), "title": mode.title,
+                                     "skipped": skipped[mode.key]})
+                continue
+            log(f"{mode.key}: {mode.title}, batch {mode.batch}, {mode.image_size}x{mode.image_size}")
+            entry = run_mode(mode, job, warmup, repeats, macs[mode.image_size], workdir)
+            o, b = (entry["results"][i]["ms_per_image"]["median"] for i in IMPLEMENTATIONS)
+            log(f"  ours {o:.2f} ms/img, built-in {b:.2f} ms/img, ratio {entry['ratio']:.3f}")
+            doc["modes"].append(entry)
+        ref = Path(reference_dir) if reference_dir else default_reference_dir()
+        if agreement and bf16_supported() and ref and ref.is_dir():
+            log(f"bf16 vs fp32 top-1 agreement (reference vectors in {ref}, sample photos)")
+            doc["bf16_agreement"] = _run_agreement(ref, threads, workdir)
+    doc["load_average_end"] = list(os.getloadavg())
+    doc["duration_s"] = round(time.time() - started, 1)
+    return doc
+
+
+# -- reports ------------------------------------------------------------------------------
+
+def _ms(stats: dict) -> str:
+    m = stats["ms_per_image"]
+    return f"{m['median']:.2f} ({m['q1']:.2f}–{m['q3']:.2f})"
+
+
+def _rss(stats: dict) -> str:
+    return f"{stats['peak_rss_mb']:.0f} (+{stats['peak_growth_mb']:.0f})"
+
+
+def markdown_table(doc: dict) -> str:
+    """The speed table (one row per mode), from a result document."""
+    rows = ["| Mode | Batch | Input | ours ms/img (IQR) | built-in ms/img (IQR) | ours / built-in "
+            "| ours img/s | built-in img/s | ours GFLOP/s | peak RSS (growth) ours / built-in, MB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in doc["modes"]:
+        size = f"{m['image_size']}²"
+        if m.get("skipped"):
+            rows.append(f"| {m['title']} | {m['batch']} | {size} | skipped: {m['skipped']} "
+                        f"| | | | | | |")
+            continue
+        o, b = m["results"]["ours"], m["results"]["builtin"]
+        goal = "" if m["goal"] is None else f" (goal ≤ {m['goal']:.2f})"
+        rows.append(
+            f"| {m['title']} | {m['batch']} | {size} | {_ms(o)} | {_ms(b)} | **{m['ratio']:.2f}**{goal} "
+            f"| {o['images_per_s']:.1f} | {b['images_per_s']:.1f} | {o['gflop_per_s']:.1f} "
+            f"| {_rss(o)} / {_rss(b)} |")
+    return "\n".join(rows)
+
+
+def cpu_table(doc: dict) -> str:
+    """CPU time and page faults: less sensitive to other processes than wall time."""
+    rows = ["| Mode | Batch | ours CPU ms/img | built-in CPU ms/img | CPU ratio "
+            "| ours page faults/batch | built-in page faults/batch |", "|---|---|---|---|---|---|---|"]
+    for m in doc["modes"]:
+        if m.get("skipped"):
+            continue
+        o, b = m["results"]["ours"], m["results"]["builtin"]
+        rows.append(f"| {m['title']} | {m['batch']} | {o['cpu_ms_per_image']:.2f} "
+                    f"| {b['cpu_ms_per_image']:.2f} | {o['cpu_ms_per_image'] / b['cpu_ms_per_image']:.2f} "
+                    f"| {o['page_faults_per_batch']:.0f} | {b['page_faults_per_batch']:.0f} |")
+    return "\n".join(rows)
+
+
+def bf16_summary(doc: dict) -> str:
+    """bf16 against fp32: speed (ours) and top-1 agreement."""
+    by_key = {m["key"]: m for m in doc["modes"] if not m.get("skipped")}
+    lines = []
+    for batch in (1, 8):
+        fp32, bf16 = by_key.get(f"paddle_fp32_b{batch}"), by_key.get(f"paddle_bf16_b{batch}")
+        if fp32 and bf16:
+            f = fp32["results"]["ours"]["ms_per_image"]["median"]
+            h = bf16["results"]["ours"]["ms_per_image"]["median"]
+            lines.append(f"- batch {batch}: bf16 takes {h / f:.2f}x the fp32 time "
+                         f"({h:.2f} vs {f:.2f} ms/img, ours).")
+    for row in doc.get("bf16_agreement", []):
+        for label, key in (("its test-vector inputs", "reference_inputs"),
+                           ("the sample photos", "sample_photos")):
+            a = row[key]
+            flips = ("" if a["largest_flipped_margin"] is None else
+                     f"; the flipped ones had fp32 top-1/top-2 margins of at most "
+                     f"{a['largest_flipped_margin']:.3f} (median margin {a['median_fp32_margin']:.3f})")
+            lines.append(f"- `{row['variant']}` with {row['weights']}, {label}: top-1 agrees on "
+                         f"{a['top1_agree']}/{a['images']} ({a['distinct_fp32_top1']} distinct fp32 "
+                         f"classes){flips}; max |logit diff| {a['max_abs_logit_diff']:.3f} for a "
+                         f"logit range of {a['fp32_logit_range']:.1f}.")
+    return "\n".join(lines)
+
+
+def machine_text(doc: dict) -> str:
+    m = doc["machine"]
+    v = m["versions"]
+    cores = m["logical_cpus"]
+    return (f"{m['cpu_model']}, {cores} logical CPUs ({m['threads_per_core']} thread(s) per core"
+            f"{', ' + m['hypervisor'] + ' VM' if m.get('hypervisor') else ''}), L2 {m['l2_cache']}, "
+            f"L3 {m['l3_cache']}; flags: {', '.join(m['cpu_flags'])}. PaddlePaddle "
+            f"{v['paddlepaddle']}, PaddleClas {v['paddleclas']}, ONNX Runtime {v['onnxruntime']}, "
+            f"paddle2onnx {v['paddle2onnx']}, Python {m['python']}. {doc['settings']['threads']} "
+            f"threads; {doc['settings']['warmup']} warm-up and {doc['settings']['repeats']} timed "
+            f"batches per mode and implementation, in alternating turns; load average "
+            f"{doc['load_average_start'][0]:.1f} at the start, {doc['load_average_end'][0]:.1f} "
+            f"at the end.")
+
+
+def markdown_report(doc: dict) -> str:
+    text = [f"# {doc['variant']}: rexnet-plugin against PaddleClas's built-in ReXNet", "",
+            f"Generated by `{doc['command']}` on {doc['created']} ({doc['duration_s']} s). "
+            f"Weights: {doc['weights']}; largest output difference between the two models: "
+            f"{doc['outputs_max_abs_diff']:.1e}.", "",
+            markdown_table(doc), "", "Machine: " + machine_text(doc), "",
+            "CPU time of the worker processes (all threads) and minor page faults, per timed "
+            "batch (medians):", "", cpu_table(doc), ""]
+    bf16 = bf16_summary(doc)
+    if bf16:
+        text += ["bf16 (opt-in, `precision=\"bf16\"`):", "", bf16, ""]
+    return "\n".join(text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """``<variant>.json`` and ``<variant>.md`` in out_dir, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{doc['variant']}.json", out_dir / f"{doc['variant']}.md"
+    _write_atomic(json_path, json.dumps(doc, indent=1) + "\n")
+    _write_atomic(md_path, markdown_report(doc))
+    return json_path, md_path
+
+
+def parse_modes(text: str | None) -> list[Mode]:
+    if not text:
+        return list(MODES.values())
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    return [MODES[k] for k in keys]

@@ -1,0 +1,264 @@
+"""The ``rexnet-plugin`` command. Each subcommand lives in its own module;
+this file only wires up argparse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _variants(args) -> int:
+    from .tables import variants_table
+    print(variants_table())
+    return 0
+
+
+def _configs(args) -> int:
+    if args.toolkit == "ppdet":
+        if args.names:
+            print("rexnet-plugin configs: --names is for --toolkit ppcls; the "
+                  "PaddleDetection configs are written together", file=sys.stderr)
+            return 2
+        from .detection_configs import main
+        return main(args)
+    if args.standalone:
+        print("rexnet-plugin configs: --standalone is for --toolkit ppdet", file=sys.stderr)
+        return 2
+    from .configs import main
+    return main(args)
+
+
+def _convert(args) -> int:
+    from .convert import convert
+    from .errors import WeightsError
+    try:
+        print(convert(args.src, args.dst, variant=args.variant, src_format=args.src_format,
+                      layout=args.layout, force=args.force))
+    except (WeightsError, ValueError) as err:
+        print(f"rexnet-plugin convert: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _weights(args) -> int:
+    from .errors import WeightsError
+    from .weights import fetch_pretrained, sources_table
+    if not args.download:
+        print(sources_table(args.variants))
+        return 0
+    if not args.variants:
+        print("rexnet-plugin weights: error: name the variants to --download", file=sys.stderr)
+        return 2
+    try:
+        for name in args.variants:
+            print(fetch_pretrained(name, args.source))
+    except (WeightsError, ValueError) as err:
+        print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _image_size(text: str):
+    """'224', '256x192' (H x W), or 'dynamic'."""
+    if text == "dynamic":
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    raise argparse.ArgumentTypeError(f"{text!r}: expected 224, HxW (e.g. 256x192) or dynamic")
+
+
+def _export(args) -> int:
+    from .errors import WeightsError
+    from .export import export_model
+    try:
+        result = export_model(args.model, args.weights, args.output, onnx=args.onnx,
+                              image_size=args.image_size, class_num=args.class_num,
+                              opset=args.opset, untrained=args.untrained)
+    except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
+        print(f"rexnet-plugin export: error: {err}", file=sys.stderr)
+        return 2
+    print(result.describe())
+    return 0
+
+
+def _bench(args) -> int:
+    import shlex
+    from .bench import DEFAULT_VARIANT, parse_modes, run_benchmark, write_results
+    try:
+        modes = parse_modes(args.modes)
+        doc = run_benchmark(args.variant or DEFAULT_VARIANT, args.weights, modes, warmup=args.warmup,
+                            repeats=args.repeats, threads=args.threads,
+                            reference_dir=args.reference_dir, agreement=not args.no_agreement,
+                            command=args.command_line or "rexnet-plugin " + shlex.join(sys.argv[1:]))
+    except (ValueError, ImportError) as err:
+        print(f"rexnet-plugin bench: error: {err}", file=sys.stderr)
+        return 2
+    for path in write_results(doc, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo.run import run_from_args
+    return run_from_args(args)
+
+
+def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    from .demo import run as demo
+    from .zoo import VARIANTS
+    p.add_argument("--variant", default=demo.DEFAULT_VARIANT, choices=list(VARIANTS),
+                   metavar="NAME", help=f"one of {', '.join(VARIANTS)} "
+                                        f"(default {demo.DEFAULT_VARIANT})")
+    p.add_argument("--epochs", type=int, default=demo.DEFAULT_EPOCHS,
+                   help=f"training epochs (default {demo.DEFAULT_EPOCHS})")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help=f"square input size, at least 32 (default "
+                        f"{demo.DEFAULT_DIGITS_IMAGE_SIZE} for the digits, "
+                        f"{demo.DEFAULT_DATA_IMAGE_SIZE} for --data)")
+    p.add_argument("--batch-size", type=int, default=demo.DEFAULT_BATCH_SIZE,
+                   help=f"default {demo.DEFAULT_BATCH_SIZE}")
+    p.add_argument("--lr", type=float, default=demo.DEFAULT_LEARNING_RATE,
+                   dest="learning_rate", help=f"peak learning rate of the cosine "
+                                              f"schedule (default {demo.DEFAULT_LEARNING_RATE})")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, "
+                   "shuffling and augmentation (default 0; the digits' split is fixed)")
+    p.add_argument("--out", type=Path, default=Path(demo.DEFAULT_OUT), metavar="DIR",
+                   help=f"report folder (default ./{demo.DEFAULT_OUT})")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="your own ImageNet-format folder (train_list.txt, val_list.txt, "
+                        "optional label_list.txt) instead of the digits")
+    p.add_argument("--pretrained", default=None, metavar="CKPT",
+                   help="start from these weights (classifier skipped if its shape differs)")
+    p.add_argument("--engine", choices=("auto", "paddle", "paddleclas"), default="auto",
+                   help="auto (default): PaddleClas's tools/train.py when PADDLECLAS_ROOT "
+                        "is set, else paddle.Model.fit")
+    p.add_argument("--train-images", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (quick checks)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out folder not made by this command")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench import MODES as bench_modes  # stdlib-only module: cheap to import
+    parser = argparse.ArgumentParser(
+        prog="rexnet-plugin",
+        description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("variants", help="list the variants with params and MACs")
+    p.set_defaults(func=_variants)
+
+    p = sub.add_parser(
+        "configs", help="write the PaddleClas or PaddleDetection configs into a folder",
+        description="Copy the configs shipped with the package into DIR: PaddleClas's "
+                    "(ppcls_configs/*.yaml) or, with --toolkit ppdet, PaddleDetection's "
+                    "(ppdet_configs/). A file you edited is kept unless --force.")
+    p.add_argument("--toolkit", choices=["ppcls", "ppdet"], default="ppcls",
+                   help="ppcls (default): PaddleClas configs; ppdet: PaddleDetection "
+                        "configs for <PaddleDetection>/configs/rexnet")
+    p.add_argument("--dest", required=True, metavar="DIR",
+                   help="target folder, e.g. ppcls_configs inside your PaddleClas checkout, "
+                        "or configs/rexnet inside your PaddleDetection checkout")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite files that differ from the shipped configs")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="only these variants (default: all; ppcls only)")
+    p.add_argument("--standalone", action="store_true",
+                   help="ppdet only: the one-file configs for the pip wheel paddledet, "
+                        "instead of the checkout configs that _BASE_ on PaddleDetection's")
+    p.set_defaults(func=_configs)
+
+    p = sub.add_parser(
+        "convert", help="convert a checkpoint (.pth, .safetensors, .pdparams) to .pdparams "
+                        "or .safetensors",
+        description="Convert a ReXNet checkpoint in any layout (Paddle, official PyTorch, "
+                    "timm) to the Paddle layout; the output format follows DST's suffix.")
+    p.add_argument("src", metavar="SRC", help="the checkpoint to read")
+    p.add_argument("dst", metavar="DST", help="the file to write: .pdparams or .safetensors")
+    p.add_argument("--variant", help="check the weights against this variant (default: the "
+                                     "one inferred from the shapes)")
+    p.add_argument("--src-format", choices=["pdparams", "safetensors", "pth"],
+                   help="format of SRC (default: from its content and suffix)")
+    p.add_argument("--layout", choices=["paddle", "official"], default="paddle",
+                   help="key names to write: paddle (default) or official PyTorch names "
+                        "(.safetensors only)")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("weights", help="list the published weights and the cache; "
+                                       "--download fetches them")
+    p.add_argument("variants", nargs="*", metavar="VARIANT",
+                   help="variants to list or download (default: all)")
+    p.add_argument("--download", action="store_true",
+                   help="download into the cache and check each file against its model")
+    p.add_argument("--source", help="source to download (default: the variant's first)")
+    p.set_defaults(func=_weights)
+
+    p = sub.add_parser(
+        "export", help="export to Paddle Inference (and ONNX with --onnx)",
+        description="Build a variant (or the model of a PaddleClas config), load its weights "
+                    "and export it for Paddle Inference; --onnx adds an ONNX file converted "
+                    "by paddle2onnx and checked against Paddle Inference with ONNX Runtime.")
+    p.add_argument("model", metavar="MODEL",
+                   help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
+                        "Arch.name, Arch.class_num, Global.image_shape, "
+                        "Global.pretrained_model and Global.save_inference_dir are used")
+    p.add_argument("--weights", help="checkpoint path, source name (seed, paddleclas, ...) "
+                                     "or URL (default: the config's Global.pretrained_model)")
+    p.add_argument("--untrained", action="store_true", help="export random weights")
+    p.add_argument("-o", "--output", help="output directory (default: the config's "
+                                          "Global.save_inference_dir, else ./inference)")
+    p.add_argument("--onnx", action="store_true", help="also write inference.onnx")
+    p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
+    p.add_argument("--image-size", type=_image_size, default=-1, metavar="SIZE",
+                   help="input size: 224, HxW or dynamic (default: the config's "
+                        "Global.image_shape, else 224)")
+    p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "bench", help="time this ReXNet against PaddleClas's built-in, side by side",
+        description="Time this package's ReXNet and PaddleClas's built-in ReXNetV1 (same "
+                    "variant, same weights, timed in alternating turns) in Paddle Inference "
+                    "fp32/bf16, ONNX Runtime, dygraph eval and dygraph training; write "
+                    "<variant>.json and <variant>.md.")
+    p.add_argument("--variant", help="a V1 variant (default ReXNet_1_0)")
+    p.add_argument("--weights", help="checkpoint for both models (default: random init, "
+                                     "copied into both)")
+    p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(bench_modes)} "
+                                   f"(default: all)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches first (default 5)")
+    p.add_argument("--repeats", type=int, default=30, help="timed batches (default 30)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--reference-dir", help="official test vectors for the bf16 agreement check "
+                                           "(default: $REXNET_REFERENCE_DIR or ../shared/reference)")
+    p.add_argument("--no-agreement", action="store_true", help="skip the bf16 agreement check")
+    p.add_argument("-o", "--output", default="bench-results",
+                   help="directory for the JSON and markdown (default ./bench-results)")
+    p.add_argument("--command-line", help=argparse.SUPPRESS)  # recorded as the command that ran
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "demo", help="train, evaluate, export and predict on bundled digits (offline)",
+        description="Train a ReXNet from scratch on scikit-learn's bundled handwritten "
+                    "digits (or --data DIR), report held-out top-1, export to Paddle "
+                    "Inference and predict with it. Writes a report folder (--out).")
+    _add_demo_arguments(p)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Parameter and multiply-accumulate counts, measured on a built model."""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn as nn
+
+
+def count_params(model: nn.Layer) -> int:
+    """Trainable parameters; BN running statistics are not counted."""
+    return sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient)
+
+
+def count_conv_macs(model: nn.Layer, image_size: int = 224) -> dict[str, int]:
+    """Conv multiply-accumulates for one image, split into body and classifier.
+
+    Counts out_h * out_w * out_c * (in_c / groups) * k_h * k_w for every
+    Conv2D (SE and classifier included), as the reference figures do;
+    BN, activations, pooling and additions are not counted.
+    """
+    head = {id(layer) for layer in model.output.sublayers()} if getattr(model, "output", None) else set()
+    macs = {"features": 0, "head": 0}
+
+    def hook(layer, inputs, output):
+        _, out_c, out_h, out_w = output.shape
+        kh, kw = layer.weight.shape[2:]
+        per_pixel = out_c * (layer._in_channels // layer._groups) * kh * kw
+        macs["head" if id(layer) in head else "features"] += out_h * out_w * per_pixel
+
+    handles = [layer.register_forward_post_hook(hook)
+               for layer in model.sublayers() if isinstance(layer, nn.Conv2D)]
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1, 3, image_size, image_size]))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    macs["total"] = macs["features"] + macs["head"]
+    return macs

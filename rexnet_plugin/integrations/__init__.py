@@ -1,0 +1,1 @@
+"""Host-toolkit integrations; each imports its host lazily."""

@@ -1,0 +1,170 @@
+"""Run plugins when a host toolkit's module is first imported.
+
+PaddleClas and PaddleDetection have no plugin discovery, and their tools put
+the toolkit's checkout on ``sys.path`` only at run time. So the wheel installs
+``rexnet_plugin_autoload.pth``, which calls ``install()`` at interpreter
+start-up. ``install()`` only adds a small ``sys.meta_path`` finder: nothing
+heavy is imported until a watched module is imported.
+
+When a watched module (a key of ``TRIGGERS``) has finished executing, every
+entry point of its group is loaded and called with the module object::
+
+    [project.entry-points."paddleclas.plugins"]
+    my_models = "my_package.ppcls:register"     # register(arch_module)
+
+Any package can use these groups; nothing here is specific to ReXNet. A
+plugin that fails logs one warning and the host carries on without it.
+``REXNET_PLUGIN_AUTOLOAD=0`` turns the whole mechanism off.
+
+This module imports only ``os`` and ``sys`` at start-up; keep it that way
+(the README quotes its cost on ``python -c pass``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV_SWITCH = "REXNET_PLUGIN_AUTOLOAD"
+
+# Watched module -> entry-point group whose plugins run once it has executed.
+TRIGGERS = {
+    "ppcls.arch": "paddleclas.plugins",             # a PaddleClas source checkout
+    "paddleclas.ppcls.arch": "paddleclas.plugins",  # the paddleclas pip wheel
+    # PaddleDetection's tools import the whole package before load_config.
+    "ppdet": "ppdet.plugins",
+}
+
+_failed_plugins: set = set()  # entry points that already logged their warning
+
+
+def enabled() -> bool:
+    """False when REXNET_PLUGIN_AUTOLOAD=0 (the .pth then imports nothing at all)."""
+    return os.environ.get(ENV_SWITCH) != "0"
+
+
+def _logger():
+    import logging
+    return logging.getLogger("rexnet_plugin.autoload")
+
+
+def _entry_points(group: str):
+    from importlib.metadata import entry_points
+    found = entry_points()
+    if hasattr(found, "select"):  # Python 3.10+
+        return list(found.select(group=group))
+    return list(found.get(group, []))  # Python 3.9
+
+
+def run_plugins(group: str, module) -> None:
+    """Call every entry point of ``group`` with ``module``; never raise."""
+    try:
+        plugins = _entry_points(group)
+    except Exception as exc:  # a broken distribution's metadata
+        _logger().warning("rexnet-plugin autoload: cannot list the entry points of "
+                          "group %r (%s: %s); no plugins were loaded for %s.",
+                          group, type(exc).__name__, exc, module.__name__)
+        return
+    seen = set()
+    for ep in plugins:
+        key = (ep.group, ep.name, ep.value)
+        if key in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(key)
+        try:
+            ep.load()(module)
+        except Exception as exc:
+            if key in _failed_plugins:
+                _logger().debug("plugin %s failed again on %s: %r", ep.value, module.__name__, exc)
+                continue
+            _failed_plugins.add(key)
+            _logger().warning(
+                "rexnet-plugin autoload: plugin %r (%s, entry-point group %r) failed "
+                "on %s and was skipped: %s: %s. The host continues without it; set "
+                "%s=0 to turn plugin autoloading off.",
+                ep.name, ep.value, group, module.__name__, type(exc).__name__, exc,
+                ENV_SWITCH)
+
+
+class _RunPluginsAfterExec:
+    """Wraps a module's loader: execute the module, then run the plugins."""
+
+    def __init__(self, loader, group: str):
+        self.loader = loader
+        self.group = group
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        # Put the real loader back, so the module looks untouched afterwards.
+        module.__loader__ = self.loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self.loader
+        run_plugins(self.group, module)
+
+    def __getattr__(self, name):  # get_source, is_package, resource readers ...
+        return getattr(self.loader, name)
+
+
+class TriggerFinder:
+    """A ``sys.meta_path`` finder that only ever acts on the TRIGGERS modules.
+
+    It asks the other finders for the real spec and wraps its loader; it
+    never imports anything itself.
+    """
+
+    def __init__(self, triggers: dict[str, str]):
+        self.triggers = dict(triggers)
+
+    def find_spec(self, fullname, path=None, target=None):
+        group = self.triggers.get(fullname)
+        if group is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec  # namespace package or legacy loader: leave it alone
+        spec.loader = _RunPluginsAfterExec(spec.loader, group)
+        return spec
+
+    def __repr__(self):
+        return f"<rexnet_plugin autoload TriggerFinder watching {sorted(self.triggers)}>"
+
+
+def installed_finder() -> TriggerFinder | None:
+    return next((f for f in sys.meta_path if isinstance(f, TriggerFinder)), None)
+
+
+def install(triggers: dict[str, str] | None = None) -> TriggerFinder | None:
+    """Add the finder (once). Returns it, or None when autoload is switched off.
+
+    A watched module that is already imported (fully executed) gets its
+    plugins run right away.
+    """
+    if not enabled():
+        return None
+    finder = installed_finder()
+    if finder is None:
+        finder = TriggerFinder(TRIGGERS if triggers is None else triggers)
+        sys.meta_path.insert(0, finder)
+    elif triggers:
+        finder.triggers.update(triggers)
+    for name, group in list(finder.triggers.items()):
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None)
+        if module is not None and not getattr(spec, "_initializing", False):
+            run_plugins(group, module)
+    return finder
+
+
+def uninstall() -> None:
+    """Remove the finder (tests, or a host that wants no plugins)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, TriggerFinder)]

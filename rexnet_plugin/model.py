@@ -1,0 +1,366 @@
+"""ReXNet (Han et al., CVPR 2021) in pure Paddle.
+
+A faithful port of NAVER's official ``rexnetv1.py`` (ReXNet V1, with SE and
+SiLU) and ``rexnetv1_lite.py`` (ReXNet-lite: no SE, ReLU6, channels divisible
+by 8). Two rules shape this file:
+
+* The state-dict layout is the official one (``features.<i>...``,
+  ``output.<j>...``), so official PyTorch checkpoints, PaddleClas's and the
+  seed's ``.pdparams`` load without renaming.
+* Numerics are the official ones; ``tests/test_reference.py`` checks them
+  against the vectors in ``shared/reference``.
+
+This module imports paddle only: no PaddleClas, no PaddleDetection.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+# Narrower than this and the channel plan degenerates (SE layers of 1-2
+# channels); the official code never goes there either.
+MIN_WIDTH_MULT = 0.5
+# Five stride-2 stages: anything smaller collapses to less than one pixel.
+MIN_INPUT_SIZE = 32
+
+# Per stage of the official design: blocks, first stride, SE on (V1 only).
+_STAGE_BLOCKS = (1, 2, 2, 3, 3, 5)
+_STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
+_STAGE_USE_SE = (False, False, True, True, True, True)
+_STEM_CHANNELS = 32
+_FIRST_BLOCK_CHANNELS = 16  # official ``input_ch``
+_HEAD_CHANNELS = 1280
+_LITE_CLASSIFIER_CHANNELS = 1024
+_LITE_DIVISOR = 8
+# The official ``final_ch``: how much the block channels grow in total.
+_V1_CHANNEL_GROWTH = 180
+_LITE_CHANNEL_GROWTH = 164
+_STEM_INDEX_END = 3  # features[0:3] = stem conv, BN, activation
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One inverted-residual bottleneck of the channel plan."""
+
+    in_channels: int
+    out_channels: int
+    expand_ratio: int
+    stride: int
+    use_se: bool
+    output_stride: int  # cumulative stride of the block's output
+
+    @property
+    def expanded_channels(self) -> int:
+        return self.in_channels * self.expand_ratio
+
+    @property
+    def use_shortcut(self) -> bool:
+        # Official rule: the input is added to the first in_channels outputs.
+        return self.stride == 1 and self.in_channels <= self.out_channels
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Everything the network's shape depends on, computed by channel_plan()."""
+
+    stem_channels: int
+    blocks: tuple[BlockSpec, ...]
+    head_channels: int
+    lite: bool
+
+    @property
+    def stage_indices(self) -> dict[int, int]:
+        """Output stride -> index in ``features`` of the last block at it."""
+        last = {}
+        for i, block in enumerate(self.blocks):
+            last[block.output_stride] = _STEM_INDEX_END + i
+        return {s: last[s] for s in (4, 8, 16, 32)}
+
+
+def make_divisible(value: float, divisor: int = _LITE_DIVISOR) -> int:
+    """Round to a multiple of ``divisor`` without losing more than 10%.
+
+    The rule of the official ReXNet-lite (and of MobileNet before it).
+    """
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
+                 lite: bool = False, use_se: bool = True) -> ChannelPlan:
+    """The official channel configuration, as a pure function.
+
+    Block channels grow linearly with the block index (the paper's point).
+    V1 rounds them to integers; lite rounds them to multiples of 8.
+    """
+    if not isinstance(width_mult, (int, float)) or width_mult < MIN_WIDTH_MULT:
+        raise ValueError(
+            f"width_mult={width_mult!r} is not supported: ReXNet needs "
+            f"width_mult >= {MIN_WIDTH_MULT} (official widths: 0.9, 1.0, 1.3, "
+            f"1.5, 2.0, 2.2, 3.0). Pass a larger width_mult.")
+    if not isinstance(depth_mult, (int, float)) or depth_mult <= 0:
+        raise ValueError(
+            f"depth_mult={depth_mult!r} is not supported: it must be a "
+            f"positive number (1.0 is the official depth).")
+
+    stage_blocks = [math.ceil(n * depth_mult) for n in _STAGE_BLOCKS]
+    num_blocks = sum(stage_blocks)
+    strides, ses, ratios = [], [], []
+    for stage, n in enumerate(stage_blocks):
+        strides += [_STAGE_STRIDES[stage]] + [1] * (n - 1)
+        ses += [_STAGE_USE_SE[stage] and use_se and not lite] * n
+        ratios += [1 if stage == 0 else 6] * n
+
+    # Below width 1 the official code divides the base channels by the width,
+    # so the stem and first block keep their unscaled size.
+    narrow = width_mult < 1.0
+    stem = _STEM_CHANNELS / width_mult if narrow else _STEM_CHANNELS
+    planes = _FIRST_BLOCK_CHANNELS / width_mult if narrow else _FIRST_BLOCK_CHANNELS
+
+    if lite:
+        def scale(c):
+            return make_divisible(int(round(c * width_mult)))
+        growth = _LITE_CHANNEL_GROWTH / (num_blocks - 1)
+    else:
+        def scale(c):
+            return int(round(c * width_mult))
+        growth = _V1_CHANNEL_GROWTH / num_blocks
+
+    stem_channels = scale(stem)
+    in_channels, out_channels = [stem_channels], [scale(planes)]
+    for _ in range(1, num_blocks):
+        in_channels.append(scale(planes))
+        planes += growth
+        out_channels.append(scale(planes))
+
+    blocks, output_stride = [], 2
+    for cin, cout, t, s, se in zip(in_channels, out_channels, ratios, strides, ses):
+        output_stride *= s
+        blocks.append(BlockSpec(cin, cout, t, s, se, output_stride))
+
+    if lite:
+        head = int(_HEAD_CHANNELS * width_mult) if width_mult > 1 else _HEAD_CHANNELS
+    else:
+        head = int(_HEAD_CHANNELS * width_mult)
+    return ChannelPlan(stem_channels, tuple(blocks), head, lite)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1,
+             groups: int = 1) -> list[nn.Layer]:
+    return [nn.Conv2D(cin, cout, kernel, stride, kernel // 2, groups=groups,
+                      bias_attr=False),
+            nn.BatchNorm2D(cout)]
+
+
+class Silu(nn.Silu):
+    """SiLU, x * sigmoid(x), computed by the op that is fastest where it runs.
+
+    Exported graphs get ``swish`` (beta 1, the same function): Paddle
+    Inference's oneDNN passes fuse swish into the preceding conv but leave
+    silu as a separate op (Paddle 3.3). Dygraph keeps ``silu``, whose CPU
+    backward is faster than swish's. benchmarks/README.md has the numbers.
+    """
+
+    def forward(self, x):
+        if paddle.in_dynamic_mode():
+            return F.silu(x)
+        return F.swish(x)
+
+
+class SqueezeExcite(nn.Layer):
+    """The official SE: pool, 1x1 conv, BN, ReLU, 1x1 conv, sigmoid, scale."""
+
+    def __init__(self, channels: int, reduced: int):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        self.fc = nn.Sequential(
+            nn.Conv2D(channels, reduced, 1),
+            nn.BatchNorm2D(reduced),
+            nn.ReLU(),
+            nn.Conv2D(reduced, channels, 1),
+            nn.Sigmoid())
+
+    def forward(self, x):
+        return x * self.fc(self.avg_pool(x))
+
+
+class DropPath(nn.Layer):
+    """Stochastic depth: drop the residual branch per sample while training."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = paddle.bernoulli(paddle.full([x.shape[0], 1, 1, 1], keep, x.dtype))
+        return x * mask / keep
+
+
+class LinearBottleneck(nn.Layer):
+    """Inverted residual with a partial shortcut, in the official layout.
+
+    ``self.out`` keeps the official Sequential so that parameter names match
+    (``out.0`` expand conv ... ``out.7``/``out.8`` projection BN).
+    """
+
+    def __init__(self, spec: BlockSpec, lite: bool, se_ratio: int = 12,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.in_channels = spec.in_channels
+        self.out_channels = spec.out_channels
+        self.use_shortcut = spec.use_shortcut
+        hidden = spec.expanded_channels
+
+        layers: list[nn.Layer] = []
+        if spec.expand_ratio != 1:
+            layers += _conv_bn(spec.in_channels, hidden)
+            layers.append(nn.ReLU6() if lite else Silu())
+        layers += _conv_bn(hidden, hidden, 3, spec.stride, groups=hidden)
+        if spec.use_se:
+            layers.append(SqueezeExcite(hidden, hidden // se_ratio))
+        layers.append(nn.ReLU6())
+        layers += _conv_bn(hidden, spec.out_channels)
+        self.out = nn.Sequential(*layers)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.use_shortcut else None
+
+    def forward(self, x):
+        out = self.out(x)
+        if not self.use_shortcut:
+            return out
+        if self.drop_path is not None:
+            out = self.drop_path(out)
+        # The official in-place ``out[:, :c] += x`` with the same numbers,
+        # but no set_value: one split, one add and one concat, all oneDNN
+        # ops in exported graphs (two slices cost more layout reorders;
+        # F.pad over channels crashes oneDNN on Paddle 3.3.1).
+        c = self.in_channels
+        if c == self.out_channels:
+            return out + x
+        head, tail = paddle.split(out, [c, self.out_channels - c], axis=1)
+        return paddle.concat([head + x, tail], axis=1)
+
+
+class ReXNet(nn.Layer):
+    """ReXNet V1 or ReXNet-lite.
+
+    Args:
+        width_mult: channel width multiplier (>= 0.5). Official: 0.9 ... 3.0.
+        depth_mult: block-count multiplier per stage (official: 1.0).
+        lite: build ReXNet-lite (no SE, ReLU6, channels divisible by 8).
+        class_num: classes of the classifier; 0 or None gives a headless
+            feature extractor whose forward returns pooled features.
+        dropout_ratio: dropout before the classifier (official: 0.2).
+        drop_path_rate: stochastic depth at the last block; it rises
+            linearly from 0 at the first. 0 keeps the official numerics.
+        use_se, se_ratio: the V1 squeeze-excite switch and reduction.
+    """
+
+    def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0,
+                 lite: bool = False, class_num: int | None = 1000,
+                 dropout_ratio: float = 0.2, drop_path_rate: float = 0.0,
+                 use_se: bool = True, se_ratio: int = 12):
+        super().__init__()
+        if class_num is not None and (not isinstance(class_num, int) or class_num < 0):
+            raise ValueError(f"class_num={class_num!r}: expected a positive integer, "
+                             f"or 0/None for a headless feature extractor.")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={drop_path_rate!r}: expected 0 <= rate < 1.")
+        self.plan = channel_plan(width_mult, depth_mult, lite, use_se)
+        self.width_mult, self.lite = width_mult, lite
+        self.class_num = class_num or 0
+        act = nn.ReLU6 if lite else Silu
+
+        n = len(self.plan.blocks)
+        features: list[nn.Layer] = _conv_bn(3, self.plan.stem_channels, 3, 2)
+        features.append(act())
+        for i, spec in enumerate(self.plan.blocks):
+            rate = drop_path_rate * i / max(n - 1, 1)
+            features.append(LinearBottleneck(spec, lite, se_ratio, rate))
+        features += _conv_bn(self.plan.blocks[-1].out_channels, self.plan.head_channels)
+        features.append(act())
+        self.features = nn.Sequential(*features)
+
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        head = self.plan.head_channels
+        if not self.class_num:
+            self.output = None
+        elif lite:
+            self.output = nn.Sequential(
+                nn.Conv2D(head, _LITE_CLASSIFIER_CHANNELS, 1),
+                nn.BatchNorm2D(_LITE_CLASSIFIER_CHANNELS),
+                nn.ReLU6(),
+                nn.Dropout(dropout_ratio),
+                nn.Conv2D(_LITE_CLASSIFIER_CHANNELS, self.class_num, 1))
+        else:
+            self.output = nn.Sequential(
+                nn.Dropout(dropout_ratio),
+                nn.Conv2D(head, self.class_num, 1))
+
+    # -- description a detector neck or a host toolkit can read -------------
+    @property
+    def feature_info(self) -> list[dict]:
+        """The stage outputs at strides 4, 8, 16 and 32."""
+        return [{"module": f"features.{idx}", "reduction": stride,
+                 "channels": self.features[idx].out_channels}
+                for stride, idx in self.plan.stage_indices.items()]
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the pooled feature vector (the head conv's width)."""
+        return self.plan.head_channels
+
+    # -- forward passes ------------------------------------------------------
+    def forward_features(self, x):
+        """Image batch [N, 3, H, W] -> last feature map [N, head, H/32, W/32]."""
+        _check_input(x)
+        return self.features(x)
+
+    def forward_stages(self, x):
+        """Image batch -> the stage outputs at strides 4, 8, 16 and 32."""
+        _check_input(x)
+        wanted = set(self.plan.stage_indices.values())
+        last = max(wanted)
+        outs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                outs.append(x)
+            if i == last:
+                break
+        return outs
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.avg_pool(x)
+        if pre_logits or self.output is None:
+            return x.flatten(1)
+        return self.output(x).flatten(1)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@paddle.jit.not_to_static  # plain Python on static shapes (-1 = dynamic)
+def _check_input(x) -> None:
+    """Fail early and clearly instead of deep inside a conv."""
+    shape = list(x.shape)
+    if len(shape) != 4 or shape[1] not in (3, -1):
+        raise ValueError(
+            f"ReXNet input x must have shape [N, 3, H, W] (NCHW, RGB); got "
+            f"shape {shape}. Convert grayscale or RGBA images to RGB, and "
+            f"HWC arrays to CHW (transpose(2, 0, 1)).")
+    h, w = shape[2], shape[3]
+    if 0 <= h < MIN_INPUT_SIZE or 0 <= w < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"ReXNet input x is {h}x{w} (HxW); the network downsamples by 32, "
+            f"so both sides must be at least {MIN_INPUT_SIZE} pixels. Resize "
+            f"the images (224x224 is the training size).")

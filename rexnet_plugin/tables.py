@@ -1,0 +1,178 @@
+"""Markdown tables computed from the variant table and the built models.
+
+The README's generated sections come from here (scripts/update_readme.py);
+tests/test_readme.py checks that they are current.
+"""
+
+from __future__ import annotations
+
+from .complexity import count_conv_macs, count_params
+from .factories import create_model
+from .zoo import EVAL_TRANSFORM, PUBLISHERS, VARIANTS
+
+
+def _fmt(value, spec="{:.2f}"):
+    return "—" if value is None else spec.format(value)
+
+
+def variants_table() -> str:
+    """Every variant with params and MACs measured on the built model."""
+    rows = ["| Variant | Kind | Width | Params (M) | MACs @224 (G) | Paper top-1 | Paper top-5 |",
+            "|---|---|---|---|---|---|---|"]
+    for name, v in VARIANTS.items():
+        model = create_model(name)
+        macs = count_conv_macs(model, 224)["total"]
+        rows.append(f"| `{name}` | {'lite' if v.lite else 'V1'} | {v.width_mult} | "
+                    f"{count_params(model) / 1e6:.2f} | {macs / 1e9:.3f} | "
+                    f"{_fmt(v.paper_top1, '{:.1f}')} | {_fmt(v.paper_top5, '{:.1f}')} |")
+    return "\n".join(rows)
+
+
+def published_accuracy_table() -> str:
+    """Accuracy each publisher reports for its own weight files."""
+    rows = ["| Variant | Source | top-1 | top-5 |", "|---|---|---|---|"]
+    for name, v in VARIANTS.items():
+        for source, w in v.weights.items():
+            if w.top1 is not None:
+                rows.append(f"| `{name}` | {source} | {_fmt(w.top1)} | {_fmt(w.top5)} |")
+    return "\n".join(rows)
+
+
+def weight_sources_table() -> str:
+    """Each publisher of weights: what it serves, how it downloads, its licence."""
+    rows = ["| `pretrained=` | Publisher | Variants | Layout, format | Download | "
+            "Licence (as published) | Accuracy measured with |",
+            "|---|---|---|---|---|---|---|"]
+    for source, p in PUBLISHERS.items():
+        files = {n: v.weights[source] for n, v in VARIANTS.items() if source in v.weights}
+        if not files:
+            continue
+        layouts = sorted({w.layout for w in files.values()})
+        formats = sorted({w.filename.rsplit(".", 1)[-1] for w in files.values()})
+        manual = any(w.manual for w in files.values())
+        rows.append(
+            f"| `\"{source}\"` | [{p.title}]({p.home}) | {', '.join(f'`{n}`' for n in files)} | "
+            f"{', '.join(layouts)}; {', '.join('.' + f for f in formats)} | "
+            f"{'by hand (Google Drive needs a browser)' if manual else 'automatic'} | "
+            f"{p.license} ({p.license_where}) | {p.accuracy_measured_with} |")
+    return "\n".join(rows)
+
+
+def weight_files_table() -> str:
+    """Every published file, per variant and source, linked."""
+    sources = list(PUBLISHERS)
+    rows = ["| Variant | " + " | ".join(f"`{s}`" for s in sources) + " |",
+            "|---|" + "---|" * len(sources)]
+    for name, v in VARIANTS.items():
+        cells = []
+        for s in sources:
+            w = v.weights.get(s)
+            cells.append("—" if w is None else f"[{w.filename}]({w.url})")
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def feature_channels_table() -> str:
+    """Channels of the stage outputs at each stride, for detection necks."""
+    strides = (4, 8, 16, 32)
+    rows = ["| Variant | " + " | ".join(f"stride {s}" for s in strides) + " | head |",
+            "|---|" + "---|" * (len(strides) + 1)]
+    for name in VARIANTS:
+        model = create_model(name, class_num=0)
+        channels = {i["reduction"]: i["channels"] for i in model.feature_info}
+        rows.append(f"| `{name}` | " + " | ".join(str(channels[s]) for s in strides)
+                    + f" | {model.num_features} |")
+    return "\n".join(rows)
+
+
+def eval_transform_text() -> str:
+    t = EVAL_TRANSFORM
+    return (f"resize the short side to {t.resize_short} ({t.interpolation}, PIL), "
+            f"center-crop {t.crop_size}, scale to [0, 1], normalise with mean "
+            f"{list(t.mean)} and std {list(t.std)}")
+
+
+# PaddleClas's own ReXNet configs (ppcls/configs/ImageNet/ReXNet/ReXNet_*.yaml,
+# PaddleClas 2.6 / develop), for the README's comparison.
+_PADDLECLAS_BUILTIN_RECIPE = {
+    "epochs": "120",
+    "schedule": "Piecewise: 0.1, /10 at epochs 30, 60, 90",
+    "optimizer": "Momentum 0.9",
+    "weight decay": "L2 1e-4 on every tensor",
+    "label smoothing": "none",
+    "train augmentation": "RandCropImage (cv2, bilinear), flip",
+    "batch": "64 per GPU x 4",
+    "eval transform": "ResizeImage 256 (cv2, bilinear), CropImage 224",
+}
+
+
+def ppcls_recipe_table() -> str:
+    """The shipped configs' training recipe next to PaddleClas's built-in one."""
+    import yaml
+
+    from .configs import _number, render
+    c = yaml.safe_load(render("ReXNet_1_5"))
+    opt, lr = c["Optimizer"], c["Optimizer"]["lr"]
+    train = c["DataLoader"]["Train"]
+    ops = {next(iter(op)): op[next(iter(op))] for op in train["dataset"]["transform_ops"]}
+    t = EVAL_TRANSFORM
+    ours = {
+        "epochs": f"{c['Global']['epochs']}",
+        "schedule": f"{lr['name']}: {_number(lr['learning_rate'])}, {lr['warmup_epoch']} warm-up "
+                    f"epochs from {_number(lr['warmup_start_lr'])}, down to {_number(lr['eta_min'])}",
+        "optimizer": f"{opt['name']} {opt['momentum']}" + (", Nesterov" if opt["use_nesterov"] else ""),
+        "weight decay": f"{opt['regularizer']['name']} {_number(opt['regularizer']['coeff'])} "
+                        f"on every tensor (see below)",
+        "label smoothing": f"{c['Loss']['Train'][0]['CELoss']['epsilon']}",
+        "train augmentation": (
+            f"RandCropImage (PIL, bilinear/bicubic at random), flip, RandAugment "
+            f"{ops['TimmAutoAugment']['config_str']}, random erasing "
+            f"p={ops['RandomErasing']['EPSILON']} ({ops['RandomErasing']['mode']})"),
+        "batch": f"{train['sampler']['batch_size']} per GPU x 4",
+        "eval transform": f"Resize {t.resize_short} (PIL, {t.interpolation}), CenterCrop {t.crop_size}",
+    }
+    official = {
+        "epochs": "`--epochs 400` (+10 cool-down epochs in timm)",
+        "schedule": "`--lr 0.5 --sched cosine` for 512 images; timm's warm-up 3 epochs from 1e-4, min 1e-5",
+        "optimizer": "`--opt sgd` (timm: momentum 0.9, Nesterov)",
+        "weight decay": "`--weight-decay 1e-5`; timm skips biases and BN",
+        "label smoothing": "timm default 0.1",
+        "train augmentation": "timm defaults + `--aa rand-m9-mstd0.5 --reprob 0.2 --remode pixel`",
+        "batch": "`--batch-size 128` x 4 GPUs",
+        "eval transform": "the seed's: PIL bicubic 256, center crop 224",
+    }
+    rows = ["| | rexnet-plugin's `ppcls_configs/` | official recipe (source) | PaddleClas's built-in configs |",
+            "|---|---|---|---|"]
+    for key, value in ours.items():
+        rows.append(f"| {key} | {value} | {official[key]} | {_PADDLECLAS_BUILTIN_RECIPE[key]} |")
+    return "\n".join(rows)
+
+
+def speed_section() -> str:
+    """The speed table and its context, from the committed benchmark JSON."""
+    import json
+    from pathlib import Path
+    from .bench import DEFAULT_VARIANT, bf16_summary, machine_text, markdown_table
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
+    if not path.is_file():
+        return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
+    doc = json.loads(path.read_text())
+    return "\n".join([
+        markdown_table(doc), "",
+        f"Command: `{doc['command']}` ({doc['created']}, {doc['duration_s'] / 60:.0f} min). "
+        f"Weights: {doc['weights']}.", "",
+        "Machine: " + machine_text(doc), "",
+        "bf16 against fp32:", "", bf16_summary(doc)])
+
+
+# README section name -> generator. A section is the text between
+# "<!-- begin:NAME -->" and "<!-- end:NAME -->".
+SECTIONS = {
+    "variants": variants_table,
+    "published-accuracy": published_accuracy_table,
+    "weight-sources": weight_sources_table,
+    "weight-files": weight_files_table,
+    "feature-channels": feature_channels_table,
+    "ppcls-recipe": ppcls_recipe_table,
+    "speed": speed_section,
+}

@@ -1,0 +1,49 @@
+"""Shared fixtures. Reference vectors are read in place from ../shared/reference."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get("REXNET_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+
+# Official PyTorch npz test vectors: variant name -> file.
+REFERENCE_NPZ = {"ReXNet_1_0": "rexnet_v1_1_0.npz", "ReXNetLite_1_0": "rexnet_lite_1_0.npz"}
+REFERENCE_FEATURES = (2, 5, 7, 13, 18, 21)
+
+
+def reference_path(name: str) -> Path:
+    path = REFERENCE_DIR / name
+    if not path.exists():
+        pytest.skip(f"reference file {path} not found: put the project's shared/ "
+                    f"folder beside the checkout or set REXNET_REFERENCE_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_shapes() -> dict:
+    return json.loads(reference_path("official_shapes.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def paddleclas_state_dicts() -> dict:
+    return json.loads(reference_path("paddleclas_state_dicts.json").read_text())
+
+
+def load_reference_npz(variant: str):
+    """(official-layout float32 state dict, {case: {input, logits, features}})."""
+    data = np.load(reference_path(REFERENCE_NPZ[variant]))
+    state = {k: data[k].astype("float32") for k in data.files if not k.startswith(("a.", "b."))}
+    cases = {}
+    for case in ("a", "b"):
+        cases[case] = {
+            "input": data[f"{case}.input"],
+            "logits": data[f"{case}.logits"],
+            "features": {i: data[f"{case}.features.{i}"] for i in REFERENCE_FEATURES},
+        }
+    return state, cases

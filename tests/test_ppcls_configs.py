@@ -1,0 +1,201 @@
+"""The shipped PaddleClas configs: one per variant, current, the official
+recipe, the seed's eval transform, and ``rexnet-plugin configs``."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from ppcls_support import CONFIG_DIR, paddleclas_root, seed_transform, subprocess_env
+from rexnet_plugin import cli
+from rexnet_plugin.configs import render
+from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+
+def test_one_current_config_per_variant():
+    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == sorted(VARIANTS)
+    stale = [n for n in VARIANTS if (CONFIG_DIR / f"{n}.yaml").read_text() != render(n)]
+    assert not stale, f"run: python scripts/update_configs.py ({', '.join(stale)} out of date)"
+    for name in VARIANTS:
+        assert load(name)["Arch"]["name"] == name
+
+
+def test_configs_ship_inside_the_package():
+    shipped = resources.files("rexnet_plugin") / "ppcls_configs"
+    for name in VARIANTS:
+        assert (shipped / f"{name}.yaml").read_text() == render(name)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_parsed_by_paddleclas_config_parser(name):
+    get_config = importlib.import_module("paddleclas.ppcls.utils.config").get_config
+    config = get_config(str(CONFIG_DIR / f"{name}.yaml"), overrides=["Global.epochs=2"], show=False)
+    assert config.Arch.name == name and config.Global.epochs == 2
+    assert set(config) >= {"Global", "Arch", "Loss", "Optimizer", "DataLoader", "Infer", "Metric"}
+
+
+def test_train_section_is_the_official_recipe():
+    """Values from the official README's command and timm's train.py defaults
+    of June 2020, typed here independently of the template."""
+    official_lr, official_batch, gpus = 0.5, 128 * 4, 4
+    for name in VARIANTS:
+        c = load(name)
+        opt = c["Optimizer"]
+        batch = c["DataLoader"]["Train"]["sampler"]["batch_size"]
+        assert opt["name"] == "Momentum" and opt["momentum"] == 0.9 and opt["use_nesterov"] is True
+        assert opt["lr"]["name"] == "Cosine" and c["Global"]["epochs"] == 400
+        scale = batch * gpus / official_batch
+        assert opt["lr"]["learning_rate"] == pytest.approx(official_lr * scale)
+        assert opt["lr"]["warmup_epoch"] == 3
+        assert opt["lr"]["warmup_start_lr"] == pytest.approx(1e-4 * scale)
+        assert opt["lr"]["eta_min"] == pytest.approx(1e-5 * scale)
+        assert opt["regularizer"] == {"name": "L2", "coeff": 1e-5}
+        assert c["Loss"]["Train"][0]["CELoss"]["epsilon"] == 0.1
+        assert c["Arch"]["dropout_ratio"] == 0.2
+        ops = {next(iter(op)): op[next(iter(op))] for op in c["DataLoader"]["Train"]["dataset"]["transform_ops"]}
+        assert ops["TimmAutoAugment"]["config_str"] == "rand-m9-mstd0.5"
+        assert ops["RandomErasing"]["EPSILON"] == 0.2 and ops["RandomErasing"]["mode"] == "pixel"
+        assert ops["RandCropImage"]["interpolation"] == "random"
+        assert ops["RandFlipImage"]["flip_code"] == 1
+
+
+# -- the eval transform, with PaddleClas's own operators ------------------------
+
+@pytest.fixture(scope="module")
+def sample_images(tmp_path_factory):
+    """Real photos: scikit-learn's two samples, and a portrait crop of odd size."""
+    folder = resources.files("sklearn.datasets") / "images"
+    paths = [folder / "china.jpg", folder / "flower.jpg"]
+    portrait = tmp_path_factory.mktemp("images") / "portrait.png"
+    Image.open(paths[0]).convert("RGB").crop((101, 0, 388, 427)).save(portrait)  # 287x427
+    return [*paths, portrait]
+
+
+@pytest.fixture(scope="module")
+def ppcls():
+    """The ``ppcls`` package of the checkout in PADDLECLAS_ROOT, imported here."""
+    root = paddleclas_root()
+    dont_write = sys.dont_write_bytecode
+    sys.path.insert(0, str(root))
+    sys.dont_write_bytecode = True  # never write into the checkout
+    try:
+        package = importlib.import_module("ppcls")
+        for module in ("ppcls.data", "ppcls.optimizer", "ppcls.arch", "ppcls.utils.config"):
+            importlib.import_module(module)
+        importlib.import_module("ppcls.utils.logger").init_logger()  # as the Engine does
+        return package
+    finally:
+        sys.path.remove(str(root))
+        sys.dont_write_bytecode = dont_write
+
+
+@pytest.fixture(scope="module")
+def create_operators(ppcls):
+    return ppcls.data.create_operators
+
+
+def build_optimizer(ppcls, overrides=()):
+    config = ppcls.utils.config.get_config(str(CONFIG_DIR / "ReXNet_1_0.yaml"),
+                                           overrides=list(overrides), show=False)
+    model = ppcls.arch.build_model(config)
+    optimizers, _ = ppcls.optimizer.build_optimizer(config["Optimizer"], 400, 10, [model])
+    return optimizers[0], model
+
+
+def test_optimizer_in_paddleclas_is_the_recipes(ppcls):
+    optimizer, _ = build_optimizer(ppcls)
+    assert optimizer._use_nesterov is True
+    assert optimizer._momentum == 0.9
+    assert (optimizer._regularization_method, optimizer._regularization_coeff) == ("l2_decay", 1e-5)
+
+
+def test_no_weight_decay_name_would_drop_all_weight_decay(ppcls):
+    """Why the configs decay BN and biases too: PaddleClas's parameter groups
+    lose their weight decay with Paddle 3.x. If this ever fails, the configs
+    can exempt biases and BN as timm does."""
+    optimizer, _ = build_optimizer(ppcls, ["Optimizer.no_weight_decay_name=bias",
+                                           "Optimizer.one_dim_param_no_weight_decay=True"])
+    assert [g["regularization_coeff"] for g in optimizer._param_groups] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_eval_and_infer_transforms_are_the_seeds(create_operators, sample_images, name):
+    config = load(name)
+    pipelines = {"Eval": config["DataLoader"]["Eval"]["dataset"]["transform_ops"],
+                 "Infer": config["Infer"]["transforms"]}
+    for section, op_config in pipelines.items():
+        ops = create_operators(op_config)
+        for path in sample_images:
+            x = path.read_bytes()
+            for op in ops:
+                x = op(x)
+            if section == "Eval":
+                x = x.transpose(2, 0, 1)  # what ImageNetDataset does after the ops
+            expected = seed_transform(path)
+            assert x.shape == expected.shape == (3, 224, 224), (section, path)
+            assert x.dtype == np.float32
+            diff = float(np.abs(x - expected).max())
+            assert diff <= 1e-5, f"{name} {section} {path.name}: max abs diff {diff}"
+
+
+def test_paddleclas_resize_image_would_not_be_the_seeds(create_operators, sample_images):
+    """Why the configs use Resize/CenterCrop: PaddleClas's usual ResizeImage
+    rounds the long side and CropImage floors the offset, which moves
+    china.jpg (640x427) by a pixel. If this ever passes, they could be used."""
+    t = EVAL_TRANSFORM
+    ops = create_operators([
+        {"DecodeImage": {"to_rgb": True, "channel_first": False, "backend": "pil"}},
+        {"ResizeImage": {"resize_short": t.resize_short, "interpolation": t.interpolation,
+                         "backend": "pil"}},
+        {"CropImage": {"size": t.crop_size}},
+        {"NormalizeImage": {"scale": "1.0/255.0", "mean": list(t.mean), "std": list(t.std),
+                            "order": ""}}])
+    x = sample_images[0].read_bytes()
+    for op in ops:
+        x = op(x)
+    assert np.abs(x.transpose(2, 0, 1) - seed_transform(sample_images[0])).max() > 0.1
+
+
+# -- rexnet-plugin configs ------------------------------------------------------
+
+def test_configs_command_writes_and_keeps_edited_files(tmp_path, capsys):
+    dest = tmp_path / "ppcls_configs"
+    assert cli.main(["configs", "--dest", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.yaml" for n in VARIANTS)
+    assert all((dest / f"{n}.yaml").read_text() == render(n) for n in VARIANTS)
+
+    edited = dest / "ReXNet_1_5.yaml"
+    edited.write_text(edited.read_text().replace("epochs: 400", "epochs: 10"))
+    capsys.readouterr()
+    assert cli.main(["configs", "--dest", str(dest)]) == 1
+    out = capsys.readouterr().out
+    assert "epochs: 10" in edited.read_text()
+    assert f"KEPT      {edited}" in out and "--force" in out
+    assert not list(dest.glob(".*.tmp"))
+
+    assert cli.main(["configs", "--dest", str(dest), "--force"]) == 0
+    assert edited.read_text() == render("ReXNet_1_5")
+
+    assert cli.main(["configs", "--dest", str(dest), "--names", "ReXNet_1_4"]) == 2
+    assert "valid names" in capsys.readouterr().out
+
+
+def test_configs_console_script(tmp_path):
+    script = Path(sys.executable).parent / "rexnet-plugin"
+    result = subprocess.run([str(script), "configs", "--dest", str(tmp_path),
+                             "--names", "ReXNetLite_1_0"], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ReXNetLite_1_0.yaml").read_text() == render("ReXNetLite_1_0")
