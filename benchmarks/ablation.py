@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rexnet_plugin.files import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -223,9 +225,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / "ablation.json", json.dumps(doc, indent=1) + "\n"),
                        (RESULTS / "ablation.md", "\n".join(lines) + "\n")):
-        tmp_path = path.with_name(f".{path.name}.tmp")
-        tmp_path.write_text(text)
-        os.replace(tmp_path, path)
+        write_text(path, text)
     print("\n".join(lines))
     return 0
 

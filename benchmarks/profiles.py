@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rexnet_plugin.files import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 IMPLEMENTATIONS = ("ours", "builtin")
@@ -215,9 +217,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / "profile.json", json.dumps(doc, indent=1) + "\n"),
                        (RESULTS / "profile.md", "\n".join(lines))):
-        tmp_path = path.with_name(f".{path.name}.tmp")
-        tmp_path.write_text(text)
-        os.replace(tmp_path, path)
+        write_text(path, text)
     print("\n".join(lines))
     return 0
 

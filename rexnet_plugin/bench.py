@@ -46,6 +46,8 @@ try:
 except ImportError:  # pragma: no cover
     resource = None
 
+from .files import write_json, write_text
+
 SCHEMA = "rexnet-plugin-bench/1"
 DEFAULT_VARIANT = "ReXNet_1_0"  # the variant of the README's speed table
 IMPLEMENTATIONS = ("ours", "builtin")
@@ -731,19 +733,13 @@ def markdown_report(doc: dict) -> str:
     return "\n".join(text)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``<variant>.json`` and ``<variant>.md`` in out_dir, each written atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{doc['variant']}.json", out_dir / f"{doc['variant']}.md"
-    _write_atomic(json_path, json.dumps(doc, indent=1) + "\n")
-    _write_atomic(md_path, markdown_report(doc))
+    write_json(json_path, doc)
+    write_text(md_path, markdown_report(doc))
     return json_path, md_path
 
 

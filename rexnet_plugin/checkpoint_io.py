@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-import secrets
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CorruptCheckpointError, NotReXNetError, UnsafeCheckpointError, WeightsError
+from .files import atomic_path
 
 FORMATS = ("pdparams", "safetensors", "pth")
 WRITABLE_FORMATS = ("pdparams", "safetensors")
@@ -209,21 +209,6 @@ def _tensor_dict(obj, path: Path) -> dict:
     return out
 
 
-def open_temp_beside(dest: Path, suffix: str = ".tmp"):
-    """``(binary file, path)`` of a new hidden temp file in ``dest``'s folder.
-
-    Same folder, so the final ``os.replace`` is atomic; created with the
-    umask's permissions (``tempfile.mkstemp`` would make it 0600).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}"
-        try:
-            return open(tmp, "xb"), tmp
-        except FileExistsError:
-            continue
-
-
 def write_checkpoint(state: dict, path: str | os.PathLike, metadata: dict | None = None) -> str:
     """Write ``state`` to ``path`` (.pdparams or .safetensors) atomically. Returns the format."""
     path = Path(path)
@@ -231,18 +216,12 @@ def write_checkpoint(state: dict, path: str | os.PathLike, metadata: dict | None
     if fmt not in WRITABLE_FORMATS:
         raise WeightsError(f"cannot write {path}: the destination must end in .pdparams "
                            f"or .safetensors (writing .pth is left to PyTorch)")
-    file, tmp = open_temp_beside(path)
-    file.close()
-    try:
-        arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    with atomic_path(path) as tmp:
         if fmt == "pdparams":
             import paddle  # paddle.save writes exactly what paddle.load and PaddleClas expect
             paddle.save(arrays, str(tmp))
         else:
             from safetensors.numpy import save_file
             save_file(arrays, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:  # includes KeyboardInterrupt: leave nothing behind
-        tmp.unlink(missing_ok=True)
-        raise
     return fmt

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import string
-import tempfile
 from importlib import resources
 from pathlib import Path
 
+from .files import write_text
 from .zoo import EVAL_TRANSFORM, VARIANTS
 
 # Official recipe: 128 images per GPU on 4 GPUs, lr 0.5 for that total.
@@ -270,32 +270,24 @@ def shipped_dir():
     return resources.files("rexnet_plugin") / "ppcls_configs"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def copy_configs(dest: str | os.PathLike, force: bool = False,
                  names: list[str] | None = None) -> dict[str, list[Path]]:
-    """Copy the shipped configs into ``dest``.
+    """Copy the shipped configs (all variants, or ``names``) into ``dest``."""
+    return copy_shipped(shipped_dir(), [config_filename(n) for n in names or VARIANTS],
+                        Path(dest), force)
+
+
+def copy_shipped(source, filenames: list[str], dest: Path,
+                 force: bool) -> dict[str, list[Path]]:
+    """Copy ``filenames`` from ``source`` (a folder in the package) into ``dest``.
 
     A file that exists with other content (say, the user edited it) is left
     alone unless ``force``. Returns {"written", "unchanged", "kept"} -> paths.
     """
-    dest = Path(dest)
     report = {"written": [], "unchanged": [], "kept": []}
-    source = shipped_dir()
-    for name in names or VARIANTS:
-        text = (source / config_filename(name)).read_text(encoding="utf-8")
-        target = dest / config_filename(name)
+    for name in filenames:
+        text = (source / name).read_text(encoding="utf-8")
+        target = dest / name
         if target.exists():
             if target.read_text(encoding="utf-8") == text:
                 report["unchanged"].append(target)
@@ -303,7 +295,7 @@ def copy_configs(dest: str | os.PathLike, force: bool = False,
             if not force:
                 report["kept"].append(target)
                 continue
-        write_atomic(target, text)
+        write_text(target, text)
         report["written"].append(target)
     return report
 

@@ -13,7 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .configs import print_report, write_atomic
+from .configs import copy_shipped, print_report
 
 CHECKOUT = "rexnet"        # ppdet_configs/rexnet: _BASE_ on <checkout>/configs
 STANDALONE = "standalone"  # ppdet_configs/standalone: self-contained
@@ -32,28 +32,10 @@ def config_names(kind: str = CHECKOUT) -> list[str]:
 
 def copy_configs(dest: str | os.PathLike, kind: str = CHECKOUT,
                  force: bool = False) -> dict[str, list[Path]]:
-    """Copy the shipped configs of ``kind`` into ``dest``.
-
-    Returns {"written", "unchanged", "kept"} -> paths; "kept" are files that
-    exist with other content and were left alone (no ``force``).
-    """
+    """Copy the shipped configs of ``kind`` into ``dest`` (see configs.copy_shipped)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    report = {"written": [], "unchanged": [], "kept": []}
-    source = shipped_dir(kind)
-    for name in config_names(kind):
-        text = (source / name).read_text(encoding="utf-8")
-        target = dest / name
-        if target.exists():
-            if target.read_text(encoding="utf-8") == text:
-                report["unchanged"].append(target)
-                continue
-            if not force:
-                report["kept"].append(target)
-                continue
-        write_atomic(target, text)
-        report["written"].append(target)
-    return report
+    return copy_shipped(shipped_dir(kind), config_names(kind), dest, force)
 
 
 def check_destination(dest: str | os.PathLike, kind: str) -> str | None:

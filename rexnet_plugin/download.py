@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
-from .checkpoint_io import open_temp_beside
 from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                      IncompleteDownloadError, WeightsError)
+from .files import atomic_path
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +91,11 @@ def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None
     ``verify`` reads and checks the file (raising WeightsError if it does
     not fit); it runs on the temp file, before the rename.
     """
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WeightsError(f"cannot create the weights cache {dest.parent} ({err}); set "
+                           f"{CACHE_ENV} to a writable folder") from None
     if dest.is_file():
         problem = _cheap_check(dest, size, sha256)
         if problem is None:
@@ -101,12 +106,14 @@ def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None
         logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
         dest.unlink(missing_ok=True)
 
-    try:  # the temp file keeps the suffix, which tells a .pth pickle from a .pdparams one
-        out, tmp = open_temp_beside(dest, suffix=f".part{dest.suffix}")
-    except OSError as err:
-        raise WeightsError(f"cannot write to the weights cache {dest.parent} ({err}); set "
-                           f"{CACHE_ENV} to a writable folder") from None
-    try:
+    # The temp file keeps the suffix, which tells a .pth pickle from a .pdparams
+    # one; any failure (Ctrl-C included) deletes it.
+    with atomic_path(dest, suffix=f".part{dest.suffix}") as tmp:
+        try:
+            out = open(tmp, "xb")
+        except OSError as err:
+            raise WeightsError(f"cannot write to the weights cache {dest.parent} ({err}); set "
+                               f"{CACHE_ENV} to a writable folder") from None
         with out:
             _stream(url, out, dest, size, progress)
         if sha256 is not None and (got := sha256_of(tmp)) != sha256:
@@ -118,12 +125,8 @@ def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None
         except CorruptCheckpointError as err:
             raise CorruptCheckpointError(f"the file downloaded from {url} is not a readable "
                                          f"checkpoint; it was deleted. {err}") from None
-        os.replace(tmp, dest)
-        logger.info("saved %s", dest)
-        return result
-    except BaseException:  # includes KeyboardInterrupt: no partial file stays behind
-        tmp.unlink(missing_ok=True)
-        raise
+    logger.info("saved %s", dest)
+    return result
 
 
 def _stream(url: str, out, dest: Path, size: int | None, progress: bool) -> None:

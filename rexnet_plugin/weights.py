@@ -314,9 +314,9 @@ def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -
     if any(k.startswith("output.") for k in conflicts + unexpected + missing):
         ckpt_classes = info.class_num if info is not None else "?"
         lines.append(f"  The classifier differs (checkpoint: {ckpt_classes} classes, model: "
-                     f"{model.class_num}): set class_num={ckpt_classes}, or load with "
-                     f"skip_head=True to fine-tune on a new class count (the factories do "
-                     f"this when class_num is not 1000).")
+                     f"{model.class_num}): set class_num={ckpt_classes} to use its classifier, or "
+                     f"load with skip_head=True to keep the model's new classifier and load "
+                     f"everything else.")
     raise WeightsError("\n".join(lines))
 
 

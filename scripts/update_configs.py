@@ -12,14 +12,15 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "ppcls_configs"
 
 
 def main() -> int:
-    from rexnet_plugin.configs import config_filename, render, write_atomic
+    from rexnet_plugin.configs import config_filename, render
+    from rexnet_plugin.files import write_text
     from rexnet_plugin.zoo import VARIANTS
 
     expected = {config_filename(name): render(name) for name in VARIANTS}
     for filename, text in expected.items():
         path = CONFIG_DIR / filename
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            write_atomic(path, text)
+            write_text(path, text)
             print(f"wrote {path}")
     for stale in sorted(CONFIG_DIR.glob("*.yaml")):
         if stale.name not in expected:

@@ -158,6 +158,18 @@ def test_unreachable_host(cache, monkeypatch):
     assert cache_files(cache) == set()
 
 
+def test_cache_that_cannot_be_created(mirror, cache, seed_bytes, monkeypatch):
+    mirror.add(SEED_PATH, seed_bytes)
+    blocker = cache.parent / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(download.CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(WeightsError) as err:
+        create_model("ReXNet_1_0", pretrained=True)
+    msg = str(err.value)
+    assert str(blocker / "cache") in msg and f"set {download.CACHE_ENV} to a writable folder" in msg
+    assert mirror.hits.get(SEED_PATH, 0) == 0  # refused before downloading anything
+
+
 def test_http_error(mirror, cache):
     with pytest.raises(DownloadError, match="HTTP 404"):
         create_model("ReXNet_1_0", pretrained=True)

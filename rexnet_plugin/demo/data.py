@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, RecipeError
-from .files import atomic_dir, atomic_path
+from ..files import atomic_dir, atomic_path
 
 TRAIN_LIST = "train_list.txt"
 VAL_LIST = "val_list.txt"

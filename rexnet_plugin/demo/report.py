@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ImageFolder, build_transforms, read_image
-from .files import atomic_path
+from ..files import atomic_path
 
 
 @dataclass

@@ -21,7 +21,7 @@ from . import data as data_mod
 from . import recipe as recipe_mod
 from . import train_ppcls
 from .errors import DemoError, DemoInterrupted
-from .files import atomic_dir, atomic_path, write_json
+from ..files import atomic_dir, atomic_path, write_json
 
 # The default schedule: calibrated to pass 90% top-1 on the digits' held-out
 # split within 5 minutes on 2 CPU cores (README, "Run the demo").

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .data import ImageFolder, make_dataset
-from .files import atomic_path, write_json
+from ..files import atomic_path, write_json
 from .recipe import build_loss, build_optimizer
 
 CHECKPOINT_POINTER = "latest.json"

@@ -1,33 +1,43 @@
-"""Writing report files so that nothing is ever half-written: temp file, then rename."""
+"""Writing files so that nothing is ever half-written: a temp file beside the
+target (same folder, so the rename is atomic), then ``os.replace``."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """Yield a new hidden temp path beside ``path``; rename it onto ``path`` on
+    success, delete it on any error (KeyboardInterrupt included).
+
+    The suffix lets a writer keep the extension that a reader looks at.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 @contextmanager
