@@ -97,6 +97,8 @@ def stage_compare(cfg, args) -> dict:
     model = create(cfg.architecture)
     load_weight(model, args["weights"])
     model.eval()
+    if args.get("export_nms") is False:  # raw boxes and scores, as export.nms=False exports
+        model.export_nms = False
     shape = cfg.TestReader["inputs_def"]["image_shape"][-2:] \
         if "inputs_def" in cfg.TestReader else [256, 320]
     rng = np.random.default_rng(0)
@@ -107,7 +109,7 @@ def stage_compare(cfg, args) -> dict:
     }
     with paddle.no_grad():
         out = model({k: paddle.to_tensor(v) for k, v in feed.items()})
-    reference = [out["bbox"].numpy(), out["bbox_num"].numpy()]
+    reference = [out["bbox"].numpy(), out["scores" if "scores" in out else "bbox_num"].numpy()]
 
     model_dir = Path(args["model_dir"])
     model_file = next(p for p in (model_dir / "model.json", model_dir / "model.pdmodel")
