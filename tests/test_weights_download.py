@@ -214,7 +214,7 @@ def test_official_weights_need_a_manual_download(cache, tmp_path, reference):
         create_model("ReXNet_1_0", pretrained="official")
     msg = str(err.value)
     assert official.url in msg and "pass its path" in msg and str(cache / official.filename) in msg
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'rexnet-plugin[torch]'")
     cache.mkdir(parents=True)
     torch.save({k: torch.from_numpy(v) for k, v in reference[0].items()}, cache / official.filename)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained="official"), reference)

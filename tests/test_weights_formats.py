@@ -282,7 +282,7 @@ def test_pdparams_pickle_cannot_run_code(tmp_path):
 
 
 def test_pth_with_objects_is_refused(tmp_path):
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'rexnet-plugin[torch]'")
     marker = tmp_path / "pwned"
     torch.save({"features.0.weight": torch.zeros(1), "x": _RunsCode(marker)}, tmp_path / "evil.pth")
     with pytest.raises(UnsafeCheckpointError, match="weights_only"):
