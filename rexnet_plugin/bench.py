@@ -736,7 +736,6 @@ def markdown_report(doc: dict) -> str:
 def write_results(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``<variant>.json`` and ``<variant>.md`` in out_dir, each written atomically."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{doc['variant']}.json", out_dir / f"{doc['variant']}.md"
     write_json(json_path, doc)
     write_text(md_path, markdown_report(doc))

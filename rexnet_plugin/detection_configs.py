@@ -33,9 +33,7 @@ def config_names(kind: str = CHECKOUT) -> list[str]:
 def copy_configs(dest: str | os.PathLike, kind: str = CHECKOUT,
                  force: bool = False) -> dict[str, list[Path]]:
     """Copy the shipped configs of ``kind`` into ``dest`` (see configs.copy_shipped)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    return copy_shipped(shipped_dir(kind), config_names(kind), dest, force)
+    return copy_shipped(shipped_dir(kind), config_names(kind), Path(dest), force)
 
 
 def check_destination(dest: str | os.PathLike, kind: str) -> str | None:
