@@ -36,7 +36,7 @@ IMPLEMENTATIONS = ("ours", "builtin")
 
 def _build(impl: str):
     import paddle
-    from rexnet_plugin.bench import builtin_class
+    from rexnet_plugin.deploy.bench import builtin_class
     from rexnet_plugin.model import ReXNet
     paddle.seed(0)
     ours = ReXNet()
@@ -55,7 +55,7 @@ MARK = "=== timed runs ==="
 def _inference_child(model_dir: str, batch: int, runs: int) -> None:
     """Runs in a subprocess with ONEDNN_VERBOSE=1; prints its CPU time per run."""
     import numpy as np
-    from rexnet_plugin.export import create_predictor, run_predictor
+    from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
     predictor = create_predictor(model_dir, threads=1)
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype("float32")
     for _ in range(5):
@@ -183,7 +183,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="profiled training steps")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
-    from rexnet_plugin.export import export_inference
+    from rexnet_plugin.deploy.export import export_inference
     doc = {"command": "python benchmarks/profiles.py " + " ".join(sys.argv[1:]), "inference": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for impl in IMPLEMENTATIONS:

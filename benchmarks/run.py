@@ -4,37 +4,59 @@
     python benchmarks/run.py --repeats 50   # any `rexnet-plugin bench` option
     python benchmarks/run.py --all          # also ablation.py and profiles.py
 
-Writes benchmarks/results/<variant>.json and .md (rexnet_plugin/bench.py does
-the work), then regenerates the README's generated sections, whose speed
-table is made from that JSON (scripts/update_readme.py). With --all, also
-reruns benchmarks/ablation.py and benchmarks/profiles.py, whose results the
-README and benchmarks/README.md cite.
+Runs the measurement (rexnet_plugin/deploy/bench.py, the same as
+`rexnet-plugin bench`), adds the bf16 agreement on real inputs
+(agreement.py), writes benchmarks/results/<variant>.json and .md
+(report.py), then regenerates the generated sections of the README and
+docs/ (scripts/update_docs.py), whose speed tables are made from that JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
 
 
 def main() -> int:
-    from rexnet_plugin.cli import main as cli
-    argv = sys.argv[1:]
-    run_all = "--all" in argv
-    argv = [a for a in argv if a != "--all"]
-    command = " ".join(["python benchmarks/run.py", shlex.join(argv)]).strip()
-    code = cli(["bench", "-o", str(ROOT / "benchmarks" / "results"),
-                "--command-line", command, *argv])
-    if code:
-        return code
-    scripts = [ROOT / "scripts" / "update_readme.py"]
-    if run_all:
-        scripts = [ROOT / "benchmarks" / "ablation.py", ROOT / "benchmarks" / "profiles.py",
-                   *scripts]
+    from agreement import default_reference_dir, run_agreement
+    from report import write_markdown
+
+    from rexnet_plugin.deploy.bench import parse_modes, run_benchmark, write_results
+    from rexnet_plugin.deploy.runtime import bf16_supported
+    from rexnet_plugin.zoo import DEFAULT_VARIANT
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default=DEFAULT_VARIANT)
+    parser.add_argument("--weights")
+    parser.add_argument("--modes")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--all", action="store_true", help="also ablation.py and profiles.py")
+    args = parser.parse_args()
+    command = " ".join(["python benchmarks/run.py", shlex.join(sys.argv[1:])]).strip()
+
+    doc = run_benchmark(args.variant, args.weights, parse_modes(args.modes), warmup=args.warmup,
+                        repeats=args.repeats, threads=args.threads, command=command)
+    reference = default_reference_dir()
+    if bf16_supported() and reference is not None:
+        print(f"bf16 vs fp32 top-1 agreement (reference vectors in {reference}, sample photos)")
+        with tempfile.TemporaryDirectory() as logs:
+            doc["bf16_agreement"] = run_agreement(reference, doc["settings"]["threads"],
+                                                  Path(logs))
+    for path in (write_results(doc, RESULTS), write_markdown(doc, RESULTS)):
+        print(f"wrote {path}")
+    scripts = [ROOT / "scripts" / "update_docs.py"]
+    if args.all:
+        scripts = [HERE / "ablation.py", HERE / "profiles.py", *scripts]
     for script in scripts:
         code = subprocess.call([sys.executable, str(script)])
         if code:
@@ -43,4 +65,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
     sys.exit(main())

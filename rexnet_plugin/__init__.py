@@ -1,4 +1,4 @@
-"""ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.
+"""ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.
 
 ``from rexnet_plugin import ReXNet_1_0`` builds a ``paddle.nn.Layer``.
 Attributes load lazily, so that the start-up hook (which imports
@@ -8,17 +8,21 @@ Attributes load lazily, so that the start-up hook (which imports
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "ReXNet": "model", "channel_plan": "model", "ChannelPlan": "model",
-    "BlockSpec": "model",
+    "ReXNet": "model", "channel_plan": "plan", "ChannelPlan": "plan", "BlockSpec": "plan",
     "VARIANTS": "zoo", "Variant": "zoo", "get_variant": "zoo",
     "create_model": "factories",
-    "load_pretrained": "weights", "WeightsError": "errors",
+    "load_pretrained": "weights", "WeightsError": "weights.errors",
 }
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
+    from .factories import *  # noqa: F401,F403
+    from .model import ReXNet  # noqa: F401
 
 
 def __getattr__(name: str):

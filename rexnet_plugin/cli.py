@@ -9,29 +9,49 @@ from pathlib import Path
 
 
 def _variants(args) -> int:
-    from .tables import variants_table
-    print(variants_table())
+    from .complexity import count_conv_macs, count_params
+    from .factories import create_model
+    from .zoo import VARIANTS
+    print(f"{'variant':<16}{'kind':<6}{'width':>6}{'params (M)':>12}{'MACs@224 (G)':>14}"
+          f"{'paper top-1':>13}  published weights")
+    for name, v in VARIANTS.items():
+        model = create_model(name)
+        top1 = "-" if v.paper_top1 is None else f"{v.paper_top1:.1f}"
+        print(f"{name:<16}{'lite' if v.lite else 'V1':<6}{v.width_mult:>6}"
+              f"{count_params(model) / 1e6:>12.2f}{count_conv_macs(model)['total'] / 1e9:>14.3f}"
+              f"{top1:>13}  {', '.join(v.weights) or '-'}")
     return 0
 
 
 def _configs(args) -> int:
+    from .integrations import configs
     if args.toolkit == "ppdet":
         if args.names:
             print("rexnet-plugin configs: --names is for --toolkit ppcls; the "
                   "PaddleDetection configs are written together", file=sys.stderr)
             return 2
-        from .detection_configs import main
-        return main(args)
+        kind = configs.PPDET_STANDALONE if args.standalone else configs.PPDET_CHECKOUT
+        warning = configs.ppdet_destination_warning(args.dest, kind)
+        if warning:
+            print(f"rexnet-plugin configs: warning: {warning}")
+        report = configs.copy_ppdet_configs(args.dest, kind=kind, force=args.force)
+        return configs.print_report(report, "override keys with -o on PaddleDetection's tools")
     if args.standalone:
         print("rexnet-plugin configs: --standalone is for --toolkit ppdet", file=sys.stderr)
         return 2
-    from .configs import main
-    return main(args)
+    from .zoo import VARIANTS
+    unknown = [n for n in args.names or [] if n not in VARIANTS]
+    if unknown:
+        print(f"rexnet-plugin configs: unknown variant(s) {', '.join(unknown)}; "
+              f"valid names: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    report = configs.copy_ppcls_configs(args.dest, force=args.force, names=args.names)
+    return configs.print_report(report, "pass -o overrides to PaddleClas's tools")
 
 
 def _convert(args) -> int:
-    from .convert import convert
-    from .errors import WeightsError
+    from .weights.convert import convert
+    from .weights.errors import WeightsError
     try:
         print(convert(args.src, args.dst, variant=args.variant, src_format=args.src_format,
                       layout=args.layout, force=args.force))
@@ -42,8 +62,8 @@ def _convert(args) -> int:
 
 
 def _weights(args) -> int:
-    from .errors import WeightsError
     from .weights import fetch_pretrained, sources_table
+    from .weights.errors import WeightsError
     if not args.download:
         print(sources_table(args.variants))
         return 0
@@ -75,8 +95,8 @@ def _image_size(text: str):
 
 
 def _export(args) -> int:
-    from .errors import WeightsError
-    from .export import export_model
+    from .deploy.export import export_model
+    from .weights.errors import WeightsError
     try:
         result = export_model(args.model, args.weights, args.output, onnx=args.onnx,
                               image_size=args.image_size, class_num=args.class_num,
@@ -90,18 +110,18 @@ def _export(args) -> int:
 
 def _bench(args) -> int:
     import shlex
-    from .bench import DEFAULT_VARIANT, parse_modes, run_benchmark, write_results
+    from .deploy.bench import parse_modes, run_benchmark, text_summary, write_results
+    from .zoo import DEFAULT_VARIANT
     try:
         modes = parse_modes(args.modes)
-        doc = run_benchmark(args.variant or DEFAULT_VARIANT, args.weights, modes, warmup=args.warmup,
-                            repeats=args.repeats, threads=args.threads,
-                            reference_dir=args.reference_dir, agreement=not args.no_agreement,
-                            command=args.command_line or "rexnet-plugin " + shlex.join(sys.argv[1:]))
+        doc = run_benchmark(args.variant or DEFAULT_VARIANT, args.weights, modes,
+                            warmup=args.warmup, repeats=args.repeats, threads=args.threads,
+                            command="rexnet-plugin " + shlex.join(sys.argv[1:]))
     except (ValueError, ImportError) as err:
         print(f"rexnet-plugin bench: error: {err}", file=sys.stderr)
         return 2
-    for path in write_results(doc, args.output):
-        print(f"wrote {path}")
+    print(text_summary(doc))
+    print(f"wrote {write_results(doc, args.output)}")
     return 0
 
 
@@ -146,7 +166,8 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bench import MODES as bench_modes  # stdlib-only module: cheap to import
+    from .deploy.artifacts import DEFAULT_OPSET
+    from .deploy.bench import MODES as bench_modes  # stdlib-only module: cheap to import
     parser = argparse.ArgumentParser(
         prog="rexnet-plugin",
         description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
@@ -216,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output directory (default: the config's "
                                           "Global.save_inference_dir, else ./inference)")
     p.add_argument("--onnx", action="store_true", help="also write inference.onnx")
-    p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--image-size", type=_image_size, default=-1, metavar="SIZE",
                    help="input size: 224, HxW or dynamic (default: the config's "
                         "Global.image_shape, else 224)")
@@ -228,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time this package's ReXNet and PaddleClas's built-in ReXNetV1 (same "
                     "variant, same weights, timed in alternating turns) in Paddle Inference "
                     "fp32/bf16, ONNX Runtime, dygraph eval and dygraph training; write "
-                    "<variant>.json and <variant>.md.")
+                    "<variant>.json (python benchmarks/run.py adds the markdown report).")
     p.add_argument("--variant", help="a V1 variant (default ReXNet_1_0)")
     p.add_argument("--weights", help="checkpoint for both models (default: random init, "
                                      "copied into both)")
@@ -237,12 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed batches first (default 5)")
     p.add_argument("--repeats", type=int, default=30, help="timed batches (default 30)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
-    p.add_argument("--reference-dir", help="official test vectors for the bf16 agreement check "
-                                           "(default: $REXNET_REFERENCE_DIR or ../shared/reference)")
-    p.add_argument("--no-agreement", action="store_true", help="skip the bf16 agreement check")
     p.add_argument("-o", "--output", default="bench-results",
-                   help="directory for the JSON and markdown (default ./bench-results)")
-    p.add_argument("--command-line", help=argparse.SUPPRESS)  # recorded as the command that ran
+                   help="directory for the JSON (default ./bench-results)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(

@@ -1,8 +1,9 @@
 """The variant table: every named ReXNet, as data.
 
-One source of truth. The factories (``factories.py``), the PaddleClas
-registration, the configs' tests, the README tables and the benchmarks all
-read ``VARIANTS``; nothing else lists variant names or their numbers.
+One source of truth. The factories (``factories.py``), the PaddleClas,
+PaddleDetection and PaddleX registrations, the configs and their tests, the
+README tables and the benchmarks all read ``VARIANTS``; nothing else lists
+variant names or their numbers. Plain data: no paddle import.
 """
 
 from __future__ import annotations
@@ -25,15 +26,29 @@ PADDLECLAS_SOURCE = "https://github.com/PaddlePaddle/PaddleClas"
 TIMM_SOURCE = "https://github.com/huggingface/pytorch-image-models"
 
 
+IMAGENET_CLASSES = 1000  # the class count of every published ImageNet-1k checkpoint
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_VARIANT = "ReXNet_1_0"  # the demo's, the benchmark's and ppdet's default
+
+
 @dataclass(frozen=True)
 class EvalTransform:
-    """The seed's validation transform (PIL backend)."""
+    """A validation transform: resize the short side, center-crop, normalise.
+
+    The default is the seed's (PIL backend), which the V1 accuracy figures use.
+    """
 
     resize_short: int = 256
     interpolation: str = "bicubic"
     crop_size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def describe(self) -> str:
+        return (f"resize the short side to {self.resize_short} ({self.interpolation}, PIL), "
+                f"center-crop {self.crop_size}, scale to [0, 1], normalise with mean "
+                f"{list(self.mean)} and std {list(self.std)}")
 
 
 EVAL_TRANSFORM = EvalTransform()
@@ -99,6 +114,12 @@ class Variant:
     paper_top1: float | None = None
     paper_top5: float | None = None
     weights: dict[str, WeightSource] = field(default_factory=dict)
+    # The validation transform its accuracy figures assume.
+    eval_transform: EvalTransform = EVAL_TRANSFORM
+
+    @property
+    def kind_title(self) -> str:
+        return "ReXNet-lite" if self.lite else "ReXNet V1"
 
     @property
     def arch(self) -> dict:
@@ -120,69 +141,86 @@ _TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
 _DRIVE_URL = "https://drive.google.com/file/d/{id}/view?usp=sharing"
 
 
-def _official(filename, drive_id):
-    return WeightSource(_DRIVE_URL.format(id=drive_id), filename, "official", manual=True)
+def _official(filename: str, drive_id: str) -> WeightSource:
+    return WeightSource(url=_DRIVE_URL.format(id=drive_id), filename=filename,
+                        layout="official", manual=True)
 
 
-def _v1(name, width, paper, seed_key=None, seed_acc=None, paddleclas_acc=None,
-        timm_acc=None, drive_id=None):
+def _v1(name: str, *, width: float, paper: tuple, seed_key: str | None = None,
+        seed_acc: tuple | None = None, paddleclas_acc: tuple | None = None,
+        timm_acc: tuple | None = None, drive_id: str | None = None) -> Variant:
+    """A ReXNet V1 row. ``*_acc`` are (top-1, top-5) as each publisher reports."""
     weights = {}
     if seed_key:
         filename = f"rexnetv1_{width:.1f}x.pdparams"
         weights["seed"] = WeightSource(
-            _SEED_URL.format(key=seed_key, filename=filename), filename,
-            "paddle", *seed_acc)
+            url=_SEED_URL.format(key=seed_key, filename=filename), filename=filename,
+            layout="paddle", top1=seed_acc[0], top5=seed_acc[1])
     if paddleclas_acc:
         weights["paddleclas"] = WeightSource(
-            _PADDLECLAS_URL.format(name=name), f"{name}_pretrained.pdparams",
-            "paddle", *paddleclas_acc)
+            url=_PADDLECLAS_URL.format(name=name), filename=f"{name}_pretrained.pdparams",
+            layout="paddle", top1=paddleclas_acc[0], top5=paddleclas_acc[1])
     if timm_acc:
         timm_name = f"rexnet_{round(width * 100)}.nav_in1k"
         weights["timm"] = WeightSource(
-            _TIMM_URL.format(name=timm_name), f"{timm_name}.safetensors", "timm", *timm_acc)
+            url=_TIMM_URL.format(name=timm_name), filename=f"{timm_name}.safetensors",
+            layout="timm", top1=timm_acc[0], top5=timm_acc[1])
     if drive_id:
         weights["official"] = _official(f"rexnetv1_{width:.1f}.pth", drive_id)
-    return Variant(name, width, False, f"rexnetv1_{width:.1f}", *paper, weights)
+    return Variant(name=name, width_mult=width, lite=False,
+                   official_name=f"rexnetv1_{width:.1f}", paper_top1=paper[0],
+                   paper_top5=paper[1], weights=weights)
 
 
-def _lite(name, width, paper, drive_id):
-    weights = {"official": _official(f"rexnet_lite_{width:.1f}.pth", drive_id)}
-    return Variant(name, width, True, f"rexnetv1_lite_{width:.1f}", *paper, weights)
+def _lite(name: str, *, width: float, paper: tuple, drive_id: str) -> Variant:
+    """A ReXNet-lite row; only NAVER publishes lite weights."""
+    return Variant(name=name, width_mult=width, lite=True,
+                   official_name=f"rexnetv1_lite_{width:.1f}", paper_top1=paper[0],
+                   paper_top5=paper[1],
+                   weights={"official": _official(f"rexnet_lite_{width:.1f}.pth", drive_id)})
 
 
 _NO_PAPER = (None, None)  # 2.2 appears only in the detection results
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    _v1("ReXNet_0_9", 0.9, (77.2, 93.5)),
-    _v1("ReXNet_1_0", 1.0, (77.9, 93.9),
-        "6c890dd95dfc4e388335adfa298163d3ab413cca558e4abe966d52cb5c3aee31",
-        (77.86, 93.87), (77.46, 93.70), (77.862, 93.890),
-        "1xeIJ3wb83uOowU008ykYj6wDX2dsncA9"),
-    _v1("ReXNet_1_3", 1.3, (79.5, 94.7),
-        "41a4cc3e6d9545b9b69b4782cafa01147eb7661ec6af4f43841adc734149b3a7",
-        (79.50, 94.68), (79.13, 94.64), (79.492, 94.680),
-        "1x2ziK9Oyv66Y9NsxJxXsdjzpQF2uSJj0"),
-    _v1("ReXNet_1_5", 1.5, (80.3, 95.2),
-        "20b131a7cb1840b5aed37c512b2665fb20c72eebe4344da5a3c6f0ab0592a323",
-        (80.32, 95.17), (80.06, 95.12), (80.322, 95.164),
-        "1TOBGsbDhTHWBgqcRnyKIR0tHsJTOPUIG"),
-    _v1("ReXNet_2_0", 2.0, (81.6, 95.7),
-        "b4df9f7be43446b0952a25ee6e83f2e443e3b879a00046f6bb33278319cb5fd0",
-        (81.64, 95.66), (81.22, 95.36), (81.636, 95.672),
-        "1R1aOTKIe1Mvck86NanqcjWnlR8DY-Z4C"),
-    _v1("ReXNet_2_2", 2.2, _NO_PAPER),
-    _v1("ReXNet_3_0", 3.0, (82.8, 96.2),
-        "9663f0570f0a4e4a8dde0b9799c539f5e22f46917d3d4e5a9d566cd213032d25",
-        (82.45, 96.26), (82.09, 96.12), (82.780, 96.230),
-        "1iXAsr8gs3pRz0QyHKomdj5SGVzPWbIs2"),
-    _lite("ReXNetLite_1_0", 1.0, (76.2, 92.8), "1d9G4pLwZwkoDR2TRPCQlxiWiuC7R-Oqf"),
-    _lite("ReXNetLite_1_3", 1.3, (77.8, 93.8), "1NsbsdI8qAHG6HdMxmySXcrl9NdEx3s0L"),
-    _lite("ReXNetLite_1_5", 1.5, (78.6, 94.2), "12QzIh9A-U0PBGaLNOIr4gX2MoZEBnRjk"),
-    _lite("ReXNetLite_2_0", 2.0, (80.2, 95.0), "1pGdG9HWnqSAu1FajmaMJMK5JyOJaiFyW"),
+    _v1("ReXNet_0_9", width=0.9, paper=(77.2, 93.5)),
+    _v1("ReXNet_1_0", width=1.0, paper=(77.9, 93.9),
+        seed_key="6c890dd95dfc4e388335adfa298163d3ab413cca558e4abe966d52cb5c3aee31",
+        seed_acc=(77.86, 93.87), paddleclas_acc=(77.46, 93.70), timm_acc=(77.862, 93.890),
+        drive_id="1xeIJ3wb83uOowU008ykYj6wDX2dsncA9"),
+    _v1("ReXNet_1_3", width=1.3, paper=(79.5, 94.7),
+        seed_key="41a4cc3e6d9545b9b69b4782cafa01147eb7661ec6af4f43841adc734149b3a7",
+        seed_acc=(79.50, 94.68), paddleclas_acc=(79.13, 94.64), timm_acc=(79.492, 94.680),
+        drive_id="1x2ziK9Oyv66Y9NsxJxXsdjzpQF2uSJj0"),
+    _v1("ReXNet_1_5", width=1.5, paper=(80.3, 95.2),
+        seed_key="20b131a7cb1840b5aed37c512b2665fb20c72eebe4344da5a3c6f0ab0592a323",
+        seed_acc=(80.32, 95.17), paddleclas_acc=(80.06, 95.12), timm_acc=(80.322, 95.164),
+        drive_id="1TOBGsbDhTHWBgqcRnyKIR0tHsJTOPUIG"),
+    _v1("ReXNet_2_0", width=2.0, paper=(81.6, 95.7),
+        seed_key="b4df9f7be43446b0952a25ee6e83f2e443e3b879a00046f6bb33278319cb5fd0",
+        seed_acc=(81.64, 95.66), paddleclas_acc=(81.22, 95.36), timm_acc=(81.636, 95.672),
+        drive_id="1R1aOTKIe1Mvck86NanqcjWnlR8DY-Z4C"),
+    _v1("ReXNet_2_2", width=2.2, paper=_NO_PAPER),
+    _v1("ReXNet_3_0", width=3.0, paper=(82.8, 96.2),
+        seed_key="9663f0570f0a4e4a8dde0b9799c539f5e22f46917d3d4e5a9d566cd213032d25",
+        seed_acc=(82.45, 96.26), paddleclas_acc=(82.09, 96.12), timm_acc=(82.780, 96.230),
+        drive_id="1iXAsr8gs3pRz0QyHKomdj5SGVzPWbIs2"),
+    _lite("ReXNetLite_1_0", width=1.0, paper=(76.2, 92.8),
+          drive_id="1d9G4pLwZwkoDR2TRPCQlxiWiuC7R-Oqf"),
+    _lite("ReXNetLite_1_3", width=1.3, paper=(77.8, 93.8),
+          drive_id="1NsbsdI8qAHG6HdMxmySXcrl9NdEx3s0L"),
+    _lite("ReXNetLite_1_5", width=1.5, paper=(78.6, 94.2),
+          drive_id="12QzIh9A-U0PBGaLNOIr4gX2MoZEBnRjk"),
+    _lite("ReXNetLite_2_0", width=2.0, paper=(80.2, 95.0),
+          drive_id="1pGdG9HWnqSAu1FajmaMJMK5JyOJaiFyW"),
 ]}
 
 # The five variants PaddleClas and the seed publish weights for.
 SEED_VARIANTS = tuple(name for name, v in VARIANTS.items() if "seed" in v.weights)
+# The names PaddleClas 2.3+ ships built in (ppcls.arch.backbone ReXNet_*):
+# the ones it publishes weights for.
+PADDLECLAS_BUILTIN_NAMES = tuple(name for name, v in VARIANTS.items()
+                                 if "paddleclas" in v.weights)
 
 
 def get_variant(name: str) -> Variant:

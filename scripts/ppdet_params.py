@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rexnet_plugin.detection_configs import config_names, copy_configs
+from rexnet_plugin.integrations.configs import copy_ppdet_configs, ppdet_names
 
 REFERENCE = "faster_rcnn/faster_rcnn_r50_fpn_1x_coco.yml"
 
@@ -58,10 +58,10 @@ def main() -> int:
         configs.mkdir()
         for entry in (root / "configs").iterdir():
             (configs / entry.name).symlink_to(entry)
-        copy_configs(configs / "rexnet")
+        copy_ppdet_configs(configs / "rexnet")
         print("| Config | Backbone params (M) | Detector params (M) |")
         print("|---|---|---|")
-        for name in [f"rexnet/{n}" for n in config_names()] + [REFERENCE]:
+        for name in [f"rexnet/{n}" for n in ppdet_names()] + [REFERENCE]:
             backbone, total = count_params(root, configs / name)
             print(f"| `{name}` | {backbone / 1e6:.2f} | {total / 1e6:.2f} |")
     return 0

@@ -1,31 +1,81 @@
-"""Regenerate ppcls_configs/*.yaml from rexnet_plugin/configs.py: python scripts/update_configs.py
+"""Keep ppcls_configs/*.yaml in step with the variant table.
 
-tests/test_ppcls_configs.py fails when the files and the template drift apart.
+    python scripts/update_configs.py          # rewrite the files that drifted
+    python scripts/update_configs.py --check  # exit 1 if any file would change
+
+The PaddleClas configs are plain YAML files, one per variant, which users
+read and edit. They share one recipe: ``ppcls_configs/ReXNet_1_0.yaml`` is
+the template, and only its first line and the lines marked
+``# per variant: <field>`` differ between variants. This script stamps those
+lines for every variant of ``rexnet_plugin.zoo.VARIANTS``;
+tests/test_ppcls_configs.py fails when a file drifts.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "ppcls_configs"
+TEMPLATE_VARIANT = "ReXNet_1_0"
+_MARKED = re.compile(r"^(?P<key>\s*-?\s*[\w.]+:\s*)(?P<value>\S+)(?P<mark>\s+# per variant: (?P<field>\w+))$")
+
+
+def variant_fields(name: str) -> dict[str, str]:
+    """The values of the marked lines for variant ``name``."""
+    from rexnet_plugin.zoo import VARIANTS
+    v = VARIANTS[name]
+    t = v.eval_transform
+    return {"name": name, "resize_short": str(t.resize_short), "crop_size": str(t.crop_size),
+            "interpolation": t.interpolation}
+
+
+def title_line(name: str) -> str:
+    from rexnet_plugin.zoo import VARIANTS
+    v = VARIANTS[name]
+    return f"# {name}: {v.kind_title} x{v.width_mult} for PaddleClas, from rexnet-plugin."
+
+
+def stamp(template: str, name: str) -> str:
+    """The config of ``name``: ``template`` with its first line and marked lines replaced."""
+    fields = variant_fields(name)
+    lines = template.split("\n")
+    lines[0] = title_line(name)
+    for i, line in enumerate(lines):
+        match = _MARKED.match(line)
+        if match:
+            field = match["field"]
+            if field not in fields:
+                raise SystemExit(f"{CONFIG_DIR / (TEMPLATE_VARIANT + '.yaml')}:{i + 1}: unknown "
+                                 f"field {field!r}; known: {', '.join(fields)}")
+            lines[i] = f"{match['key']}{fields[field]}{match['mark']}"
+    return "\n".join(lines)
+
+
+def expected_configs() -> dict[Path, str]:
+    from rexnet_plugin.zoo import VARIANTS
+    template = (CONFIG_DIR / f"{TEMPLATE_VARIANT}.yaml").read_text(encoding="utf-8")
+    return {CONFIG_DIR / f"{name}.yaml": stamp(template, name) for name in VARIANTS}
 
 
 def main() -> int:
-    from rexnet_plugin.configs import config_filename, render
     from rexnet_plugin.files import write_text
-    from rexnet_plugin.zoo import VARIANTS
-
-    expected = {config_filename(name): render(name) for name in VARIANTS}
-    for filename, text in expected.items():
-        path = CONFIG_DIR / filename
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            write_text(path, text)
-            print(f"wrote {path}")
-    for stale in sorted(CONFIG_DIR.glob("*.yaml")):
-        if stale.name not in expected:
-            stale.unlink()
-            print(f"removed {stale} (no such variant in zoo.VARIANTS)")
+    check = "--check" in sys.argv[1:]
+    expected = expected_configs()
+    drifted = [p for p, text in expected.items()
+               if not p.exists() or p.read_text(encoding="utf-8") != text]
+    stale = [p for p in sorted(CONFIG_DIR.glob("*.yaml")) if p not in expected]
+    if check:
+        for path in drifted + stale:
+            print(f"out of date: {path}")
+        return 1 if drifted or stale else 0
+    for path in drifted:
+        write_text(path, expected[path])
+        print(f"wrote {path}")
+    for path in stale:
+        path.unlink()
+        print(f"removed {path} (no such variant in zoo.VARIANTS)")
     return 0
 
 

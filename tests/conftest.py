@@ -10,6 +10,16 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NETWORK_GUARD = Path(__file__).resolve().parent / "network_guard"
+
+# Here and in every subprocess: connections beyond 127.0.0.1 are refused.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(NETWORK_GUARD), *filter(None, [os.environ.get("PYTHONPATH")])])
+import importlib.util  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("network_guard", NETWORK_GUARD / "sitecustomize.py")
+network_guard = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(network_guard)
 REFERENCE_DIR = Path(os.environ.get("REXNET_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 
 # Official PyTorch npz test vectors: variant name -> file.

@@ -67,6 +67,9 @@ def subprocess_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write into the checkout
     env.pop("REXNET_PLUGIN_AUTOLOAD", None)
+    if "PYTHONPATH" in extra:  # added in front: the network guard stays on the path
+        extra["PYTHONPATH"] = os.pathsep.join(filter(None, [extra["PYTHONPATH"],
+                                                            env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 

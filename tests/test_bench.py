@@ -2,13 +2,18 @@
 
 import json
 import statistics
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import REFERENCE_NPZ, reference_path
-from rexnet_plugin import bench, export
-from rexnet_plugin.bench import MODES, Mode, markdown_report, run_benchmark, write_results
+from conftest import REFERENCE_NPZ, ROOT, reference_path
+from rexnet_plugin.deploy import bench, runtime
+from rexnet_plugin.deploy.bench import MODES, Mode, run_benchmark, write_results
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import agreement  # noqa: E402  (benchmarks/: development tools, not the package)
+import report  # noqa: E402
 
 TINY_TRAIN = Mode("dygraph_train_b2", "dygraph_train", 2, 64, goal=0.85)
 
@@ -18,11 +23,12 @@ def smoke_doc(tmp_path_factory):
     """Paddle Inference fp32 and a tiny training step, 3 timed batches each; bf16
     skipped as on a CPU without the instructions (the parent decides that)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("rexnet_plugin.export.bf16_supported", lambda: False)
+        mp.setattr("rexnet_plugin.deploy.runtime.bf16_supported", lambda: False)
         doc = run_benchmark("ReXNet_1_0", modes=[MODES["paddle_fp32_b1"], MODES["paddle_bf16_b1"],
                                                  TINY_TRAIN],
-                            warmup=1, repeats=3, threads=1, agreement=False, log=lambda *_: None)
-    return doc, write_results(doc, tmp_path_factory.mktemp("results"))
+                            warmup=1, repeats=3, threads=1, log=lambda *_: None)
+    out = tmp_path_factory.mktemp("results")
+    return doc, (write_results(doc, out), report.write_markdown(doc, out))
 
 
 def test_report_names_the_run_and_the_machine(smoke_doc):
@@ -70,7 +76,7 @@ def test_json_and_markdown_are_written(smoke_doc):
     doc, (json_path, md_path) = smoke_doc
     assert json.loads(json_path.read_text()) == doc
     text = md_path.read_text()
-    assert text == markdown_report(doc)
+    assert text == report.markdown_report(doc)
     assert "| Paddle Inference oneDNN fp32 | 1 | 224² |" in text
     assert f"**{doc['modes'][0]['ratio']:.2f}** (goal ≤ 0.75)" in text
     assert "skipped" in text and doc["machine"]["cpu_model"] in text
@@ -79,8 +85,7 @@ def test_json_and_markdown_are_written(smoke_doc):
 
 def test_lite_variants_have_no_builtin_to_compare_with():
     with pytest.raises(ValueError, match="no built-in lite"):
-        run_benchmark("ReXNetLite_1_0", modes=[MODES["paddle_fp32_b1"]], agreement=False,
-                      log=lambda *_: None)
+        run_benchmark("ReXNetLite_1_0", modes=[MODES["paddle_fp32_b1"]], log=lambda *_: None)
 
 
 def test_unknown_modes_are_named():
@@ -89,15 +94,15 @@ def test_unknown_modes_are_named():
 
 
 def test_sample_photos_are_a_few_dozen_normalised_images():
-    photos = bench.sample_photos()
+    photos = agreement.sample_photos()
     assert photos.shape == (40, 3, 224, 224) and photos.dtype == np.float32
     assert np.isfinite(photos).all() and -3 < photos.mean() < 3
     assert len({p.tobytes() for p in photos}) == 40  # crops and flips all differ
 
 
-@pytest.mark.skipif(not export.bf16_supported(), reason="this CPU has no AVX512-BF16/AMX-BF16")
+@pytest.mark.skipif(not runtime.bf16_supported(), reason="this CPU has no AVX512-BF16/AMX-BF16")
 def test_bf16_agreement_reports_both_reference_models():
-    rows = {row["variant"]: row for row in bench.bf16_agreement(reference_path("rexnet_v1_1_0.npz").parent)}
+    rows = {row["variant"]: row for row in agreement.bf16_agreement(reference_path("rexnet_v1_1_0.npz").parent)}
     assert set(rows) == set(REFERENCE_NPZ)  # variants recognised from the weights' shapes
     for row in rows.values():
         for key, images in (("reference_inputs", 3), ("sample_photos", 40)):

@@ -88,7 +88,7 @@ def test_predictor_agrees_with_dygraph(reduced_run):
 
 def test_exported_model_alone_reproduces_the_reported_top1(reduced_run):
     """Reload model/ as a user would; its held-out top-1 is the one reported."""
-    from rexnet_plugin.export import create_predictor, run_predictor
+    from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
     import yaml
     out, metrics = reduced_run
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -120,7 +120,7 @@ def test_checkpoint_loads_into_a_fresh_model(reduced_run):
 def test_ctrl_c_after_epoch_1_evaluates_and_exports_that_epoch(tmp_path):
     import paddle
     from rexnet_plugin import create_model
-    from rexnet_plugin.export import create_predictor, run_predictor
+    from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
     from rexnet_plugin.weights import load_pretrained
 
     def interrupt(epoch):

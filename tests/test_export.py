@@ -9,11 +9,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, load_reference_npz
-from rexnet_plugin import create_model, export
+from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
-from rexnet_plugin.export import (ONNX_ATOL, UnsupportedCPUError, create_onnx_session,
-                                  create_predictor, export_inference, export_model, export_onnx,
-                                  read_export_source, run_onnx, run_predictor)
+from rexnet_plugin.deploy import runtime
+from rexnet_plugin.deploy.export import (ONNX_ATOL, export_inference, export_model, export_onnx,
+                                         read_export_source)
+from rexnet_plugin.deploy.runtime import (UnsupportedCPUError, create_onnx_session,
+                                          create_predictor, run_onnx, run_predictor)
 from rexnet_plugin.weights import to_canonical
 from rexnet_plugin.zoo import VARIANTS
 
@@ -110,15 +112,15 @@ def test_config_with_another_architecture_is_refused(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_the_instructions_fails_clearly(monkeypatch, tmp_path):
-    monkeypatch.setattr(export, "cpu_flags", lambda: frozenset({"avx2", "fma", "avx512f"}))
-    assert not export.bf16_supported()
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma", "avx512f"}))
+    assert not runtime.bf16_supported()
     with pytest.raises(UnsupportedCPUError, match=r"AVX512-BF16.*Use precision='fp32'"):
         create_predictor(tmp_path, precision="bf16")
     with pytest.raises(ValueError, match="expected one of fp32, bf16"):
         create_predictor(tmp_path, precision="fp16")
 
 
-@pytest.mark.skipif(not export.bf16_supported(), reason="this CPU has no AVX512-BF16/AMX-BF16")
+@pytest.mark.skipif(not runtime.bf16_supported(), reason="this CPU has no AVX512-BF16/AMX-BF16")
 def test_bf16_is_opt_in_and_close_to_fp32(reference_export):
     model_dir, cases = reference_export
     x = cases["a"]["input"]

@@ -5,7 +5,8 @@ import paddle
 import pytest
 
 from rexnet_plugin import ReXNet, create_model
-from rexnet_plugin.export import create_predictor, export_inference, run_predictor
+from rexnet_plugin.deploy.export import export_inference
+from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
 from rexnet_plugin.model import DropPath
 
 

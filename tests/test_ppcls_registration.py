@@ -11,7 +11,8 @@ import paddle
 import pytest
 
 from ppcls_support import CONFIG_DIR
-from rexnet_plugin.export import create_predictor, export_inference, run_predictor
+from rexnet_plugin.deploy.export import export_inference
+from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
 from rexnet_plugin.factories import create_model
 from rexnet_plugin.integrations import paddleclas as integration
 from rexnet_plugin.weights import WeightsError

@@ -17,7 +17,7 @@ import pytest
 from ppcls_support import (BATCH, CONFIG_DIR, CROP, NUM_CLASSES, RESIZE, TRAIN_PER_CLASS,
                            data_overrides, make_dataset, paddleclas_root, run_tool,
                            seed_transform)
-from rexnet_plugin.export import create_predictor, run_predictor
+from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
 from rexnet_plugin.factories import create_model
 
 NAME = "ReXNet_1_0"

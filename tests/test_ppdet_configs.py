@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 
 import pytest
 import yaml
@@ -38,16 +37,12 @@ def test_checkout_configs_base_on_paddledetections_own(config):
     assert bases and all(b.startswith("../") and not b.startswith("../rexnet/") for b in bases)
 
 
-def test_the_wheel_ships_the_configs():
-    packaged = resources.files("rexnet_plugin") / "ppdet_configs"
-    for config in ALL:
-        relative = config.relative_to(CONFIGS)
-        assert (packaged / str(relative)).read_text() == config.read_text()
-
-
 def test_configs_writer_copies_keeps_edits_and_warns_about_the_folder(tmp_path):
-    from rexnet_plugin.detection_configs import (CHECKOUT, STANDALONE, check_destination,
-                                                 config_names, copy_configs)
+    from rexnet_plugin.integrations.configs import PPDET_CHECKOUT as CHECKOUT
+    from rexnet_plugin.integrations.configs import PPDET_STANDALONE as STANDALONE
+    from rexnet_plugin.integrations.configs import copy_ppdet_configs as copy_configs
+    from rexnet_plugin.integrations.configs import ppdet_destination_warning as check_destination
+    from rexnet_plugin.integrations.configs import ppdet_names as config_names
     dest = tmp_path / "PaddleDetection" / "configs" / "rexnet"
     report = copy_configs(dest)
     assert sorted(p.name for p in report["written"]) == config_names(CHECKOUT) == \

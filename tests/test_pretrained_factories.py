@@ -13,9 +13,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import rexnet_plugin
-from rexnet_plugin import download
-from rexnet_plugin.checkpoint_io import write_checkpoint
-from rexnet_plugin.errors import ManualDownloadError, WeightsError
+from rexnet_plugin.weights import download
+from rexnet_plugin.weights.formats import write_checkpoint
+from rexnet_plugin.weights.errors import ManualDownloadError, WeightsError
 from rexnet_plugin.weights import to_official
 from rexnet_plugin.zoo import VARIANTS
 from weights_helpers import (_server, cache, cache_files, local_only,  # noqa: F401

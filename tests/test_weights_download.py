@@ -18,9 +18,10 @@ import tqdm
 from safetensors.numpy import save_file
 
 from conftest import load_reference_npz
-from rexnet_plugin import create_model, download
-from rexnet_plugin.checkpoint_io import write_checkpoint
-from rexnet_plugin.errors import (ChecksumError, CorruptCheckpointError, DownloadError,
+from rexnet_plugin import create_model
+from rexnet_plugin.weights import download
+from rexnet_plugin.weights.formats import write_checkpoint
+from rexnet_plugin.weights.errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                                   IncompleteDownloadError, ManualDownloadError, NotReXNetError,
                                   WeightsError, WrongVariantError)
 from rexnet_plugin.weights import fetch_pretrained, to_canonical

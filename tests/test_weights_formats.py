@@ -18,9 +18,9 @@ from safetensors.numpy import save_file
 
 from conftest import REFERENCE_NPZ, load_reference_npz, reference_path
 from rexnet_plugin import create_model
-from rexnet_plugin.checkpoint_io import read_checkpoint
+from rexnet_plugin.weights.formats import read_checkpoint
 from rexnet_plugin.cli import main
-from rexnet_plugin.errors import (CorruptCheckpointError, NotReXNetError, UnsafeCheckpointError,
+from rexnet_plugin.weights.errors import (CorruptCheckpointError, NotReXNetError, UnsafeCheckpointError,
                                   WeightsError, WrongVariantError)
 from rexnet_plugin.weights import (detect_layout, inspect_state, load_pretrained,
                                    timm_to_official, to_canonical)
@@ -198,7 +198,7 @@ def test_wrong_variant_names_the_checkpoint_variant(tmp_path):
 
 
 def main_convert_raises(src, dst, variant):
-    from rexnet_plugin.convert import convert
+    from rexnet_plugin.weights.convert import convert
     try:
         return convert(src, dst, variant=variant)
     finally:
@@ -221,11 +221,16 @@ def test_fine_tuning_keeps_the_new_head(variant, tmp_path):
     state, _ = load_reference_npz(variant)
     path = _official_safetensors(state, tmp_path)
     canonical = to_canonical(state)
-    for class_num in (10, 0):
+    # A local file whose classifier does not fit is an error unless asked for
+    # (weights.should_skip_head: the same rule as in PaddleClas).
+    with pytest.raises(WeightsError, match="skip_head=True"):
+        create_model(variant, class_num=10, pretrained=str(path))
+    for class_num, skip_head in ((10, True), (0, False)):  # headless needs no asking
         paddle.seed(1)
         fresh = state_of(create_model(variant, class_num=class_num))
         paddle.seed(1)
-        model = create_model(variant, class_num=class_num, pretrained=str(path))
+        model = create_model(variant, class_num=class_num, pretrained=str(path),
+                             skip_head=skip_head)
         loaded = state_of(model)
         for key, value in loaded.items():
             if key in canonical and canonical[key].shape == value.shape:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
-from rexnet_plugin import download
+from rexnet_plugin.weights import download
 
 
 class FileServer:

@@ -55,7 +55,7 @@ def evaluate(network, predictor, folder: ImageFolder, eval_ops: list,
              batch_size: int = 128) -> Evaluation:
     """Run the held-out images through the dygraph model and the predictor, batch by batch."""
     import paddle
-    from ..export import run_predictor
+    from ..deploy.runtime import run_predictor
 
     transform = build_transforms(eval_ops, "DataLoader.Eval.dataset.transform_ops")
     rng = random.Random(0)  # eval ops draw nothing; any generator will do

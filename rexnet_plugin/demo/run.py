@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import resource
 import shlex
 import shutil
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..zoo import get_variant
+from ..zoo import DEFAULT_VARIANT, get_variant
 from . import data as data_mod
 from . import recipe as recipe_mod
 from . import train_ppcls
@@ -25,7 +24,6 @@ from ..files import atomic_dir, atomic_path, write_json
 
 # The default schedule: calibrated to pass 90% top-1 on the digits' held-out
 # split within 5 minutes on 2 CPU cores (README, "Run the demo").
-DEFAULT_VARIANT = "ReXNet_1_0"
 DEFAULT_EPOCHS = 6
 DEFAULT_DIGITS_IMAGE_SIZE = 32
 DEFAULT_DATA_IMAGE_SIZE = 224  # a user's photos: the configs' own size
@@ -111,9 +109,8 @@ def _versions() -> dict:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (user + system)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    times = os.times()  # portable; children count once they have been waited for
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _rerun_command(settings: DemoSettings) -> str:
@@ -254,7 +251,8 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
              f"rerun: {_rerun_command(settings)}")
 
     # 4. export, then held-out evaluation in dygraph and Paddle Inference --
-    from ..export import create_predictor, export_inference
+    from ..deploy.export import export_inference
+    from ..deploy.runtime import create_predictor
     tick = time.perf_counter()
     model_dir = out / "model"
     with atomic_dir(model_dir) as tmp:
@@ -362,7 +360,7 @@ def run_from_args(args) -> int:
     """``rexnet-plugin demo``: exit 0 on success, 2 on bad input, 130 on Ctrl-C."""
     # Before paddle loads: keep its C++ warnings (e.g. about PIR export) quiet.
     os.environ.setdefault("GLOG_minloglevel", "2")
-    from ..weights import WeightsError
+    from ..weights.errors import WeightsError
     settings = DemoSettings(
         variant=args.variant, epochs=args.epochs, image_size=args.image_size,
         batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,

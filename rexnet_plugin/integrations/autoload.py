@@ -163,8 +163,3 @@ def install(triggers: dict[str, str] | None = None) -> TriggerFinder | None:
         if module is not None and not getattr(spec, "_initializing", False):
             run_plugins(group, module)
     return finder
-
-
-def uninstall() -> None:
-    """Remove the finder (tests, or a host that wants no plugins)."""
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, TriggerFinder)]

@@ -30,10 +30,9 @@ import warnings
 
 import paddle.nn as nn
 
-from ..errors import WeightsError, WrongVariantError
-from ..factories import IMAGENET_CLASSES
 from ..model import ReXNet
-from ..weights import SOURCE_NAMES, check_state_dict, load_pretrained
+from ..weights import check_state_dict, load_pretrained, should_skip_head
+from ..weights.errors import WeightsError, WrongVariantError
 from ..zoo import VARIANTS
 
 _log = logging.getLogger(__name__)
@@ -182,18 +181,12 @@ def make_factory(name: str, arch_module):
         theseus = {k: kwargs.pop(k) for k in THESEUS_OPTIONS if k in kwargs}
         model = cls(**variant.arch, **kwargs)
         model.variant_name = name
-        # A headless model (class_num 0) has no classifier to load. Any other
-        # class-count mismatch is an error unless asked for (skip_head) ...
+        # Kept for set_state_dict (Global.pretrained_model) as well.
         model.skip_head = bool(skip_head) or not model.class_num
         if pretrained is not False and pretrained is not None:
-            # ... or the weights are the published ImageNet ones: pretrained
-            # True or a source name with another class_num means fine-tuning,
-            # as for every PaddleClas model and rexnet_plugin.create_model.
-            published = pretrained is True or (
-                isinstance(pretrained, str) and pretrained in SOURCE_NAMES)
-            skip = model.skip_head or (published and model.class_num != IMAGENET_CLASSES)
             try:  # before init_net: its options may cut layers away
-                load_pretrained(model, pretrained, variant=name, skip_head=skip)
+                load_pretrained(model, pretrained, variant=name, skip_head=should_skip_head(
+                    model.class_num, pretrained, model.skip_head))
             except WeightsError as error:
                 _raise_with_hint(error, model)
         model.init_net(stages_pattern=model.stages_pattern, **theseus)

@@ -1,4 +1,4 @@
-"""Export to Paddle Inference and ONNX, and run the exported models.
+"""Export to Paddle Inference and ONNX (``rexnet-plugin export``).
 
 Paddle 3.x ``paddle.jit.save`` writes PIR: ``<prefix>.json`` plus
 ``<prefix>.pdiparams`` (no ``.pdmodel``). ONNX goes through paddle2onnx from
@@ -7,9 +7,7 @@ that directory. ``rexnet-plugin export`` is ``export_model`` below.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -19,24 +17,11 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-MODEL_FILENAME = "inference.json"
-PARAMS_FILENAME = "inference.pdiparams"
-ONNX_FILENAME = "inference.onnx"
-# Opset 13 covers every op of the exported graph and every current ONNX
-# Runtime; paddle2onnx raises it by itself if an op needs more.
-DEFAULT_OPSET = 13
-PRECISIONS = ("fp32", "bf16")
-# CPU instructions that run bf16 natively (Intel Cooper Lake+, AMD Zen 4+; AMX).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+from .artifacts import DEFAULT_OPSET, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME
+from .runtime import create_onnx_session, create_predictor, run_onnx, run_predictor
+
 # ONNX Runtime must reproduce Paddle Inference's fp32 outputs within this.
 ONNX_ATOL = 1e-4
-# glibc mallopt parameters, and the size up to which freed blocks are kept.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_RETAIN_BYTES = 1 << 30
-
-
-class UnsupportedCPUError(RuntimeError):
-    """The CPU lacks the instructions a requested precision needs."""
 
 
 def input_spec(image_size: int | tuple[int, int] | None = None) -> InputSpec:
@@ -116,137 +101,6 @@ def export_onnx(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | Non
     return onnx_path
 
 
-# -- CPU capabilities ---------------------------------------------------------
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
-def bf16_supported() -> bool:
-    """True when the CPU runs bf16 natively (AVX512-BF16 or AMX-BF16).
-
-    Reads /proc/cpuinfo; elsewhere asks Paddle (oneDNN's own ISA check).
-    """
-    flags = cpu_flags()
-    if flags:
-        return bool(flags.intersection(BF16_CPU_FLAGS))
-    from paddle.base import core
-    return bool(core.supports_bfloat16_fast_performance())
-
-
-def check_precision(precision: str, mkldnn: bool = True) -> None:
-    """Raise a clear error when ``precision`` cannot run here."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        if not mkldnn:
-            raise ValueError("precision='bf16' runs through oneDNN: leave mkldnn=True")
-        if not bf16_supported():
-            raise UnsupportedCPUError(
-                f"precision='bf16' needs a CPU with AVX512-BF16 or AMX-BF16 instructions "
-                f"({' or '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo); this CPU ({cpu_model()}) "
-                f"has neither. Use precision='fp32'.")
-
-
-# -- running the exported model -------------------------------------------------
-
-def retain_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse instead of returning it to the OS.
-
-    Paddle Inference allocates every intermediate tensor afresh on each run
-    (its memory_optimize pass fails on 3.3.1), and glibc serves blocks over
-    128 KiB (up to 32 MiB) with mmap and unmaps them on free. Each run then
-    page-faults its large activations in again: for ReXNet_1_0 at batch 8,
-    about 9,400 page faults and 20 ms of kernel time per run on the
-    benchmark machine, a quarter of the run. Raising glibc's mmap and trim
-    thresholds keeps that memory in the heap, where the next run reuses it.
-    The peak memory stays what the model needs; it is just not given back.
-
-    Process-wide and idempotent. Returns False (doing nothing) off glibc.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _RETAIN_BYTES)
-                and libc.mallopt(_M_TRIM_THRESHOLD, 2 * _RETAIN_BYTES))
-
-
-def create_predictor(model_dir: str | os.PathLike, mkldnn: bool = True,
-                     threads: int | None = None, precision: str = "fp32",
-                     retain_memory: bool = True):
-    """A Paddle Inference predictor on the CPU, oneDNN on by default.
-
-    ``precision="bf16"`` (opt-in) runs the convolutions in bfloat16 on CPUs
-    with AVX512-BF16/AMX; elsewhere it raises UnsupportedCPUError.
-    ``retain_memory`` calls ``retain_freed_memory()`` (see there; it makes
-    every run faster, for any model). Deliberately no
-    ``enable_memory_optim()``: it fails on Paddle 3.3.1 ("Not find
-    predictor_id 0 and pass_name memory_optimize_pass").
-    """
-    check_precision(precision, mkldnn)
-    if retain_memory:
-        retain_freed_memory()
-    from paddle import inference
-    model_dir = Path(model_dir)
-    config = inference.Config(str(model_dir / MODEL_FILENAME),
-                              str(model_dir / PARAMS_FILENAME))
-    config.disable_gpu()
-    config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
-    if mkldnn:
-        config.enable_mkldnn()
-    if precision == "bf16":
-        config.enable_mkldnn_bfloat16()
-    return inference.create_predictor(config)
-
-
-def run_predictor(predictor, images: np.ndarray) -> np.ndarray:
-    """Run one batch [N, 3, H, W] float32 through a predictor."""
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(images.shape))
-    handle.copy_from_cpu(np.ascontiguousarray(images, dtype="float32"))
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
-def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with every graph optimisation on."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # paddle2onnx leaves unused initializers: no warnings
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session, images: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(images, dtype="float32")})[0]
-
-
 # -- rexnet-plugin export ---------------------------------------------------------
 
 @dataclass
@@ -263,8 +117,7 @@ class ExportSource:
 
 def read_export_source(model: str) -> ExportSource:
     """A variant name, or a PaddleClas YAML whose ``Arch.name`` is one."""
-    from .factories import IMAGENET_CLASSES
-    from .zoo import EVAL_TRANSFORM, VARIANTS, get_variant
+    from ..zoo import EVAL_TRANSFORM, IMAGENET_CLASSES, VARIANTS, get_variant
     if not model.endswith((".yaml", ".yml")) and not Path(model).is_file():
         return ExportSource(get_variant(model).name, IMAGENET_CLASSES, EVAL_TRANSFORM.crop_size,
                             None, model)
@@ -307,13 +160,13 @@ class ExportResult:
     onnx_max_abs_diff: float | None = None
 
     def describe(self) -> str:
-        from .tables import eval_transform_text
+        from ..zoo import EVAL_TRANSFORM
         shape = ", ".join("N" if d is None else str(d) for d in self.input_shape)
         lines = [
             f"Exported {self.variant} ({self.class_num} classes; weights: {self.weights})",
             f"  input   {self.input_name}: float32 [{shape}]  NCHW RGB, any batch size N"
             + ("; any H, W >= 32" if None in self.input_shape[2:] else ""),
-            f"          preprocessing: {eval_transform_text()}",
+            f"          preprocessing: {EVAL_TRANSFORM.describe()}",
             f"  output  {self.output_name}: float32 [N, {self.class_num}] logits",
             "  Paddle Inference: " + ", ".join(str(p) for p in self.files),
         ]
@@ -336,9 +189,9 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     (224 by default), None exports dynamic H and W. ``untrained`` exports
     random weights (benchmarks, smoke tests).
     """
-    from .model import ReXNet
-    from .weights import load_pretrained
-    from .zoo import get_variant
+    from ..model import ReXNet
+    from ..weights import load_pretrained
+    from ..zoo import get_variant
 
     source = read_export_source(model)
     weights = weights or source.weights

@@ -46,10 +46,9 @@ try:
 except ImportError:  # pragma: no cover
     resource = None
 
-from .files import write_json, write_text
+from ..files import write_json
 
 SCHEMA = "rexnet-plugin-bench/1"
-DEFAULT_VARIANT = "ReXNet_1_0"  # the variant of the README's speed table
 IMPLEMENTATIONS = ("ours", "builtin")
 BUILTIN_MODULE = "paddleclas.ppcls.arch.backbone.model_zoo.rexnet"
 BUILTIN_CLASS = "ReXNetV1"
@@ -121,7 +120,7 @@ def _version(dist: str) -> str | None:
 
 def describe_machine() -> dict:
     """CPU model, cores, relevant instruction sets and library versions."""
-    from .export import cpu_flags, cpu_model
+    from .runtime import cpu_flags, cpu_model
     lscpu = _lscpu()
     flags = cpu_flags()
     import paddle
@@ -210,7 +209,7 @@ def _inputs(batch: int, size: int):
 def _build_dygraph(impl: str, job: dict):
     import paddle
     if impl == "ours":
-        from .model import ReXNet
+        from ..model import ReXNet
         model = ReXNet(**job["arch"], class_num=job["class_num"])
     else:
         model = builtin_class()(width_mult=job["arch"]["width_mult"], class_num=job["class_num"])
@@ -223,13 +222,13 @@ def _setup_step(impl: str, job: dict):
     mode = Mode(**job["mode"])
     images, labels = _inputs(mode.batch, mode.image_size)
     if mode.runtime == "paddle_inference":
-        from .export import create_predictor, run_predictor
+        from .runtime import create_predictor, run_predictor
         predictor = create_predictor(job["model_dirs"][impl], threads=job["threads"],
                                      precision=mode.precision,
                                      retain_memory=not mode.stock_allocator)
         return lambda: run_predictor(predictor, images)
     if mode.runtime == "onnxruntime":
-        from .export import create_onnx_session, run_onnx
+        from .runtime import create_onnx_session, run_onnx
         session = create_onnx_session(job["onnx_files"][impl], threads=job["threads"])
         return lambda: run_onnx(session, images)
 
@@ -372,126 +371,6 @@ def run_mode(mode: Mode, job: dict, warmup: int, repeats: int, macs: int,
             "ratio": ours / builtin, "goal_met": None if mode.goal is None else ours / builtin <= mode.goal}
 
 
-# -- bf16 agreement ---------------------------------------------------------------------
-
-def sample_photos(size: int = 224):
-    """A few dozen real photos: scikit-learn's two sample images, cropped and flipped.
-
-    Each photo is resized (short side 256 and 320, bicubic), cut into five
-    crops of ``size`` (centre and corners) and mirrored: 2 x 2 x 5 x 2 = 40
-    images, normalised like ImageNet evaluation.
-    """
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-    from .zoo import EVAL_TRANSFORM as t
-    mean, std = np.array(t.mean, "float32"), np.array(t.std, "float32")
-    out = []
-    for array in load_sample_images().images:
-        photo = Image.fromarray(array)
-        for short in (256, 320):
-            scale = short / min(photo.size)
-            resized = photo.resize((round(photo.width * scale), round(photo.height * scale)),
-                                   Image.BICUBIC)
-            w, h = resized.size
-            corners = [((w - size) // 2, (h - size) // 2), (0, 0), (w - size, 0),
-                       (0, h - size), (w - size, h - size)]
-            for left, top in corners:
-                crop = resized.crop((left, top, left + size, top + size))
-                for image in (crop, crop.transpose(Image.FLIP_LEFT_RIGHT)):
-                    pixels = (np.asarray(image, "float32") / 255 - mean) / std
-                    out.append(pixels.transpose(2, 0, 1))
-    return np.stack(out)
-
-
-def _agreement(fp32, bf16) -> dict:
-    """How often bf16's top-1 is fp32's, and how close the flipped cases were.
-
-    The margin is fp32's top-1 logit minus its runner-up: a flip with a tiny
-    margin is a near-tie, not a wrong answer.
-    """
-    import numpy as np
-    top1_32, top1_16 = fp32.argmax(1), bf16.argmax(1)
-    ordered = np.sort(fp32, axis=1)
-    margins = ordered[:, -1] - ordered[:, -2]
-    flipped = top1_32 != top1_16
-    return {"images": int(len(fp32)), "top1_agree": int((~flipped).sum()),
-            "top1_agreement": float((~flipped).mean()),
-            "distinct_fp32_top1": int(len(set(top1_32.tolist()))),
-            "median_fp32_margin": float(np.median(margins)),
-            "largest_flipped_margin": float(margins[flipped].max()) if flipped.any() else None,
-            "max_abs_logit_diff": float(np.abs(fp32 - bf16).max()),
-            "fp32_logit_range": float(fp32.max() - fp32.min())}
-
-
-def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None) -> list[dict]:
-    """Top-1 agreement of bf16 with fp32 Paddle Inference on real inputs.
-
-    For every official test-vector file in ``reference_dir`` (weights that
-    make the logits depend on the input; see shared/reference/README.md):
-    its own inputs, and the photos of ``sample_photos``.
-    """
-    import numpy as np
-    from .export import create_predictor, export_inference, run_predictor
-    from .model import ReXNet
-    from .weights import inspect_state, to_canonical
-    from .zoo import VARIANTS
-    photos = sample_photos()
-    rows = []
-    for path in sorted(Path(reference_dir).glob("rexnet_*.npz")):
-        data = np.load(path)
-        state = to_canonical({k: data[k].astype("float32") for k in data.files
-                              if not k.startswith(("a.", "b."))})
-        info = inspect_state(state)  # which variant these weights are
-        name = info.variant
-        model = ReXNet(**VARIANTS[name].arch, class_num=info.class_num)
-        model.set_state_dict(state)
-        with tempfile.TemporaryDirectory() as tmp:
-            export_inference(model, tmp)  # dynamic H, W: case b is 161x97
-            fp32 = create_predictor(tmp, threads=threads)
-            bf16 = create_predictor(tmp, threads=threads, precision="bf16")
-            batches = {"reference_inputs": [data["a.input"], data["b.input"]],
-                       "sample_photos": [photos[i:i + 8] for i in range(0, len(photos), 8)]}
-            row = {"variant": name, "weights": f"the weights of the test vectors {path.name}"}
-            for key, inputs in batches.items():
-                logits32 = np.concatenate([run_predictor(fp32, x) for x in inputs])
-                logits16 = np.concatenate([run_predictor(bf16, x) for x in inputs])
-                row[key] = _agreement(logits32, logits16)
-        rows.append(row)
-    return rows
-
-
-def _agreement_worker(conn, reference_dir: str, threads: int, log_path: str) -> None:
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    try:
-        conn.send(("result", bf16_agreement(reference_dir, threads)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-
-
-def _run_agreement(reference_dir: Path, threads: int, log_dir: Path) -> list[dict]:
-    import multiprocessing as mp
-    ctx = mp.get_context("spawn")
-    conn, child = ctx.Pipe()
-    log = log_dir / "bf16-agreement.log"
-    process = ctx.Process(target=_agreement_worker, args=(child, str(reference_dir), threads, str(log)))
-    process.start()
-    child.close()
-    try:
-        if not conn.poll(WORKER_TIMEOUT_S):
-            raise RuntimeError(f"bf16 agreement gave no answer in {WORKER_TIMEOUT_S} s; log: {log}")
-        kind, payload = conn.recv()
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join(timeout=30)
-    if kind == "error":
-        raise RuntimeError(f"bf16 agreement failed:\n{payload}")
-    return payload
-
-
 # -- the benchmark ----------------------------------------------------------------------
 
 def builtin_class():
@@ -508,14 +387,6 @@ def builtin_class():
     return cls
 
 
-def default_reference_dir() -> Path | None:
-    env = os.environ.get("REXNET_REFERENCE_DIR")
-    if env:
-        return Path(env)
-    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    return beside_checkout if beside_checkout.is_dir() else None
-
-
 def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[dict, dict, dict]:
     """Build both models with the same weights; export what the modes need.
 
@@ -524,11 +395,11 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
     """
     import numpy as np
     import paddle
-    from .complexity import count_conv_macs
+    from ..complexity import count_conv_macs
     from .export import export_inference, export_onnx
-    from .model import ReXNet
-    from .weights import load_pretrained
-    from .zoo import get_variant
+    from ..model import ReXNet
+    from ..weights import load_pretrained
+    from ..zoo import get_variant
 
     v = get_variant(variant)
     if v.lite:
@@ -576,7 +447,7 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
 def _skip_reason(mode: Mode) -> str | None:
     """Why ``mode`` cannot run here, or None."""
     import importlib.util
-    from .export import bf16_supported
+    from .runtime import bf16_supported
     if mode.precision == "bf16" and not bf16_supported():
         return "the CPU has no AVX512-BF16/AMX-BF16"
     if mode.runtime == "onnxruntime" and not all(
@@ -585,12 +456,10 @@ def _skip_reason(mode: Mode) -> str | None:
     return None
 
 
-def run_benchmark(variant: str = DEFAULT_VARIANT, weights=None, modes: list[Mode] | None = None,
+def run_benchmark(variant: str, weights=None, modes: list[Mode] | None = None,
                   warmup: int = 5, repeats: int = 30, threads: int | None = None,
-                  reference_dir: str | os.PathLike | None = None, agreement: bool = True,
                   command: str | None = None, log=print) -> dict:
     """Run every mode for both implementations; return the result document."""
-    from .export import bf16_supported
     modes = list(MODES.values()) if modes is None else list(modes)
     threads = threads or os.cpu_count() or 1
     started = time.time()
@@ -625,121 +494,29 @@ def run_benchmark(variant: str = DEFAULT_VARIANT, weights=None, modes: list[Mode
             o, b = (entry["results"][i]["ms_per_image"]["median"] for i in IMPLEMENTATIONS)
             log(f"  ours {o:.2f} ms/img, built-in {b:.2f} ms/img, ratio {entry['ratio']:.3f}")
             doc["modes"].append(entry)
-        ref = Path(reference_dir) if reference_dir else default_reference_dir()
-        if agreement and bf16_supported() and ref and ref.is_dir():
-            log(f"bf16 vs fp32 top-1 agreement (reference vectors in {ref}, sample photos)")
-            doc["bf16_agreement"] = _run_agreement(ref, threads, workdir)
     doc["load_average_end"] = list(os.getloadavg())
     doc["duration_s"] = round(time.time() - started, 1)
     return doc
 
 
-# -- reports ------------------------------------------------------------------------------
-
-def _ms(stats: dict) -> str:
-    m = stats["ms_per_image"]
-    return f"{m['median']:.2f} ({m['q1']:.2f}–{m['q3']:.2f})"
-
-
-def _rss(stats: dict) -> str:
-    return f"{stats['peak_rss_mb']:.0f} (+{stats['peak_growth_mb']:.0f})"
+def write_results(doc: dict, out_dir: str | os.PathLike) -> Path:
+    """``<variant>.json`` in out_dir, written atomically."""
+    path = Path(out_dir) / f"{doc['variant']}.json"
+    write_json(path, doc)
+    return path
 
 
-def markdown_table(doc: dict) -> str:
-    """The speed table (one row per mode), from a result document."""
-    rows = ["| Mode | Batch | Input | ours ms/img (IQR) | built-in ms/img (IQR) | ours / built-in "
-            "| ours img/s | built-in img/s | ours GFLOP/s | peak RSS (growth) ours / built-in, MB |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for m in doc["modes"]:
-        size = f"{m['image_size']}²"
-        if m.get("skipped"):
-            rows.append(f"| {m['title']} | {m['batch']} | {size} | skipped: {m['skipped']} "
-                        f"| | | | | | |")
-            continue
-        o, b = m["results"]["ours"], m["results"]["builtin"]
-        goal = "" if m["goal"] is None else f" (goal ≤ {m['goal']:.2f})"
-        rows.append(
-            f"| {m['title']} | {m['batch']} | {size} | {_ms(o)} | {_ms(b)} | **{m['ratio']:.2f}**{goal} "
-            f"| {o['images_per_s']:.1f} | {b['images_per_s']:.1f} | {o['gflop_per_s']:.1f} "
-            f"| {_rss(o)} / {_rss(b)} |")
-    return "\n".join(rows)
-
-
-def cpu_table(doc: dict) -> str:
-    """CPU time and page faults: less sensitive to other processes than wall time."""
-    rows = ["| Mode | Batch | ours CPU ms/img | built-in CPU ms/img | CPU ratio "
-            "| ours page faults/batch | built-in page faults/batch |", "|---|---|---|---|---|---|---|"]
+def text_summary(doc: dict) -> str:
+    """One line per mode: medians and the ours/built-in ratio."""
+    lines = [f"{doc['variant']}, {doc['settings']['threads']} threads "
+             f"(ms per image, median of the timed batches)"]
     for m in doc["modes"]:
         if m.get("skipped"):
+            lines.append(f"  {m['key']:<22} skipped: {m['skipped']}")
             continue
-        o, b = m["results"]["ours"], m["results"]["builtin"]
-        rows.append(f"| {m['title']} | {m['batch']} | {o['cpu_ms_per_image']:.2f} "
-                    f"| {b['cpu_ms_per_image']:.2f} | {o['cpu_ms_per_image'] / b['cpu_ms_per_image']:.2f} "
-                    f"| {o['page_faults_per_batch']:.0f} | {b['page_faults_per_batch']:.0f} |")
-    return "\n".join(rows)
-
-
-def bf16_summary(doc: dict) -> str:
-    """bf16 against fp32: speed (ours) and top-1 agreement."""
-    by_key = {m["key"]: m for m in doc["modes"] if not m.get("skipped")}
-    lines = []
-    for batch in (1, 8):
-        fp32, bf16 = by_key.get(f"paddle_fp32_b{batch}"), by_key.get(f"paddle_bf16_b{batch}")
-        if fp32 and bf16:
-            f = fp32["results"]["ours"]["ms_per_image"]["median"]
-            h = bf16["results"]["ours"]["ms_per_image"]["median"]
-            lines.append(f"- batch {batch}: bf16 takes {h / f:.2f}x the fp32 time "
-                         f"({h:.2f} vs {f:.2f} ms/img, ours).")
-    for row in doc.get("bf16_agreement", []):
-        for label, key in (("its test-vector inputs", "reference_inputs"),
-                           ("the sample photos", "sample_photos")):
-            a = row[key]
-            flips = ("" if a["largest_flipped_margin"] is None else
-                     f"; the flipped ones had fp32 top-1/top-2 margins of at most "
-                     f"{a['largest_flipped_margin']:.3f} (median margin {a['median_fp32_margin']:.3f})")
-            lines.append(f"- `{row['variant']}` with {row['weights']}, {label}: top-1 agrees on "
-                         f"{a['top1_agree']}/{a['images']} ({a['distinct_fp32_top1']} distinct fp32 "
-                         f"classes){flips}; max |logit diff| {a['max_abs_logit_diff']:.3f} for a "
-                         f"logit range of {a['fp32_logit_range']:.1f}.")
+        o, b = (m["results"][i]["ms_per_image"]["median"] for i in IMPLEMENTATIONS)
+        lines.append(f"  {m['key']:<22} ours {o:7.2f}  built-in {b:7.2f}  ratio {m['ratio']:.2f}")
     return "\n".join(lines)
-
-
-def machine_text(doc: dict) -> str:
-    m = doc["machine"]
-    v = m["versions"]
-    cores = m["logical_cpus"]
-    return (f"{m['cpu_model']}, {cores} logical CPUs ({m['threads_per_core']} thread(s) per core"
-            f"{', ' + m['hypervisor'] + ' VM' if m.get('hypervisor') else ''}), L2 {m['l2_cache']}, "
-            f"L3 {m['l3_cache']}; flags: {', '.join(m['cpu_flags'])}. PaddlePaddle "
-            f"{v['paddlepaddle']}, PaddleClas {v['paddleclas']}, ONNX Runtime {v['onnxruntime']}, "
-            f"paddle2onnx {v['paddle2onnx']}, Python {m['python']}. {doc['settings']['threads']} "
-            f"threads; {doc['settings']['warmup']} warm-up and {doc['settings']['repeats']} timed "
-            f"batches per mode and implementation, in alternating turns; load average "
-            f"{doc['load_average_start'][0]:.1f} at the start, {doc['load_average_end'][0]:.1f} "
-            f"at the end.")
-
-
-def markdown_report(doc: dict) -> str:
-    text = [f"# {doc['variant']}: rexnet-plugin against PaddleClas's built-in ReXNet", "",
-            f"Generated by `{doc['command']}` on {doc['created']} ({doc['duration_s']} s). "
-            f"Weights: {doc['weights']}; largest output difference between the two models: "
-            f"{doc['outputs_max_abs_diff']:.1e}.", "",
-            markdown_table(doc), "", "Machine: " + machine_text(doc), "",
-            "CPU time of the worker processes (all threads) and minor page faults, per timed "
-            "batch (medians):", "", cpu_table(doc), ""]
-    bf16 = bf16_summary(doc)
-    if bf16:
-        text += ["bf16 (opt-in, `precision=\"bf16\"`):", "", bf16, ""]
-    return "\n".join(text)
-
-
-def write_results(doc: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """``<variant>.json`` and ``<variant>.md`` in out_dir, each written atomically."""
-    out_dir = Path(out_dir)
-    json_path, md_path = out_dir / f"{doc['variant']}.json", out_dir / f"{doc['variant']}.md"
-    write_json(json_path, doc)
-    write_text(md_path, markdown_report(doc))
-    return json_path, md_path
 
 
 def parse_modes(text: str | None) -> list[Mode]:

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint_io import read_checkpoint, write_checkpoint
+from .formats import read_checkpoint, write_checkpoint
 from .errors import WeightsError
-from .weights import CheckpointInfo, canonical_state, check_state_dict, inspect_state, to_official
+from ..model import ReXNet
+from ..zoo import VARIANTS, get_variant
+from .checks import CheckpointInfo, check_state_dict, inspect_state
+from .layouts import canonical_state, to_official
 
 OUTPUT_LAYOUTS = ("paddle", "official")
 
@@ -54,9 +57,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
             src_format: str | None = None, layout: str = "paddle",
             force: bool = False) -> ConversionReport:
     """Convert ``src`` to ``dst`` (format from its suffix); see the module docstring."""
-    from .factories import create_model
-    from .zoo import get_variant
-
     src, dst = Path(src), Path(dst)
     if layout not in OUTPUT_LAYOUTS:
         raise WeightsError(f"layout={layout!r}: expected one of {', '.join(OUTPUT_LAYOUTS)}")
@@ -77,7 +77,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
 
     checked = variant or info.variant
     if checked is not None:
-        model = create_model(checked, class_num=info.class_num or None)
+        model = ReXNet(**VARIANTS[checked].arch, class_num=info.class_num or None)
         check_state_dict(model, state, str(src))
 
     # Paddle models are float32, and paddle's set_state_dict refuses other
@@ -85,7 +85,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
              for k, v in state.items()}
     out = state if layout == "paddle" else to_official(state)
-    from . import __version__
+    from .. import __version__
     dst_fmt = write_checkpoint(out, dst, metadata={
         "layout": layout, "variant": checked or "", "source": src.name,
         "converted_by": f"rexnet-plugin {__version__}"})

@@ -1,14 +1,23 @@
-"""Markdown tables computed from the variant table and the built models.
+"""Markdown tables computed from the variant table, the built models and the
+committed benchmark results: the generated sections of README.md and docs/.
 
-The README's generated sections come from here (scripts/update_readme.py);
-tests/test_readme.py checks that they are current.
+scripts/update_docs.py writes them; tests/test_docs.py checks that they are
+current. A development tool: the package never imports it.
 """
 
 from __future__ import annotations
 
-from .complexity import count_conv_macs, count_params
-from .factories import create_model
-from .zoo import EVAL_TRANSFORM, PUBLISHERS, VARIANTS
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from rexnet_plugin.complexity import count_conv_macs, count_params
+from rexnet_plugin.factories import create_model
+from rexnet_plugin.zoo import DEFAULT_VARIANT, EVAL_TRANSFORM, PUBLISHERS, VARIANTS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fmt(value, spec="{:.2f}"):
@@ -85,13 +94,6 @@ def feature_channels_table() -> str:
     return "\n".join(rows)
 
 
-def eval_transform_text() -> str:
-    t = EVAL_TRANSFORM
-    return (f"resize the short side to {t.resize_short} ({t.interpolation}, PIL), "
-            f"center-crop {t.crop_size}, scale to [0, 1], normalise with mean "
-            f"{list(t.mean)} and std {list(t.std)}")
-
-
 # PaddleClas's own ReXNet configs (ppcls/configs/ImageNet/ReXNet/ReXNet_*.yaml,
 # PaddleClas 2.6 / develop), for the README's comparison.
 _PADDLECLAS_BUILTIN_RECIPE = {
@@ -108,10 +110,7 @@ _PADDLECLAS_BUILTIN_RECIPE = {
 
 def ppcls_recipe_table() -> str:
     """The shipped configs' training recipe next to PaddleClas's built-in one."""
-    import yaml
-
-    from .configs import _number, render
-    c = yaml.safe_load(render("ReXNet_1_5"))
+    c = yaml.safe_load((ROOT / "ppcls_configs" / "ReXNet_1_5.yaml").read_text())
     opt, lr = c["Optimizer"], c["Optimizer"]["lr"]
     train = c["DataLoader"]["Train"]
     ops = {next(iter(op)): op[next(iter(op))] for op in train["dataset"]["transform_ops"]}
@@ -148,12 +147,16 @@ def ppcls_recipe_table() -> str:
     return "\n".join(rows)
 
 
+def _number(value: float) -> str:
+    """Plain decimal, as the configs write it."""
+    return f"{value:.12f}".rstrip("0").rstrip(".")
+
+
 def speed_section() -> str:
     """The speed table and its context, from the committed benchmark JSON."""
-    import json
-    from pathlib import Path
-    from .bench import DEFAULT_VARIANT, bf16_summary, machine_text, markdown_table
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import bf16_summary, machine_text, markdown_table
+    path = ROOT / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
     if not path.is_file():
         return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
     doc = json.loads(path.read_text())

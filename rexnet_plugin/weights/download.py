@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                      IncompleteDownloadError, WeightsError)
-from .files import atomic_path
+from ..files import atomic_path
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +131,7 @@ def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None
 
 def _stream(url: str, out, dest: Path, size: int | None, progress: bool) -> None:
     from tqdm import tqdm
-    from . import __version__
+    from .. import __version__
     request = urllib.request.Request(url, headers={"User-Agent": f"rexnet-plugin/{__version__}"})
     logger.info("downloading %s to %s", url, dest)
     received, expected = 0, size

@@ -1,7 +1,7 @@
 """Read and write checkpoint files: .pdparams, .safetensors and PyTorch .pth.
 
 Readers return ``{key: numpy array}`` with the keys as stored (no renaming;
-``weights.py`` does that). Nothing here executes code from a file:
+``layouts`` does that). Nothing here executes code from a file:
 
 * ``.safetensors`` is read with ``safetensors.numpy``: no pickle, no torch.
 * ``.pth`` is read with ``torch.load(weights_only=True)``, which refuses
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorruptCheckpointError, NotReXNetError, UnsafeCheckpointError, WeightsError
-from .files import atomic_path
+from ..files import atomic_path
 
 FORMATS = ("pdparams", "safetensors", "pth")
 WRITABLE_FORMATS = ("pdparams", "safetensors")

@@ -1,0 +1,144 @@
+"""bf16 against fp32: top-1 agreement on real inputs (benchmarks/run.py).
+
+Reads the official test vectors (``../shared/reference`` or
+``$REXNET_REFERENCE_DIR``): a development tool, not part of the package.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from pathlib import Path
+
+from rexnet_plugin.deploy.bench import WORKER_TIMEOUT_S
+
+
+def default_reference_dir() -> Path | None:
+    env = os.environ.get("REXNET_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    return beside_checkout if beside_checkout.is_dir() else None
+
+
+
+def sample_photos(size: int = 224):
+    """A few dozen real photos: scikit-learn's two sample images, cropped and flipped.
+
+    Each photo is resized (short side 256 and 320, bicubic), cut into five
+    crops of ``size`` (centre and corners) and mirrored: 2 x 2 x 5 x 2 = 40
+    images, normalised like ImageNet evaluation.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from rexnet_plugin.zoo import EVAL_TRANSFORM as t
+    mean, std = np.array(t.mean, "float32"), np.array(t.std, "float32")
+    out = []
+    for array in load_sample_images().images:
+        photo = Image.fromarray(array)
+        for short in (256, 320):
+            scale = short / min(photo.size)
+            resized = photo.resize((round(photo.width * scale), round(photo.height * scale)),
+                                   Image.BICUBIC)
+            w, h = resized.size
+            corners = [((w - size) // 2, (h - size) // 2), (0, 0), (w - size, 0),
+                       (0, h - size), (w - size, h - size)]
+            for left, top in corners:
+                crop = resized.crop((left, top, left + size, top + size))
+                for image in (crop, crop.transpose(Image.FLIP_LEFT_RIGHT)):
+                    pixels = (np.asarray(image, "float32") / 255 - mean) / std
+                    out.append(pixels.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def _agreement(fp32, bf16) -> dict:
+    """How often bf16's top-1 is fp32's, and how close the flipped cases were.
+
+    The margin is fp32's top-1 logit minus its runner-up: a flip with a tiny
+    margin is a near-tie, not a wrong answer.
+    """
+    import numpy as np
+    top1_32, top1_16 = fp32.argmax(1), bf16.argmax(1)
+    ordered = np.sort(fp32, axis=1)
+    margins = ordered[:, -1] - ordered[:, -2]
+    flipped = top1_32 != top1_16
+    return {"images": int(len(fp32)), "top1_agree": int((~flipped).sum()),
+            "top1_agreement": float((~flipped).mean()),
+            "distinct_fp32_top1": int(len(set(top1_32.tolist()))),
+            "median_fp32_margin": float(np.median(margins)),
+            "largest_flipped_margin": float(margins[flipped].max()) if flipped.any() else None,
+            "max_abs_logit_diff": float(np.abs(fp32 - bf16).max()),
+            "fp32_logit_range": float(fp32.max() - fp32.min())}
+
+
+def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None) -> list[dict]:
+    """Top-1 agreement of bf16 with fp32 Paddle Inference on real inputs.
+
+    For every official test-vector file in ``reference_dir`` (weights that
+    make the logits depend on the input; see shared/reference/README.md):
+    its own inputs, and the photos of ``sample_photos``.
+    """
+    import numpy as np
+    from rexnet_plugin.deploy.export import export_inference
+    from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
+    from rexnet_plugin.model import ReXNet
+    from rexnet_plugin.weights import inspect_state, to_canonical
+    from rexnet_plugin.zoo import VARIANTS
+    photos = sample_photos()
+    rows = []
+    for path in sorted(Path(reference_dir).glob("rexnet_*.npz")):
+        data = np.load(path)
+        state = to_canonical({k: data[k].astype("float32") for k in data.files
+                              if not k.startswith(("a.", "b."))})
+        info = inspect_state(state)  # which variant these weights are
+        name = info.variant
+        model = ReXNet(**VARIANTS[name].arch, class_num=info.class_num)
+        model.set_state_dict(state)
+        with tempfile.TemporaryDirectory() as tmp:
+            export_inference(model, tmp)  # dynamic H, W: case b is 161x97
+            fp32 = create_predictor(tmp, threads=threads)
+            bf16 = create_predictor(tmp, threads=threads, precision="bf16")
+            batches = {"reference_inputs": [data["a.input"], data["b.input"]],
+                       "sample_photos": [photos[i:i + 8] for i in range(0, len(photos), 8)]}
+            row = {"variant": name, "weights": f"the weights of the test vectors {path.name}"}
+            for key, inputs in batches.items():
+                logits32 = np.concatenate([run_predictor(fp32, x) for x in inputs])
+                logits16 = np.concatenate([run_predictor(bf16, x) for x in inputs])
+                row[key] = _agreement(logits32, logits16)
+        rows.append(row)
+    return rows
+
+
+def _agreement_worker(conn, reference_dir: str, threads: int, log_path: str) -> None:
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        conn.send(("result", bf16_agreement(reference_dir, threads)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+def run_agreement(reference_dir: Path, threads: int, log_dir: Path) -> list[dict]:
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    log = log_dir / "bf16-agreement.log"
+    process = ctx.Process(target=_agreement_worker, args=(child, str(reference_dir), threads, str(log)))
+    process.start()
+    child.close()
+    try:
+        if not conn.poll(WORKER_TIMEOUT_S):
+            raise RuntimeError(f"bf16 agreement gave no answer in {WORKER_TIMEOUT_S} s; log: {log}")
+        kind, payload = conn.recv()
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=30)
+    if kind == "error":
+        raise RuntimeError(f"bf16 agreement failed:\n{payload}")
+    return payload
+
+

@@ -1,0 +1,116 @@
+"""Reports of the side-by-side benchmark: markdown from its JSON document.
+
+``benchmarks/run.py`` writes ``results/<variant>.md`` with these; the
+README's and docs' speed sections are made from the same JSON
+(``scripts/update_docs.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rexnet_plugin.files import write_text
+
+
+def _ms(stats: dict) -> str:
+    m = stats["ms_per_image"]
+    return f"{m['median']:.2f} ({m['q1']:.2f}–{m['q3']:.2f})"
+
+
+def _rss(stats: dict) -> str:
+    return f"{stats['peak_rss_mb']:.0f} (+{stats['peak_growth_mb']:.0f})"
+
+
+def markdown_table(doc: dict) -> str:
+    """The speed table (one row per mode), from a result document."""
+    rows = ["| Mode | Batch | Input | ours ms/img (IQR) | built-in ms/img (IQR) | ours / built-in "
+            "| ours img/s | built-in img/s | ours GFLOP/s | peak RSS (growth) ours / built-in, MB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in doc["modes"]:
+        size = f"{m['image_size']}²"
+        if m.get("skipped"):
+            rows.append(f"| {m['title']} | {m['batch']} | {size} | skipped: {m['skipped']} "
+                        f"| | | | | | |")
+            continue
+        o, b = m["results"]["ours"], m["results"]["builtin"]
+        goal = "" if m["goal"] is None else f" (goal ≤ {m['goal']:.2f})"
+        rows.append(
+            f"| {m['title']} | {m['batch']} | {size} | {_ms(o)} | {_ms(b)} | **{m['ratio']:.2f}**{goal} "
+            f"| {o['images_per_s']:.1f} | {b['images_per_s']:.1f} | {o['gflop_per_s']:.1f} "
+            f"| {_rss(o)} / {_rss(b)} |")
+    return "\n".join(rows)
+
+
+def cpu_table(doc: dict) -> str:
+    """CPU time and page faults: less sensitive to other processes than wall time."""
+    rows = ["| Mode | Batch | ours CPU ms/img | built-in CPU ms/img | CPU ratio "
+            "| ours page faults/batch | built-in page faults/batch |", "|---|---|---|---|---|---|---|"]
+    for m in doc["modes"]:
+        if m.get("skipped"):
+            continue
+        o, b = m["results"]["ours"], m["results"]["builtin"]
+        rows.append(f"| {m['title']} | {m['batch']} | {o['cpu_ms_per_image']:.2f} "
+                    f"| {b['cpu_ms_per_image']:.2f} | {o['cpu_ms_per_image'] / b['cpu_ms_per_image']:.2f} "
+                    f"| {o['page_faults_per_batch']:.0f} | {b['page_faults_per_batch']:.0f} |")
+    return "\n".join(rows)
+
+
+def bf16_summary(doc: dict) -> str:
+    """bf16 against fp32: speed (ours) and top-1 agreement."""
+    by_key = {m["key"]: m for m in doc["modes"] if not m.get("skipped")}
+    lines = []
+    for batch in (1, 8):
+        fp32, bf16 = by_key.get(f"paddle_fp32_b{batch}"), by_key.get(f"paddle_bf16_b{batch}")
+        if fp32 and bf16:
+            f = fp32["results"]["ours"]["ms_per_image"]["median"]
+            h = bf16["results"]["ours"]["ms_per_image"]["median"]
+            lines.append(f"- batch {batch}: bf16 takes {h / f:.2f}x the fp32 time "
+                         f"({h:.2f} vs {f:.2f} ms/img, ours).")
+    for row in doc.get("bf16_agreement", []):
+        for label, key in (("its test-vector inputs", "reference_inputs"),
+                           ("the sample photos", "sample_photos")):
+            a = row[key]
+            flips = ("" if a["largest_flipped_margin"] is None else
+                     f"; the flipped ones had fp32 top-1/top-2 margins of at most "
+                     f"{a['largest_flipped_margin']:.3f} (median margin {a['median_fp32_margin']:.3f})")
+            lines.append(f"- `{row['variant']}` with {row['weights']}, {label}: top-1 agrees on "
+                         f"{a['top1_agree']}/{a['images']} ({a['distinct_fp32_top1']} distinct fp32 "
+                         f"classes){flips}; max |logit diff| {a['max_abs_logit_diff']:.3f} for a "
+                         f"logit range of {a['fp32_logit_range']:.1f}.")
+    return "\n".join(lines)
+
+
+def machine_text(doc: dict) -> str:
+    m = doc["machine"]
+    v = m["versions"]
+    cores = m["logical_cpus"]
+    return (f"{m['cpu_model']}, {cores} logical CPUs ({m['threads_per_core']} thread(s) per core"
+            f"{', ' + m['hypervisor'] + ' VM' if m.get('hypervisor') else ''}), L2 {m['l2_cache']}, "
+            f"L3 {m['l3_cache']}; flags: {', '.join(m['cpu_flags'])}. PaddlePaddle "
+            f"{v['paddlepaddle']}, PaddleClas {v['paddleclas']}, ONNX Runtime {v['onnxruntime']}, "
+            f"paddle2onnx {v['paddle2onnx']}, Python {m['python']}. {doc['settings']['threads']} "
+            f"threads; {doc['settings']['warmup']} warm-up and {doc['settings']['repeats']} timed "
+            f"batches per mode and implementation, in alternating turns; load average "
+            f"{doc['load_average_start'][0]:.1f} at the start, {doc['load_average_end'][0]:.1f} "
+            f"at the end.")
+
+
+def markdown_report(doc: dict) -> str:
+    text = [f"# {doc['variant']}: rexnet-plugin against PaddleClas's built-in ReXNet", "",
+            f"Generated by `{doc['command']}` on {doc['created']} ({doc['duration_s']} s). "
+            f"Weights: {doc['weights']}; largest output difference between the two models: "
+            f"{doc['outputs_max_abs_diff']:.1e}.", "",
+            markdown_table(doc), "", "Machine: " + machine_text(doc), "",
+            "CPU time of the worker processes (all threads) and minor page faults, per timed "
+            "batch (medians):", "", cpu_table(doc), ""]
+    bf16 = bf16_summary(doc)
+    if bf16:
+        text += ["bf16 (opt-in, `precision=\"bf16\"`):", "", bf16, ""]
+    return "\n".join(text)
+
+
+def write_markdown(doc: dict, out_dir: str | os.PathLike) -> Path:
+    path = Path(out_dir) / f"{doc['variant']}.md"
+    write_text(path, markdown_report(doc))
+    return path

@@ -1,0 +1,182 @@
+"""What a canonical state dict is (variant, class count), and whether it fits a model.
+
+``check_state_dict`` compares every key and shape with the model and raises
+one readable error: the checkpoint's own variant when it is another one, or
+the missing keys, unexpected keys and shape conflicts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..plan import STEM_INDEX_END, channel_plan
+from ..zoo import VARIANTS
+from .errors import WeightsError, WrongVariantError
+
+logger = logging.getLogger(__name__)
+
+# -- what a checkpoint is ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Signature:
+    """The shape facts that tell ReXNet variants apart."""
+
+    stem_channels: int
+    block_channels: tuple[int, ...]
+    head_channels: int
+    has_se: bool
+
+    def describe(self) -> str:
+        return (f"stem {self.stem_channels}, {len(self.block_channels)} blocks ending at "
+                f"{self.block_channels[-1] if self.block_channels else '?'} channels, head "
+                f"{self.head_channels}, {'with' if self.has_se else 'without'} SE")
+
+
+def plan_signature(plan) -> Signature:
+    return Signature(plan.stem_channels, tuple(b.out_channels for b in plan.blocks),
+                     plan.head_channels, any(b.use_se for b in plan.blocks))
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_signatures() -> dict[str, Signature]:
+    return {name: plan_signature(channel_plan(v.width_mult, lite=v.lite))
+            for name, v in VARIANTS.items()}
+
+
+def variant_of_plan(plan) -> str | None:
+    """The named variant with this channel plan, if any."""
+    sig = plan_signature(plan)
+    return next((n for n, s in _variant_signatures().items() if s == sig), None)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What the shapes of a canonical state dict say it is."""
+
+    signature: Signature
+    class_num: int  # 0 for a headless checkpoint
+    variant: str | None  # the named variant whose channel plan matches
+
+    @property
+    def lite(self) -> bool | None:
+        return VARIANTS[self.variant].lite if self.variant else None
+
+    def describe(self) -> str:
+        classes = f"{self.class_num} classes" if self.class_num else "no classifier"
+        if self.variant:
+            v = VARIANTS[self.variant]
+            return (f"{self.variant} (ReXNet{'-lite' if v.lite else ' V1'}, width "
+                    f"{v.width_mult}, {classes})")
+        return (f"a ReXNet that is none of the named variants ({self.signature.describe()}, "
+                f"{classes})")
+
+
+def inspect_state(state: dict) -> CheckpointInfo:
+    """Infer width, kind (V1/lite) and class count of a canonical state dict."""
+    shape = {k: np.shape(v) for k, v in state.items()}
+    blocks = []
+    b = STEM_INDEX_END
+    while f"features.{b}.out.0.weight" in shape:
+        bn_means = [int(m.group(1)) for k in shape
+                    if (m := re.fullmatch(rf"features\.{b}\.out\.(\d+)\._mean", k))]
+        blocks.append(shape[f"features.{b}.out.{max(bn_means)}._mean"][0] if bn_means else 0)
+        b += 1
+    head = shape.get(f"features.{b}.weight", (0,))[0]
+    has_se = any(re.fullmatch(r"features\.\d+\.out\.\d+\.fc\.0\.weight", k) for k in shape)
+    sig = Signature(shape["features.0.weight"][0], tuple(blocks), head, has_se)
+    classifier = [int(m.group(1)) for k in shape
+                  if (m := re.fullmatch(r"output\.(\d+)\.weight", k)) and len(shape[k]) == 4]
+    class_num = shape[f"output.{max(classifier)}.weight"][0] if classifier else 0
+    variant = next((n for n, s in _variant_signatures().items() if s == sig), None)
+    return CheckpointInfo(sig, class_num, variant)
+
+
+# -- checking against a model ---------------------------------------------------
+
+def describe_model(model) -> str:
+    name = variant_of_plan(model.plan)
+    kind = "ReXNet-lite" if model.lite else "ReXNet V1"
+    classes = f"{model.class_num} classes" if model.class_num else "no classifier"
+    return f"{name + ' (' if name else ''}{kind}, width {model.width_mult}, {classes}{')' if name else ''}"
+
+
+def _key_report(missing, unexpected, conflicts, shapes, own, limit=10) -> list[str]:
+    lines = []
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:limit])}"
+                     + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:limit])}"
+                     + (" ..." if len(unexpected) > limit else ""))
+    for k in conflicts[:limit]:
+        lines.append(f"  shape conflict at {k}: checkpoint {shapes[k]}, model {own[k]}")
+    if len(conflicts) > limit:
+        lines.append(f"  ... and {len(conflicts) - limit} more shape conflicts")
+    return lines
+
+
+def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -> dict:
+    """Compare a canonical ``state`` with ``model``; raise one readable error on mismatch.
+
+    With ``skip_head``, classifier tensors the model lacks or has in another
+    shape are left out (fine-tuning on another class count, or a headless
+    backbone); the model keeps its own initial classifier. Returns the
+    state to load.
+    """
+    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    shapes = {k: list(np.shape(v)) for k, v in state.items()}
+    skipped = []
+    if skip_head:
+        skipped = [k for k in state if k.startswith("output.") and shapes[k] != own.get(k)]
+        state = {k: v for k, v in state.items() if k not in skipped}
+        shapes = {k: shapes[k] for k in state}
+        own = {k: v for k, v in own.items() if not k.startswith("output.") or k in state}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
+    conflicts = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
+    if not (missing or unexpected or conflicts):
+        if skipped:
+            logger.info("%s: classifier not loaded (%s); it keeps its initial weights",
+                        source, ", ".join(skipped))
+        return state
+
+    report = _key_report(missing, unexpected, conflicts, shapes, own)
+    try:
+        info = inspect_state(state)
+    except (KeyError, IndexError, ValueError):  # too broken to say what it is
+        info = None
+    if info is not None and info.signature != plan_signature(model.plan):
+        fix = (f"build {info.variant} instead (create_model('{info.variant}'))"
+               if info.variant else "build a ReXNet with the checkpoint's width")
+        raise WrongVariantError("\n".join(
+            [f"{source} holds {info.describe()}, but the model is {describe_model(model)}. "
+             f"Pass the checkpoint made for this variant, or {fix}. First differences:"]
+            + _key_report(missing, unexpected, conflicts, shapes, own, limit=3)))
+    lines = [f"{source} does not fit the model {describe_model(model)}:"] + report
+    if any(k.startswith("output.") for k in conflicts + unexpected + missing):
+        ckpt_classes = info.class_num if info is not None else "?"
+        lines.append(f"  The classifier differs (checkpoint: {ckpt_classes} classes, model: "
+                     f"{model.class_num}): set class_num={ckpt_classes} to use its classifier, or "
+                     f"load with skip_head=True to keep the model's new classifier and load "
+                     f"everything else.")
+    raise WeightsError("\n".join(lines))
+
+
+def ready_to_set(model, state: dict) -> dict:
+    """The full state for ``set_state_dict``: floats cast to the model's dtype (a
+    float16 file into a float32 model), and the model's own tensors for keys
+    the checkpoint does not fill (a skipped head), so Paddle warns about nothing."""
+    own = model.state_dict()
+    out = {k: v for k, v in own.items() if k not in state}
+    for key, value in state.items():
+        target = np.dtype(str(own[key].dtype).replace("paddle.", ""))
+        value = np.asarray(value)
+        out[key] = value.astype(target) if value.dtype != target and \
+            np.issubdtype(value.dtype, np.floating) else value
+    return out
+

@@ -1,0 +1,244 @@
+"""Resolve ``pretrained=`` and load checkpoints into models.
+
+``load_pretrained(model, pretrained)`` accepts False, True (the variant's
+default source), a source name from the variant table ("seed",
+"paddleclas", "timm", "official"), a local file or a URL. Whatever the
+source, the state dict goes through the same steps:
+
+1. read the file (``formats``: .pdparams, .safetensors, .pth);
+2. detect its key layout and rename it to the canonical one (``layouts``);
+3. check it against the model (``checks``), naming the checkpoint's variant
+   when it is another one, or listing missing/unexpected keys and shape
+   conflicts;
+4. load it.
+
+Downloads land in the cache (``download``) only after steps 1-3 pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..model import ReXNet
+from ..zoo import IMAGENET_CLASSES, PUBLISHERS, VARIANTS, WeightSource, get_variant
+from . import download
+from .checks import (CheckpointInfo, check_state_dict, describe_model, inspect_state,
+                     ready_to_set, variant_of_plan)
+from .errors import ManualDownloadError, WeightsError
+from .formats import read_checkpoint
+from .layouts import canonical_state
+
+logger = logging.getLogger(__name__)
+
+# -- reading a file ------------------------------------------------------------
+
+def load_state_dict(path: str | os.PathLike, format: str | None = None) -> dict:
+    """Read a local checkpoint of any supported format and layout, in the canonical layout."""
+    raw, _ = read_checkpoint(path, format)
+    return canonical_state(raw, str(path))[0]
+
+
+def inspect_checkpoint(path: str | os.PathLike, format: str | None = None) -> CheckpointInfo:
+    """What a checkpoint file is: its variant (width, V1/lite) and class count."""
+    return inspect_state(load_state_dict(path, format))
+
+
+def model_from_checkpoint(path: str | os.PathLike, **kwargs):
+    """Build the variant a checkpoint file is for, with its class count, and load it.
+
+    ``kwargs`` go to ``ReXNet`` (dropout_ratio, drop_path_rate ...).
+    """
+    state = load_state_dict(path)
+    info = inspect_state(state)
+    if info.variant is None:
+        raise WeightsError(f"{path} holds {info.describe()}; build the model with "
+                           f"ReXNet(width_mult=...) and load it with load_pretrained")
+    model = ReXNet(**VARIANTS[info.variant].arch, class_num=info.class_num or None, **kwargs)
+    model.set_state_dict(ready_to_set(model, check_state_dict(model, state, str(path))))
+    return model
+
+
+# -- resolving ``pretrained=`` ----------------------------------------------------
+
+SOURCE_NAMES = tuple(PUBLISHERS)
+
+
+def _is_url(value) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+def _variant_name(model, variant: str | None) -> str | None:
+    if variant is not None:
+        return get_variant(variant).name
+    return variant_of_plan(model.plan) if hasattr(model, "plan") else None
+
+
+def _accepted(variant: str | None) -> str:
+    sources = ", ".join(repr(s) for s in VARIANTS[variant].weights) if variant else ""
+    return ("False; True (the variant's default source); "
+            + (f"a source name ({sources}); " if sources else "")
+            + "the path of a .pdparams, .safetensors or .pth file; or an http(s) URL")
+
+
+def source_for(variant: str | None, name: str) -> WeightSource:
+    """The variant's published file ``name`` ("seed", "timm" ...), with a clear error."""
+    if variant is None:
+        raise WeightsError(
+            f"pretrained={name!r} names a published file, but this model is not one of the "
+            f"named variants ({', '.join(VARIANTS)}); pass the path or URL of a checkpoint.")
+    sources = VARIANTS[variant].weights
+    if name not in sources:
+        have = ", ".join(repr(s) for s in sources) or "none"
+        raise WeightsError(
+            f"{variant} has no {name!r} weights (published for it: {have}). Accepted values "
+            f"of pretrained: {_accepted(variant)}.")
+    return sources[name]
+
+
+def _source_for_url(url: str) -> WeightSource | None:
+    return next((s for v in VARIANTS.values() for s in v.weights.values() if s.url == url), None)
+
+
+def should_skip_head(class_num: int, pretrained, skip_head: bool = False) -> bool:
+    """The one rule: is the checkpoint's classifier left out when loading?
+
+    Yes when asked (``skip_head``), for a headless model (``class_num`` 0),
+    and for published weights (True or a source name) meeting another class
+    count: fine-tuning, as with every PaddleClas model. Any other classifier
+    mismatch is an error that says how to fix it.
+    """
+    if skip_head or not class_num:
+        return True
+    published = pretrained is True or (isinstance(pretrained, str) and pretrained in SOURCE_NAMES)
+    return published and class_num != IMAGENET_CLASSES
+
+
+def load_pretrained(model, pretrained, variant: str | None = None,
+                    skip_head: bool = False, *, progress: bool = True):
+    """Load ``pretrained`` into ``model`` after a full check; return the model.
+
+    ``pretrained``: False/None (nothing); True (the variant's default
+    source); a source name ("seed", "paddleclas", "timm", "official"); a
+    local file (.pdparams, .safetensors, .pth; a path without suffix also
+    tries ``.pdparams``, as PaddleClas does); or an http(s) URL.
+    ``variant``: the model's name in the variant table (found from the model
+    when omitted). ``skip_head``: leave out a classifier whose class count
+    differs (fine-tuning). ``progress``: show a download progress bar.
+    """
+    if pretrained is False or pretrained is None:
+        return model
+    name = _variant_name(model, variant)
+    state, label = _obtain(model, pretrained, name, skip_head, progress)
+    model.set_state_dict(ready_to_set(model, state))
+    logger.info("loaded %s into %s", label, describe_model(model))
+    return model
+
+
+def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]:
+    """(checked canonical state, label of where it came from)."""
+    if pretrained is True:
+        if variant is None or not VARIANTS[variant].weights:
+            raise WeightsError(
+                f"pretrained=True: {variant or 'this model'} has no published ImageNet "
+                f"weights. Pass the path or URL of a checkpoint. Variants with published "
+                f"weights: {', '.join(n for n, v in VARIANTS.items() if v.weights)}.")
+        pretrained = VARIANTS[variant].default_source
+
+    def verify(what: str, url: str | None = None, dest: Path | None = None):
+        """A reader + checker whose errors name the file: the cached or local
+        path, or, for a download's hidden temp file, the URL."""
+        def read_and_check(path: Path) -> dict:
+            if url is not None and path != dest:
+                label = f"{what or 'the file'} downloaded from {url}"
+            else:
+                label = f"{what} ({path})" if what else str(path)
+            raw, _ = read_checkpoint(path)
+            state, _ = canonical_state(raw, label)
+            return check_state_dict(model, state, label, skip_head)
+        return read_and_check
+
+    if isinstance(pretrained, str) and pretrained in SOURCE_NAMES:
+        source = source_for(variant, pretrained)
+        label = f"{variant} '{pretrained}' weights"
+        dest = download.cache_dir() / source.filename
+        url = download.mirror_url(source.filename)
+        if url is None and source.manual:
+            if dest.is_file():
+                return verify(label)(dest), f"{label} ({dest})"
+            raise ManualDownloadError(_manual_message(variant, pretrained, source, dest))
+        url = url or source.url
+        state = download.fetch(url, dest, verify(label, url, dest), size=source.size,
+                               sha256=source.sha256, progress=progress)
+        return state, f"{label} ({dest})"
+
+    if _is_url(pretrained):
+        source = _source_for_url(pretrained)
+        filename = source.filename if source else download.filename_from_url(pretrained)
+        dest = download.cache_dir() / filename
+        state = download.fetch(pretrained, dest, verify("", pretrained, dest),
+                               size=source.size if source else None,
+                               sha256=source.sha256 if source else None, progress=progress)
+        return state, pretrained
+
+    if isinstance(pretrained, (str, os.PathLike)):
+        path = Path(pretrained).expanduser()
+        if not path.is_file() and Path(f"{path}.pdparams").is_file():
+            path = Path(f"{path}.pdparams")  # PaddleClas passes paths without the suffix
+        if not path.is_file():
+            raise WeightsError(f"pretrained={str(pretrained)!r} is not a file, a URL or a "
+                               f"source name. Accepted: {_accepted(variant)}.")
+        return verify("")(path), str(path)
+
+    raise WeightsError(f"pretrained={pretrained!r} ({type(pretrained).__name__}) is not "
+                       f"understood. Accepted: {_accepted(variant)}.")
+
+
+def _manual_message(variant: str, source_name: str, source: WeightSource, dest: Path) -> str:
+    from .formats import TORCH_INSTALL_HINT
+    return (f"The {source_name} weights of {variant} ({PUBLISHERS[source_name].title}) are on "
+            f"a host that needs a browser, so they cannot be downloaded for you. Open "
+            f"{source.url}, save the file, and either pass its path "
+            f"(pretrained='/path/to/{source.filename}') or save it as {dest} so that "
+            f"pretrained={source_name!r} finds it. Reading .pth needs torch "
+            f"({TORCH_INSTALL_HINT}); or convert it once with "
+            f"'rexnet-plugin convert {source.filename} {variant}.pdparams'.")
+
+
+def fetch_pretrained(variant: str, source: str | None = None, *, progress: bool = True) -> Path:
+    """Download (or find in the cache) a published file, checked against a fresh model.
+
+    For machines that go offline later: run this once, then ``pretrained=True``
+    or the source name loads from the cache. Returns the cached path.
+    """
+    v = get_variant(variant)
+    source = source or v.default_source
+    if source is None:
+        raise WeightsError(f"{variant} has no published weights")
+    model = ReXNet(**v.arch)
+    _obtain(model, source, v.name, False, progress)
+    return download.cache_dir() / source_for(v.name, source).filename
+
+
+def sources_table(variants=None) -> str:
+    """Every published file of ``variants`` (default: all) with its cache state."""
+    names = [get_variant(n).name for n in variants] if variants else list(VARIANTS)
+    cache = download.cache_dir()
+    rows = [f"cache: {cache} (set {download.CACHE_ENV} to move it)"]
+    if os.environ.get(download.MIRROR_ENV):
+        rows.append(f"mirror: {os.environ[download.MIRROR_ENV]}")
+    rows.append(f"{'variant':<16}{'source':<12}{'layout':<10}{'cached':<8}file / URL")
+    for name in names:
+        sources = VARIANTS[name].weights
+        if not sources:
+            rows.append(f"{name:<16}{'-':<12}{'':<10}{'':<8}no published weights")
+        for i, (source, w) in enumerate(sources.items()):
+            label = source + (" *" if i == 0 else "")
+            cached = "yes" if (cache / w.filename).is_file() else "no"
+            how = " (manual download)" if w.manual else ""
+            rows.append(f"{name:<16}{label:<12}{w.layout:<10}{cached:<8}{w.filename}{how}")
+            rows.append(f"{'':<46}{w.url}")
+    rows.append("* = the source pretrained=True loads")
+    return "\n".join(rows)
+
