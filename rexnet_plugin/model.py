@@ -15,6 +15,8 @@ This module imports paddle only: no PaddleClas, no PaddleDetection.
 
 from __future__ import annotations
 
+import math
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -24,6 +26,10 @@ from .plan import BlockSpec, channel_plan
 # Five stride-2 stages: anything smaller collapses to less than one pixel.
 MIN_INPUT_SIZE = 32
 _LITE_CLASSIFIER_CHANNELS = 1024
+# "paddle": Paddle's default initialisers (what PaddleClas's built-in ReXNet
+# gets, so the same seed gives the same start). "official": PyTorch's
+# defaults, which the official code trains from.
+WEIGHT_INITS = ("paddle", "official")
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1,
@@ -137,19 +143,29 @@ class ReXNet(nn.Layer):
         drop_path_rate: stochastic depth at the last block; it rises
             linearly from 0 at the first. 0 keeps the official numerics.
         use_se, se_ratio: the V1 squeeze-excite switch and reduction.
+        input_ch, final_ch: the official arguments of the channel plan:
+            channels of the first block (16) and their total growth (None:
+            180 for V1, 164 for lite).
+        weight_init: "paddle" (Paddle's default initialisers, which
+            PaddleClas's built-in ReXNet gets too) or "official" (PyTorch's
+            defaults, which the official code trains from).
     """
 
     def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0,
                  lite: bool = False, class_num: int | None = 1000,
                  dropout_ratio: float = 0.2, drop_path_rate: float = 0.0,
-                 use_se: bool = True, se_ratio: int = 12):
+                 use_se: bool = True, se_ratio: int = 12, input_ch: float = 16,
+                 final_ch: float | None = None, weight_init: str = "paddle"):
         super().__init__()
         if class_num is not None and (not isinstance(class_num, int) or class_num < 0):
             raise ValueError(f"class_num={class_num!r}: expected a positive integer, "
                              f"or 0/None for a headless feature extractor.")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate!r}: expected 0 <= rate < 1.")
-        self.plan = channel_plan(width_mult, depth_mult, lite, use_se)
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init={weight_init!r}: expected one of "
+                             f"{', '.join(map(repr, WEIGHT_INITS))}.")
+        self.plan = channel_plan(width_mult, depth_mult, lite, use_se, input_ch, final_ch)
         self.width_mult, self.lite = width_mult, lite
         self.class_num = class_num or 0
         act = nn.ReLU6 if lite else Silu
@@ -179,6 +195,8 @@ class ReXNet(nn.Layer):
             self.output = nn.Sequential(
                 nn.Dropout(dropout_ratio),
                 nn.Conv2D(head, self.class_num, 1))
+        if weight_init == "official":
+            _init_like_pytorch(self)
 
     # -- description a detector neck or a host toolkit can read -------------
     @property
@@ -221,6 +239,20 @@ class ReXNet(nn.Layer):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+
+def _init_like_pytorch(model: nn.Layer) -> None:
+    """PyTorch's default initialisation: conv weights and biases uniform in
+    +-1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)); BN already starts at
+    weight 1, bias 0 in both frameworks."""
+    for layer in model.sublayers():
+        if isinstance(layer, nn.Conv2D):
+            kh, kw = layer.weight.shape[2:]
+            bound = 1.0 / math.sqrt(layer._in_channels // layer._groups * kh * kw)
+            init = nn.initializer.Uniform(-bound, bound)
+            init(layer.weight)
+            if layer.bias is not None:
+                init(layer.bias)
 
 
 @paddle.jit.not_to_static  # plain Python on static shapes (-1 = dynamic)

@@ -81,11 +81,15 @@ def make_divisible(value: float, divisor: int = _LITE_DIVISOR) -> int:
 
 
 def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
-                 lite: bool = False, use_se: bool = True) -> ChannelPlan:
+                 lite: bool = False, use_se: bool = True,
+                 input_ch: float = _FIRST_BLOCK_CHANNELS,
+                 final_ch: float | None = None) -> ChannelPlan:
     """The official channel configuration, as a pure function.
 
-    Block channels grow linearly with the block index (the paper's point).
-    V1 rounds them to integers; lite rounds them to multiples of 8.
+    Block channels grow linearly with the block index (the paper's point),
+    from ``input_ch`` by ``final_ch`` in total (the official arguments; V1
+    grows by 180, lite by 164). V1 rounds them to integers; lite rounds them
+    to multiples of 8.
     """
     if not isinstance(width_mult, (int, float)) or width_mult < MIN_WIDTH_MULT:
         raise ValueError(
@@ -109,16 +113,16 @@ def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
     # so the stem and first block keep their unscaled size.
     narrow = width_mult < 1.0
     stem = _STEM_CHANNELS / width_mult if narrow else _STEM_CHANNELS
-    planes = _FIRST_BLOCK_CHANNELS / width_mult if narrow else _FIRST_BLOCK_CHANNELS
+    planes = input_ch / width_mult if narrow else input_ch
 
     if lite:
         def scale(c):
             return make_divisible(int(round(c * width_mult)))
-        growth = _LITE_CHANNEL_GROWTH / (num_blocks - 1)
+        growth = (final_ch or _LITE_CHANNEL_GROWTH) / (num_blocks - 1)
     else:
         def scale(c):
             return int(round(c * width_mult))
-        growth = _V1_CHANNEL_GROWTH / num_blocks
+        growth = (final_ch or _V1_CHANNEL_GROWTH) / num_blocks
 
     stem_channels = scale(stem)
     in_channels, out_channels = [stem_channels], [scale(planes)]

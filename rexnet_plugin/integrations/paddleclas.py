@@ -18,12 +18,22 @@ so ``return_patterns``, ``return_stages``, ``stop_after``, ``freeze_befor``
 and build_model's pruning/quantisation switch work. The state-dict layout
 is the official one, which PaddleClas's built-in ``ReXNet_*`` also use: their
 .pdparams load unchanged.
+
+PaddleClas 2.3+ ships ``ReXNet_1_0`` ... ``ReXNet_3_0`` itself. Under those
+names the replacement behaves as the built-in did, so an existing config
+runs as before: every keyword argument of the built-in is accepted with the
+same meaning, ``pretrained: True`` loads PaddleClas's own file, the same
+weights give the same outputs, and the same seed gives the same initial
+weights. ``REXNET_PLUGIN_KEEP_BUILTIN`` keeps PaddleClas's own model, for
+some names or all. Registration is all or nothing: if it fails partway,
+PaddleClas's own models are put back.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import sys
 import warnings
@@ -32,17 +42,25 @@ import paddle.nn as nn
 
 from ..model import ReXNet
 from ..weights import check_state_dict, load_pretrained, should_skip_head
-from ..weights.errors import WeightsError, WrongVariantError
-from ..zoo import VARIANTS
+from ..weights.errors import NotReXNetError, WeightsError, WrongVariantError
+from ..weights.layouts import canonical_state
+from ..zoo import PADDLECLAS_BUILTIN_NAMES, VARIANTS
 
 _log = logging.getLogger(__name__)
 
 # init_net options of TheseusLayer, passed on from the Arch config.
 THESEUS_OPTIONS = ("return_patterns", "return_stages", "freeze_befor", "stop_after")
 
+# "all", or comma-separated names whose PaddleClas built-in is kept.
+KEEP_BUILTIN_ENV = "REXNET_PLUGIN_KEEP_BUILTIN"
+# The built-in's BatchNorm momentum argument, which it (like the official
+# code) accepts and never uses.
+_BUILTIN_BN_MOMENTUM = 0.9
+
 _model_classes: dict[type, type] = {}  # a tree's TheseusLayer -> our subclass of it
 _replaced_builtins: dict[str, list[str]] = {}  # arch module name -> names it had
 _announced: set[str] = set()  # arch module names whose replacement was logged
+_MISSING = object()
 
 
 def _stop_gradient_hook(layer, inputs, output):
@@ -108,6 +126,14 @@ class PaddleClasReXNet:
     load_dict = set_state_dict
 
     def _checked_state(self, state: dict) -> dict:
+        source = ("the checkpoint PaddleClas passed to set_state_dict (Global.pretrained_model "
+                  "or Global.checkpoints, read by PaddleClas's own paddle.load)")
+        try:  # official or timm names too; an error if it is not ReXNet at all
+            state = canonical_state(state, source)[0]
+        except NotReXNetError as error:
+            raise NotReXNetError(f"{error}\n  In PaddleClas: point Global.pretrained_model at a "
+                                 f"{self.variant_name} checkpoint, or use Arch.pretrained, which "
+                                 f"reads files without unpickling code.") from None
         own = self.state_dict()
         extra = [k for k in state if k not in own]
         if extra and all(k in state for k in own):
@@ -117,8 +143,6 @@ class PaddleClasReXNet:
                       self.variant_name, len(extra), ", ".join(extra[:3]),
                       " ..." if len(extra) > 3 else "")
             state = {k: v for k, v in state.items() if k in own}
-        source = ("the state dict passed to set_state_dict (in PaddleClas: "
-                  "Global.pretrained_model or Global.checkpoints)")
         try:
             return check_state_dict(self, state, source, skip_head=self.skip_head)
         except WeightsError as error:
@@ -126,14 +150,16 @@ class PaddleClasReXNet:
 
     def _head_hint(self, state: dict | None = None) -> str:
         """How to fix a classifier mismatch in a PaddleClas config."""
-        class_num = "to the checkpoint's class count"
         weights = [k for k in self.state_dict() if k.startswith("output.") and k.endswith(".weight")]
+        classes = None
         if state is not None and weights and weights[-1] in state:
-            class_num = f": {list(getattr(state[weights[-1]], 'shape', ['?']))[0]}"
-        return (f"\n  In PaddleClas: set Arch.class_num{class_num} to use the "
-                f"checkpoint's classifier, or add Arch.skip_head: True (-o "
-                f"Arch.skip_head=True) to fine-tune a new {self.class_num}-class head "
-                f"from it.")
+            shape = list(getattr(state[weights[-1]], "shape", []))
+            classes = shape[0] if shape else None
+        use_it = (f"set Arch.class_num: {classes} to use the checkpoint's classifier, or "
+                  if classes else "set Arch.class_num to the checkpoint's class count to use "
+                                  "its classifier, or ")
+        return (f"\n  In PaddleClas: {use_it}add Arch.skip_head: True (-o Arch.skip_head=True) "
+                f"to train a new {self.class_num}-class head on top of the checkpoint's backbone.")
 
 
 def _raise_with_hint(error: WeightsError, model, state: dict | None = None):
@@ -160,24 +186,52 @@ def model_class(theseus_layer: type) -> type:
     return cls
 
 
-def make_factory(name: str, arch_module):
-    """``ReXNet_1_0(pretrained=False, use_ssld=False, **kwargs)`` for one tree.
+def kept_builtins() -> set[str]:
+    """Names whose PaddleClas built-in the user keeps (REXNET_PLUGIN_KEEP_BUILTIN)."""
+    value = os.environ.get(KEEP_BUILTIN_ENV, "").strip()
+    if value.lower() == "all":
+        return set(PADDLECLAS_BUILTIN_NAMES)
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = names - set(PADDLECLAS_BUILTIN_NAMES)
+    if unknown:
+        _log.warning("%s=%s: %s %s no PaddleClas built-in; the names with one are %s "
+                     "(or 'all').", KEEP_BUILTIN_ENV, value, ", ".join(sorted(unknown)),
+                     "is" if len(unknown) == 1 else "are", ", ".join(PADDLECLAS_BUILTIN_NAMES))
+    return names & set(PADDLECLAS_BUILTIN_NAMES)
 
-    kwargs: ReXNet's (class_num, dropout_ratio, drop_path_rate ...), the
-    TheseusLayer options (return_patterns, return_stages, freeze_befor,
+
+_FACTORY_ARGUMENTS = """\
+kwargs: ReXNet's (class_num, dropout_ratio, drop_path_rate, depth_mult,
+    use_se, se_ratio, input_ch, final_ch, weight_init ...), ``bn_momentum``
+    (accepted and unused, as by PaddleClas's built-in and the official code),
+    the TheseusLayer options (return_patterns, return_stages, freeze_befor,
     stop_after) and ``skip_head``: load a checkpoint whose classifier has
     another class count, keeping this model's new head (fine-tuning).
-    ``pretrained``: False, True (the variant's default weights), a source
-    name, a local path or a URL (see rexnet_plugin.weights.load_pretrained).
-    """
+    ``pretrained``: False, True (the variant's default weights; PaddleClas's
+    own file under PaddleClas's names), a source name, a local path or a
+    URL (see rexnet_plugin.weights.load_pretrained).
+"""
+
+
+def make_factory(name: str, arch_module):
+    """``ReXNet_1_0(pretrained=False, use_ssld=False, **kwargs)`` for one tree."""
     variant = VARIANTS[name]
     cls = model_class(arch_module.TheseusLayer)
+    builtin_name = name in PADDLECLAS_BUILTIN_NAMES
 
-    def factory(pretrained=False, use_ssld=False, skip_head=False, **kwargs):
-        if use_ssld:
+    def factory(pretrained=False, use_ssld=False, skip_head=False,
+                bn_momentum=_BUILTIN_BN_MOMENTUM, **kwargs):
+        if use_ssld and pretrained is True:
             raise WeightsError(
-                f"{name}: use_ssld=True asks for PaddleClas SSLD weights; none exist "
-                f"for ReXNet. Remove Arch.use_ssld from the config.")
+                f"{name}: pretrained=True with use_ssld=True asks for PaddleClas SSLD weights; "
+                f"none exist for ReXNet (PaddleClas's built-in {name} fails the same way, with "
+                f"a download error). Remove Arch.use_ssld, or set it to False.")
+        if bn_momentum != _BUILTIN_BN_MOMENTUM:
+            _log.warning("%s: bn_momentum=%s has no effect: PaddleClas's built-in ReXNet and the "
+                         "official code accept it and never use it; BatchNorm keeps momentum 0.9.",
+                         name, bn_momentum)
+        if pretrained is True and builtin_name:
+            pretrained = "paddleclas"  # what the built-in's pretrained=True loads
         theseus = {k: kwargs.pop(k) for k in THESEUS_OPTIONS if k in kwargs}
         model = cls(**variant.arch, **kwargs)
         model.variant_name = name
@@ -195,47 +249,80 @@ def make_factory(name: str, arch_module):
 
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = __name__
-    factory.__doc__ = (f"ReXNet{'-lite' if variant.lite else ' V1'} x{variant.width_mult} "
-                       f"from rexnet-plugin, as a {arch_module.__name__} TheseusLayer.\n\n"
-                       + make_factory.__doc__.split("\n\n", 1)[1])
+    factory.__doc__ = (f"{variant.kind_title} x{variant.width_mult} from rexnet-plugin, as a "
+                       f"{arch_module.__name__} TheseusLayer.\n\n" + _FACTORY_ARGUMENTS)
     factory.rexnet_plugin = True
     return factory
 
 
 def register(arch_module) -> None:
     """Entry point of group ``paddleclas.plugins``: put every variant in
-    ``arch_module`` (``ppcls.arch`` or ``paddleclas.ppcls.arch``)."""
+    ``arch_module`` (``ppcls.arch`` or ``paddleclas.ppcls.arch``).
+
+    All or nothing: if anything fails, every name gets back what it had
+    (PaddleClas's built-in, or nothing), the error is raised, and the
+    autoload hook logs it once.
+    """
     backbone = arch_module.backbone
-    if arch_module.__name__ not in _replaced_builtins:
-        _replaced_builtins[arch_module.__name__] = [
-            n for n in VARIANTS
-            if n in vars(arch_module) and not getattr(vars(arch_module)[n], "rexnet_plugin", False)]
-    for name in VARIANTS:
-        factory = make_factory(name, arch_module)
-        setattr(arch_module, name, factory)
-        setattr(backbone, name, factory)
+    keep = kept_builtins()
+    names = [n for n in VARIANTS if n not in keep]
     exported = getattr(backbone, "__all__", None)
-    if isinstance(exported, list):
-        exported.extend(n for n in VARIANTS if n not in exported)
-    _install_name_check(arch_module)
-    _log.debug("registered %d ReXNet variants in %s", len(VARIANTS), arch_module.__name__)
+    saved = {(target, n): vars(target).get(n, _MISSING)
+             for target in (arch_module, backbone) for n in names}
+    saved_all = list(exported) if isinstance(exported, list) else None
+    saved_getattr = vars(arch_module).get("__getattr__", _MISSING)
+    try:
+        replaced = [n for n in names if saved[(arch_module, n)] is not _MISSING
+                    and not getattr(saved[(arch_module, n)], "rexnet_plugin", False)]
+        for name in names:
+            factory = make_factory(name, arch_module)
+            setattr(arch_module, name, factory)
+            setattr(backbone, name, factory)
+        if saved_all is not None:
+            exported.extend(n for n in names if n not in exported)
+        _install_name_check(arch_module)
+    except BaseException:
+        for (target, name), value in saved.items():
+            if value is _MISSING:
+                vars(target).pop(name, None)
+            else:
+                setattr(target, name, value)
+        if saved_all is not None:
+            exported[:] = saved_all
+        if saved_getattr is _MISSING:
+            vars(arch_module).pop("__getattr__", None)
+        else:
+            arch_module.__getattr__ = saved_getattr
+        raise
+    if arch_module.__name__ not in _replaced_builtins:
+        _replaced_builtins[arch_module.__name__] = replaced
+    _log.debug("registered %d ReXNet variants in %s", len(names), arch_module.__name__)
 
 
 def _announce_replacement(arch_module) -> None:
-    """Log once per tree, at the first build, that the built-ins are replaced."""
+    """Log once per tree, at the first build, what replaced what and how to keep it."""
     module_name = arch_module.__name__
     replaced = _replaced_builtins.get(module_name)
     if not replaced or module_name in _announced:
         return
     _announced.add(module_name)
-    message = (f"rexnet-plugin: {', '.join(replaced)} in {module_name} are rexnet-plugin's "
-               f"(same weight layout as PaddleClas's built-in ones, which they replace). "
-               f"Set REXNET_PLUGIN_AUTOLOAD=0 to use the built-in ones.")
+    message = (f"rexnet-plugin: {', '.join(replaced)} in {module_name} build rexnet-plugin's "
+               f"ReXNet instead of PaddleClas's built-in (same arguments, weights, outputs and "
+               f"initialisation). To keep PaddleClas's own: {KEEP_BUILTIN_ENV}="
+               f"{replaced[0]}[,...] for some names, {KEEP_BUILTIN_ENV}=all for every one.")
     host_logger = sys.modules.get(module_name.rsplit(".", 1)[0] + ".utils.logger")
     if host_logger is not None and getattr(host_logger, "_logger", None) is not None:
         host_logger.info(message)  # PaddleClas's log: rank 0 only, and into its log file
     else:
         _log.info(message)
+
+
+class UnknownModelError(AttributeError):
+    """``Arch.name`` names no model. Python would append its own "Did you
+    mean" guess (from ``name`` and ``obj``), which can contradict ours."""
+
+    name = property(lambda self: None, lambda self, value: None)
+    obj = property(lambda self: None, lambda self, value: None)
 
 
 def _install_name_check(arch_module) -> None:
@@ -250,11 +337,12 @@ def _install_name_check(arch_module) -> None:
 
     def __getattr__(name: str):
         if "rexnet" in name.lower() and not name.startswith("__"):
-            close = difflib.get_close_matches(name, VARIANTS, n=3, cutoff=0.6)
+            valid = [n for n in VARIANTS if hasattr(arch_module, n)]
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
-            raise AttributeError(
+            raise UnknownModelError(
                 f"Unknown model {name!r} (Arch.name) in {arch_module.__name__}.{hint} "
-                f"The ReXNet variants registered by rexnet-plugin are: {', '.join(VARIANTS)}.")
+                f"The ReXNet models are: {', '.join(valid)}")
         if previous is not None:
             return previous(name)
         raise AttributeError(f"module {arch_module.__name__!r} has no attribute {name!r}")
