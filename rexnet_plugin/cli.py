@@ -4,8 +4,19 @@ this file only wires up argparse."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temp
+    files, half-written folders) runs before the command exits."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 def _variants(args) -> int:
@@ -55,15 +66,30 @@ def _convert(args) -> int:
     try:
         print(convert(args.src, args.dst, variant=args.variant, src_format=args.src_format,
                       layout=args.layout, force=args.force))
-    except (WeightsError, ValueError) as err:
+    except (WeightsError, ValueError) as err:  # files.FolderNotWritableError is a ValueError
         print(f"rexnet-plugin convert: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills up while writing, for instance
+        print(f"rexnet-plugin convert: error: cannot write {args.dst}: {err.strerror or err}; "
+              f"nothing was written", file=sys.stderr)
         return 2
     return 0
 
 
 def _weights(args) -> int:
-    from .weights import fetch_pretrained, sources_table
+    from .weights import fetch_pretrained, forget, sources_table
     from .weights.errors import WeightsError
+    if args.forget:
+        try:
+            for name in args.forget:
+                removed = forget(name)
+                print(f"{name}: removed {'; '.join(removed)}" if removed else
+                      f"{name}: nothing recorded or cached under this name; the next "
+                      f"download is accepted as it is")
+        except WeightsError as err:
+            print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if not args.download:
         print(sources_table(args.variants))
         return 0
@@ -220,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download into the cache and check each file against its model")
     p.add_argument("--source", help="source to download (default: the variant's first)")
+    p.add_argument("--forget", action="append", metavar="NAME_OR_URL",
+                   help="delete a cached file and the sha256 recorded on its first download, so "
+                        "that a changed file is accepted on its next download (repeatable)")
     p.set_defaults(func=_weights)
 
     p = sub.add_parser(
@@ -275,7 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    # SIGTERM (kill, a job scheduler, docker stop) cleans up as Ctrl-C does; exit
+    # code 143 = 128 + SIGTERM, what the shell reports for a process it ended.
+    # Importing paddle installs paddle's own SIGTERM handler (a stack dump, then
+    # death), so every command that uses paddle imports it before ours goes in.
+    if args.command != "configs":
+        import paddle  # noqa: F401
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        return args.func(args)
+    except Terminated:
+        print(f"rexnet-plugin {args.command}: terminated (SIGTERM); temporary files were "
+              f"removed", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Writing files so that nothing is ever half-written: a temp file beside the
-target (same folder, so the rename is atomic), then ``os.replace``."""
+target (same folder, so the rename is atomic), then ``os.replace``; and a
+check that an output folder can be written at all, before any work."""
 
 from __future__ import annotations
 
@@ -7,8 +8,36 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class FolderNotWritableError(PermissionError, ValueError):
+    """An output folder that cannot be created or written. A ValueError too, so
+    that commands report it like any other bad argument (exit code 2)."""
+
+
+def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it,
+    by writing one (permission bits alone miss read-only mounts and ACLs).
+
+    Raises FolderNotWritableError naming the folder, the reason and the fix.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if isinstance(err, (NotADirectoryError, FileExistsError)):
+            reason = "a file is in the way, where a folder should be"
+        raise FolderNotWritableError(
+            f"cannot write to the {what} {folder}: {reason}. Choose a folder you can write "
+            f"to, or make this one writable (e.g. chmod u+w {folder}).") from None
+    return folder
 
 
 @contextmanager

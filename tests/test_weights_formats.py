@@ -290,9 +290,10 @@ def test_pth_with_objects_is_refused(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'rexnet-plugin[torch]'")
     marker = tmp_path / "pwned"
     torch.save({"features.0.weight": torch.zeros(1), "x": _RunsCode(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(UnsafeCheckpointError, match="weights_only"):
+    with pytest.raises(UnsafeCheckpointError, match=r"weights_only=True\) refused") as err:
         create_model("ReXNet_1_0", pretrained=str(tmp_path / "evil.pth"))
     assert not marker.exists()
+    assert "system" in str(err.value) and "weights_only=False" not in str(err.value)
 
 
 def test_pth_without_torch_says_how_to_install(tmp_path, monkeypatch):

@@ -16,16 +16,31 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
-from rexnet_plugin.weights import download
+from rexnet_plugin.weights import cache as cache_module, download
 
 
 class FileServer:
-    """Serves ``files[path] = bytes``; ``truncate`` paths send half the bytes
-    with the full Content-Length, then close. Counts hits per path."""
+    """Serves ``files[path] = bytes``. Per path, a test can also set:
+
+    ``truncate``: send half the bytes with the full Content-Length, then close;
+    ``headers[path]``: extra response headers (checksums, Content-Disposition);
+    ``redirects[path] = (target path, headers)``: answer 302 to the target;
+    ``trickle[path] = (bytes, seconds)``: send that many bytes every that many seconds;
+    ``stall[path] = n``: send n bytes, then hang until ``release()`` (at most 60 s).
+
+    Counts hits per path.
+    """
+
+    STALL_LIMIT_SECONDS = 60
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.headers: dict[str, dict] = {}
+        self.redirects: dict[str, tuple[str, dict]] = {}
+        self.trickle: dict[str, tuple[int, float]] = {}
+        self.stall: dict[str, int] = {}
+        self.released = threading.Event()
         self.hits: Counter = Counter()
         server = self
 
@@ -33,57 +48,97 @@ class FileServer:
             def do_GET(self):
                 path = self.path.split("?")[0]
                 server.hits[path] += 1
+                if path in server.redirects:
+                    target, headers = server.redirects[path]
+                    self.send_response(302)
+                    self.send_header("Location", server.base + target)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(path)
                 if body is None:
                     self.send_error(404, "File not found")
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in server.headers.get(path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if path in server.truncate else body)
+                try:
+                    self._send_body(path, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as some tests expect
+
+            def _send_body(self, path, body):
+                if path in server.trickle:
+                    step, seconds = server.trickle[path]
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start:start + step])
+                        self.wfile.flush()
+                        if server.released.wait(seconds):
+                            return
+                elif path in server.stall:
+                    self.wfile.write(body[: server.stall[path]])
+                    self.wfile.flush()
+                    server.released.wait(server.STALL_LIMIT_SECONDS)
+                else:
+                    self.wfile.write(body[: len(body) // 2] if path in server.truncate else body)
 
             def log_message(self, *args):
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def add(self, path: str, data: bytes | Path) -> str:
+    def add(self, path: str, data: bytes | Path, headers: dict | None = None) -> str:
         self.files[path] = data.read_bytes() if isinstance(data, Path) else data
+        if headers:
+            self.headers[path] = headers
         return self.base + path
 
+    def release(self):
+        """End every trickling or stalled response."""
+        self.released.set()
+
     def reset(self):
-        self.files.clear()
-        self.truncate.clear()
-        self.hits.clear()
+        self.release()
+        for table in (self.files, self.truncate, self.headers, self.redirects, self.trickle,
+                      self.stall, self.hits):
+            table.clear()
+        self.released = threading.Event()
 
 
 @pytest.fixture(scope="session")
 def _server():
     server = FileServer()
     yield server
+    server.release()
     server.httpd.shutdown()
 
 
 @pytest.fixture
 def server(_server):
     _server.reset()
-    return _server
+    yield _server
+    _server.release()  # no handler thread outlives its test
 
 
 @pytest.fixture(autouse=True)
 def local_only(monkeypatch):
     """Any request to a host other than 127.0.0.1 fails the test: no test may
-    depend on the internet, even by mistake."""
+    depend on the internet, even by mistake (redirects included)."""
     import urllib.request
-    real_urlopen = urllib.request.urlopen
+    real_open = urllib.request.OpenerDirector.open
 
-    def urlopen(request, *args, **kwargs):
+    def open_local(self, request, *args, **kwargs):
         url = getattr(request, "full_url", request)
         assert url.startswith("http://127.0.0.1:"), f"a test tried to reach {url}"
-        return real_urlopen(request, *args, **kwargs)
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+        return real_open(self, request, *args, **kwargs)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", open_local)
 
 
 @pytest.fixture
@@ -96,8 +151,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def cache_files(folder: Path) -> set[str]:
-    """Every file in the cache, hidden temp files included."""
-    return {p.name for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+    """Every file in the cache, hidden temp files included; not the manifest of
+    first downloads (tests/test_security.py checks it)."""
+    if not folder.exists():
+        return set()
+    return {p.name for p in folder.rglob("*")
+            if p.is_file() and p.name != cache_module.MANIFEST_NAME}
 
 
 def closed_port() -> int:

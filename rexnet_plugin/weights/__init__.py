@@ -14,13 +14,14 @@ checked downloads), ``loading`` (``pretrained=``), ``convert``
 from .checks import CheckpointInfo, check_state_dict, inspect_state
 from .errors import WeightsError
 from .layouts import canonical_state, detect_layout, timm_to_official, to_canonical, to_official
-from .loading import (SOURCE_NAMES, fetch_pretrained, inspect_checkpoint, load_pretrained,
-                      load_state_dict, model_from_checkpoint, should_skip_head,
+from .loading import (SOURCE_NAMES, fetch_pretrained, forget, inspect_checkpoint,
+                      load_pretrained, load_state_dict, model_from_checkpoint, should_skip_head,
                       sources_table)
 
 __all__ = [
     "CheckpointInfo", "SOURCE_NAMES", "WeightsError", "canonical_state", "check_state_dict",
-    "detect_layout", "fetch_pretrained", "timm_to_official", "inspect_checkpoint", "inspect_state",
+    "detect_layout", "fetch_pretrained", "forget", "timm_to_official", "inspect_checkpoint",
+    "inspect_state",
     "load_pretrained", "load_state_dict", "model_from_checkpoint", "should_skip_head",
     "sources_table",
     "to_canonical", "to_official",

@@ -120,15 +120,32 @@ def _key_report(missing, unexpected, conflicts, shapes, own, limit=10) -> list[s
     return lines
 
 
+def _is_float(dtype) -> bool:
+    name = str(dtype).replace("paddle.", "")  # a paddle or numpy dtype
+    return name == "bfloat16" or np.issubdtype(np.dtype(name), np.floating)
+
+
+def non_float_tensors(state: dict) -> list[str]:
+    """The keys whose tensors are not floating point. Every ReXNet weight and
+    statistic is a float, so an integer or bool tensor means a damaged file."""
+    return sorted(k for k, v in state.items() if not _is_float(np.asarray(v).dtype))
+
+
+_DTYPE_FIX = ("  Weights must be floating point (float16, bfloat16, float32 and float64 are cast "
+              "to the model's dtype); integer or bool tensors mean the file was written wrongly.")
+
+
 def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -> dict:
     """Compare a canonical ``state`` with ``model``; raise one readable error on mismatch.
 
-    With ``skip_head``, classifier tensors the model lacks or has in another
-    shape are left out (fine-tuning on another class count, or a headless
-    backbone); the model keeps its own initial classifier. Returns the
-    state to load.
+    Keys, shapes and dtypes are compared: a float tensor of any width fits a
+    float parameter, an integer or bool one does not. With ``skip_head``,
+    classifier tensors the model lacks or has in another shape are left out
+    (fine-tuning on another class count, or a headless backbone); the model
+    keeps its own initial classifier. Returns the state to load.
     """
-    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    own_tensors = model.state_dict()
+    own = {k: list(v.shape) for k, v in own_tensors.items()}
     shapes = {k: list(np.shape(v)) for k, v in state.items()}
     skipped = []
     if skip_head:
@@ -139,11 +156,20 @@ def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -
     missing = sorted(set(own) - set(shapes))
     unexpected = sorted(set(shapes) - set(own))
     conflicts = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
-    if not (missing or unexpected or conflicts):
+    wrong_dtype = sorted(k for k in set(own) & set(shapes)
+                         if _is_float(own_tensors[k].dtype) != _is_float(np.asarray(state[k]).dtype))
+    if not (missing or unexpected or conflicts or wrong_dtype):
         if skipped:
             logger.info("%s: classifier not loaded (%s); it keeps its initial weights",
                         source, ", ".join(skipped))
         return state
+    dtype_lines = [f"  dtype conflict at {k}: checkpoint {np.asarray(state[k]).dtype}, model "
+                   f"{str(own_tensors[k].dtype).replace('paddle.', '')}" for k in wrong_dtype[:10]]
+    if dtype_lines:
+        dtype_lines.append(_DTYPE_FIX)
+    if not (missing or unexpected or conflicts):
+        raise WeightsError("\n".join(
+            [f"{source} does not fit the model {describe_model(model)}:"] + dtype_lines))
 
     report = _key_report(missing, unexpected, conflicts, shapes, own)
     try:
@@ -157,14 +183,31 @@ def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -
             [f"{source} holds {info.describe()}, but the model is {describe_model(model)}. "
              f"Pass the checkpoint made for this variant, or {fix}. First differences:"]
             + _key_report(missing, unexpected, conflicts, shapes, own, limit=3)))
-    lines = [f"{source} does not fit the model {describe_model(model)}:"] + report
-    if any(k.startswith("output.") for k in conflicts + unexpected + missing):
-        ckpt_classes = info.class_num if info is not None else "?"
-        lines.append(f"  The classifier differs (checkpoint: {ckpt_classes} classes, model: "
-                     f"{model.class_num}): set class_num={ckpt_classes} to use its classifier, or "
-                     f"load with skip_head=True to keep the model's new classifier and load "
-                     f"everything else.")
-    raise WeightsError("\n".join(lines))
+    lines = [f"{source} does not fit the model {describe_model(model)}:"] + report + dtype_lines
+    advice = _classifier_advice(model, own, shapes, missing + unexpected + conflicts)
+    raise WeightsError("\n".join(lines + ([advice] if advice else [])))
+
+
+def _classifier_advice(model, own: dict, shapes: dict, differing: list) -> str | None:
+    """What to do when the classifier (``output.*``) is among the differences."""
+    if not any(k.startswith("output.") for k in differing):
+        return None
+    own_head = {k for k in own if k.startswith("output.")}
+    ckpt_head = {k for k in shapes if k.startswith("output.")}
+    skip = ("or load with skip_head=True to keep the model's new classifier and load "
+            "everything else")
+    if not ckpt_head:
+        return (f"  The checkpoint has no classifier (a backbone): build the model with "
+                f"class_num=0 for features only, {skip}.")
+    if own_head and ckpt_head < own_head:
+        return (f"  The checkpoint's classifier is incomplete: it lacks "
+                f"{', '.join(sorted(own_head - ckpt_head))}. The file is damaged or was "
+                f"saved from part of a model; use a complete checkpoint, {skip}.")
+    weights = [k for k in ckpt_head if k.endswith(".weight") and len(shapes[k]) == 4]
+    classes = shapes[max(weights)][0] if weights else "?"
+    return (f"  The classifier differs (checkpoint: {classes} classes, model: "
+            f"{model.class_num}): set class_num={classes} (--class-num {classes} on the "
+            f"rexnet-plugin command line) to use its classifier, {skip}.")
 
 
 def ready_to_set(model, state: dict) -> dict:

@@ -18,9 +18,10 @@ import numpy as np
 
 from .formats import read_checkpoint, write_checkpoint
 from .errors import WeightsError
+from ..files import ensure_writable_dir
 from ..model import ReXNet
 from ..zoo import VARIANTS, get_variant
-from .checks import CheckpointInfo, check_state_dict, inspect_state
+from .checks import CheckpointInfo, check_state_dict, inspect_state, non_float_tensors
 from .layouts import canonical_state, to_official
 
 OUTPUT_LAYOUTS = ("paddle", "official")
@@ -79,12 +80,17 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
     if checked is not None:
         model = ReXNet(**VARIANTS[checked].arch, class_num=info.class_num or None)
         check_state_dict(model, state, str(src))
+    elif bad := non_float_tensors(state):
+        raise WeightsError(f"{src}: {', '.join(bad[:5])} hold "
+                           f"{', '.join(sorted({str(state[k].dtype) for k in bad}))} values; "
+                           f"weights must be floating point, so the file was written wrongly")
 
     # Paddle models are float32, and paddle's set_state_dict refuses other
     # float dtypes; float16/bfloat16 sources widen losslessly.
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
              for k, v in state.items()}
     out = state if layout == "paddle" else to_official(state)
+    ensure_writable_dir(dst.parent, "output folder")
     from .. import __version__
     dst_fmt = write_checkpoint(out, dst, metadata={
         "layout": layout, "variant": checked or "", "source": src.name,

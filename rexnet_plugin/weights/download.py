@@ -1,44 +1,56 @@
-"""Download checkpoints into the cache, atomically and checked.
+"""Download checkpoints into the cache (``cache``): checked, atomic, bounded in time.
 
-A download streams into a temp file inside the cache folder, then checks the
-byte count against Content-Length and the published size, the sha256 where
-one is published, and finally calls ``verify`` (the caller's full state-dict
-check against the model). Only then is it renamed into place. Any failure,
-Ctrl-C included, deletes the temp file, so the cache never holds a partial
-or unchecked file; two processes downloading at once each write their own
-temp file and the rename is atomic.
+What is checked, before the file is renamed into place:
+
+1. the byte count: Content-Length, the published size, ``X-Linked-Size``;
+2. checksums: the published sha256 (variant table) and every checksum the
+   server offers (``offered_checksums``: Hugging Face's LFS sha256, an
+   object store's MD5);
+3. the first download: the sha256 and size that the cache's manifest
+   recorded for this file. A later download (again, or from a mirror) that
+   differs is refused until ``cache.forget(name)``; a first one is recorded;
+4. ``verify``: the caller's full read and check against the model.
+
+The download streams into a temp file beside its target (``cache.temp_download``):
+any failure, Ctrl-C (and SIGTERM under the ``rexnet-plugin`` command) deletes
+it, and what a killed process leaves is swept by the next download into that
+folder. Besides the per-read timeout, an overall deadline
+(``REXNET_PLUGIN_DOWNLOAD_TIMEOUT``) bounds every download.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
+import math
 import os
+import re
 import socket
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlparse
+from urllib.parse import quote, urlparse
 
-from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
-                     IncompleteDownloadError, WeightsError)
-from ..files import atomic_path
+from . import cache
+from .cache import CACHE_ENV, cache_dir  # noqa: F401  (callers and tests use them from here too)
+from .errors import (ChangedFileError, ChecksumError, CorruptCheckpointError, DownloadError,
+                     DownloadTimeoutError, IncompleteDownloadError, WeightsError)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CACHE_ENV = "REXNET_PLUGIN_HOME"
 MIRROR_ENV = "REXNET_PLUGIN_MIRROR"
-DEFAULT_CACHE = Path("~/.cache/rexnet_plugin")
-_TIMEOUT_SECONDS = 60
+DEADLINE_ENV = "REXNET_PLUGIN_DOWNLOAD_TIMEOUT"
+# The largest file (ReXNet_3_0, ~140 MB) takes 25 minutes at 100 kB/s.
+DEFAULT_DEADLINE_SECONDS = 3600
+_READ_TIMEOUT_SECONDS = 60
 _CHUNK_BYTES = 1 << 20
-
-
-def cache_dir() -> Path:
-    """``$REXNET_PLUGIN_HOME``, else ``~/.cache/rexnet_plugin``."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 def mirror_url(filename: str) -> str | None:
@@ -47,23 +59,20 @@ def mirror_url(filename: str) -> str | None:
     return f"{base.rstrip('/')}/{quote(filename)}" if base else None
 
 
-def filename_from_url(url: str) -> str:
-    """A cache file name for an arbitrary URL: a short hash of it plus its file name."""
-    parsed = urlparse(url)
-    # bcebos-style links carry the real name in responseContentDisposition.
-    disposition = parse_qs(parsed.query).get("responseContentDisposition", [""])[0]
-    name = disposition.split("filename=")[-1].strip('"') if "filename=" in disposition else ""
-    name = name or unquote(Path(parsed.path).name) or "checkpoint"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
-    return f"url-{digest}-{name}"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            h.update(block)
-    return h.hexdigest()
+def download_deadline() -> float | None:
+    """Seconds a whole download may take (``$REXNET_PLUGIN_DOWNLOAD_TIMEOUT``); None: no limit."""
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return DEFAULT_DEADLINE_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise WeightsError(f"{DEADLINE_ENV}={text} is not a number of seconds; set it to the "
+                           f"time a whole download may take, e.g. {DEFAULT_DEADLINE_SECONDS} "
+                           f"(the default), or 0 for no limit")
+    return seconds or None
 
 
 def _how_to_get_it_by_hand(url: str, dest: Path) -> str:
@@ -74,28 +83,96 @@ def _how_to_get_it_by_hand(url: str, dest: Path) -> str:
             f"with {MIRROR_ENV}=<base URL>.")
 
 
-def _cheap_check(path: Path, size: int | None, sha256: str | None) -> str | None:
-    """Why a cached file is bad, or None. Size and the published sha256 only."""
-    actual = path.stat().st_size
-    if size is not None and actual != size:
-        return f"it has {actual} bytes, the published file {size}"
-    if sha256 is not None and sha256_of(path) != sha256:
-        return "its sha256 differs from the published one"
-    return None
+# -- what the server says about the file ------------------------------------------
+
+@dataclass
+class _Received:
+    size: int = 0
+    sha256: str = ""
+    md5: str = ""
+    # (algorithm, hex digest, which header said so)
+    offered: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None = None,
-          sha256: str | None = None, progress: bool = True) -> T:
-    """Return ``verify(dest)``, downloading ``url`` to ``dest`` first if it is not cached.
+def _etag(value: str | None) -> str | None:
+    """An ETag's value, or None for a weak one (W/"..."), which promises no bytes."""
+    if not value or value.strip().startswith("W/"):
+        return None
+    return value.strip().strip('"').lower()
 
-    ``verify`` reads and checks the file (raising WeightsError if it does
-    not fit); it runs on the temp file, before the rename.
-    """
+
+def _md5_from_base64(value: str | None) -> str | None:
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise WeightsError(f"cannot create the weights cache {dest.parent} ({err}); set "
-                           f"{CACHE_ENV} to a writable folder") from None
+        digest = base64.b64decode(value.strip(), validate=True) if value else b""
+    except (binascii.Error, ValueError):
+        return None
+    return digest.hex() if len(digest) == 16 else None
+
+
+def offered_checksums(redirect_headers: list, final) -> list[tuple[str, str, str]]:
+    """Every checksum the server sent: ``[(algorithm, hex digest, header)]``.
+
+    * ``X-Linked-Etag`` (Hugging Face hub, on the ``/resolve/`` redirect): the
+      LFS file's sha256; so is a 64-hex ``ETag`` on a hub response (one that
+      carries ``X-Repo-Commit``).
+    * ``Content-MD5`` and ``x-goog-hash: md5=`` on the final response: the
+      body's MD5 (bcebos sends Content-MD5, as PaddleDetection relies on).
+    * A plain 32-hex ``ETag`` on the final response: an object store's MD5
+      (S3, BOS, GCS single uploads). Not a multipart ``"...-N"`` ETag, a weak
+      one, a compressed response's, nor one that differs from a Content-MD5
+      sent beside it (then it is opaque).
+    """
+    offered = []
+    for headers in [*redirect_headers, final]:
+        linked = _etag(headers.get("X-Linked-Etag"))
+        hub = _etag(headers.get("ETag")) if headers.get("X-Repo-Commit") else None
+        if linked and re.fullmatch(r"[0-9a-f]{64}", linked):
+            offered.append(("sha256", linked, "X-Linked-Etag"))
+        elif hub and re.fullmatch(r"[0-9a-f]{64}", hub):
+            offered.append(("sha256", hub, "ETag"))
+    md5s = [(m, "Content-MD5") for m in [_md5_from_base64(final.get("Content-MD5"))] if m]
+    for part in (final.get("x-goog-hash") or "").split(","):
+        if part.strip().startswith("md5=") and (m := _md5_from_base64(part.strip()[4:])):
+            md5s.append((m, "x-goog-hash"))
+    etag = _etag(final.get("ETag"))
+    if (etag and re.fullmatch(r"[0-9a-f]{32}", etag) and not final.get("Content-Encoding")
+            and not final.get("X-Repo-Commit") and all(etag == m for m, _ in md5s)):
+        md5s.append((etag, "ETag"))
+    return offered + [("md5", m, where) for m, where in md5s]
+
+
+def _offered_sizes(redirect_headers: list, final) -> list[tuple[int, str]]:
+    sizes = [(int(h["X-Linked-Size"]), "X-Linked-Size") for h in [*redirect_headers, final]
+             if (h.get("X-Linked-Size") or "").isdigit()]
+    length = final.get("Content-Length")
+    return sizes + ([(int(length), "Content-Length")] if (length or "").isdigit() else [])
+
+
+class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, keeping each redirect's headers
+    (Hugging Face puts the file's sha256 on the redirect, not on the CDN's reply)."""
+
+    def __init__(self):
+        self.headers = []
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.headers.append(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+# -- fetching ---------------------------------------------------------------------
+
+def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None = None,
+          sha256: str | None = None, progress: bool = True) -> T:
+    """Return ``verify(path)`` of the cached file ``name``, downloading ``url`` first
+    if it is not cached (see the module docstring for the checks).
+
+    ``verify`` reads and checks the file (raising WeightsError if it does not
+    fit); for a download it runs on the temp file, before the rename.
+    """
+    dest = cache.cache_path(name)
+    cache.prepare_cache(dest.parent)
+    cache.sweep_stale_downloads(dest.parent)
     if dest.is_file():
         problem = _cheap_check(dest, size, sha256)
         if problem is None:
@@ -106,64 +183,121 @@ def fetch(url: str, dest: Path, verify: Callable[[Path], T], *, size: int | None
         logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
         dest.unlink(missing_ok=True)
 
-    # The temp file keeps the suffix, which tells a .pth pickle from a .pdparams
-    # one; any failure (Ctrl-C included) deletes it.
-    with atomic_path(dest, suffix=f".part{dest.suffix}") as tmp:
-        try:
-            out = open(tmp, "xb")
-        except OSError as err:
-            raise WeightsError(f"cannot write to the weights cache {dest.parent} ({err}); set "
-                               f"{CACHE_ENV} to a writable folder") from None
-        with out:
-            _stream(url, out, dest, size, progress)
-        if sha256 is not None and (got := sha256_of(tmp)) != sha256:
-            raise ChecksumError(f"the download of {url} has sha256 {got}, but the published "
-                                f"file has {sha256}; it was deleted. Try again; if it fails "
-                                f"again, the file on the server has changed.")
+    deadline = download_deadline()
+    with cache.temp_download(dest) as (tmp, out):
+        got = _stream(url, out, dest, size, progress, deadline)
+        out.flush()
+        _check_checksums(url, dest, got, sha256)
+        first = cache.first_download(name)
+        if first is not None:
+            _check_same_as_first(url, name, got, first)
         try:
             result = verify(tmp)
-        except CorruptCheckpointError as err:
-            raise CorruptCheckpointError(f"the file downloaded from {url} is not a readable "
-                                         f"checkpoint; it was deleted. {err}") from None
+        except WeightsError as err:
+            raise type(err)(f"{err}\nNothing was kept in the cache.") from None
+        if first is None:
+            cache.record_first_download(name, url, got.sha256, got.size)
     logger.info("saved %s", dest)
     return result
 
 
-def _stream(url: str, out, dest: Path, size: int | None, progress: bool) -> None:
+def _cheap_check(path: Path, size: int | None, sha256: str | None) -> str | None:
+    """Why a cached file is bad, or None. Size and the published sha256 only."""
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return f"it has {actual} bytes, the published file {size}"
+    if sha256 is not None and cache.sha256_of(path) != sha256:
+        return "its sha256 differs from the published one"
+    return None
+
+
+def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str | None) -> None:
+    expected = [("sha256", published_sha256, "the variant table")] if published_sha256 else []
+    offered = [(a, want, f"the server's {header} header") for a, want, header in got.offered]
+    for algorithm, want, where in expected + offered:
+        have = got.sha256 if algorithm == "sha256" else got.md5
+        if have != want.lower():
+            raise ChecksumError(
+                f"the download of {url} has {algorithm} {have}, but {where} says {want}; "
+                f"nothing was kept. The file was damaged on the way, or the server holds "
+                f"another file than it describes. Try again; if it fails again, the file on "
+                f"the server has changed. " + _how_to_get_it_by_hand(url, dest))
+
+
+def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> None:
+    if got.sha256 == first.get("sha256") and got.size == first.get("size"):
+        return
+    raise ChangedFileError(
+        f"{url} sent a different file from the one first downloaded as {name}:\n"
+        f"  now:   sha256 {got.sha256}, {got.size} bytes, from {url}\n"
+        f"  first: sha256 {first.get('sha256')}, {first.get('size')} bytes, from "
+        f"{first.get('url')} on {first.get('first_downloaded')}\n"
+        f"Nothing was kept. A published checkpoint should not change, and a mirror should "
+        f"serve the same file. If you trust the new file (its publisher replaced it), accept "
+        f"it with 'rexnet-plugin weights --forget {name}' (in Python: "
+        f"rexnet_plugin.weights.forget({name!r})) and load it again.")
+
+
+def _stream(url: str, out, dest: Path, size: int | None, progress: bool,
+            deadline: float | None) -> _Received:
     from tqdm import tqdm
     from .. import __version__
     request = urllib.request.Request(url, headers={"User-Agent": f"rexnet-plugin/{__version__}"})
+    redirects = _KeepRedirectHeaders()
     logger.info("downloading %s to %s", url, dest)
-    received, expected = 0, size
+    got, expected = _Received(), size
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    start = time.monotonic()
+    # A read may wait up to the timeout, so the deadline is overrun by at most that.
+    timeout = min(_READ_TIMEOUT_SECONDS, deadline) if deadline else _READ_TIMEOUT_SECONDS
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit():
-                if size is not None and int(length) != size:
+        with urllib.request.build_opener(redirects).open(request, timeout=timeout) as response:
+            got.offered = offered_checksums(redirects.headers, response.headers)
+            known_from = "the published file has"
+            for announced, where in _offered_sizes(redirects.headers, response.headers):
+                if expected is not None and announced != expected:
                     raise IncompleteDownloadError(
-                        f"{url} announces {length} bytes, but the published file has {size}; "
-                        f"nothing was kept. " + _how_to_get_it_by_hand(url, dest))
-                expected = int(length)
+                        f"{url} announces {announced} bytes ({where}), but {known_from} "
+                        f"{expected}; nothing was kept. " + _how_to_get_it_by_hand(url, dest))
+                expected, known_from = announced, f"its {where} says"
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=dest.name, disable=None if progress else True) as bar:
-                while block := response.read(_CHUNK_BYTES):
+                # read1 returns what has arrived, so the deadline is checked even
+                # when a server trickles.
+                while block := response.read1(_CHUNK_BYTES):
                     out.write(block)
-                    received += len(block)
+                    sha256.update(block)
+                    md5.update(block)
+                    got.size += len(block)
                     bar.update(len(block))
+                    if deadline and time.monotonic() - start > deadline:
+                        raise _deadline_error(url, dest, got.size, expected, deadline)
     except urllib.error.HTTPError as err:
         raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}. "
                             + _how_to_get_it_by_hand(url, dest)) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
+        if deadline and time.monotonic() - start >= deadline:
+            raise _deadline_error(url, dest, got.size, expected, deadline) from None
         reason = getattr(err, "reason", err)
         raise DownloadError(f"could not download {url}: {reason}. "
                             + _how_to_get_it_by_hand(url, dest)) from None
     except HTTPException as err:  # IncompleteRead: the server closed the connection early
-        received += len(getattr(err, "partial", b""))
         raise IncompleteDownloadError(
-            f"the download of {url} stopped after {received} of {expected or '?'} bytes "
+            f"the download of {url} stopped after {got.size} of {expected or '?'} bytes "
             f"({type(err).__name__}); the partial file was deleted. Try again. "
             + _how_to_get_it_by_hand(url, dest)) from None
-    if expected is not None and received != expected:
+    if expected is not None and got.size != expected:
         raise IncompleteDownloadError(
-            f"the download of {url} stopped after {received} of {expected} bytes; the "
+            f"the download of {url} stopped after {got.size} of {expected} bytes; the "
             f"partial file was deleted. Try again. " + _how_to_get_it_by_hand(url, dest))
+    got.sha256, got.md5 = sha256.hexdigest(), md5.hexdigest()
+    return got
+
+
+def _deadline_error(url: str, dest: Path, received: int, expected: int | None,
+                    deadline: float) -> DownloadTimeoutError:
+    return DownloadTimeoutError(
+        f"the download of {url} was stopped after {received} of {expected or '?'} bytes: it "
+        f"took longer than {deadline:g} s, the limit set by {DEADLINE_ENV} (default "
+        f"{DEFAULT_DEADLINE_SECONDS}). Nothing was kept. On a slow link, set {DEADLINE_ENV} "
+        f"to more seconds (0 for no limit). " + _how_to_get_it_by_hand(url, dest))

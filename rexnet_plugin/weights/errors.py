@@ -36,8 +36,16 @@ class IncompleteDownloadError(DownloadError):
     """The download ended early or has the wrong size."""
 
 
+class DownloadTimeoutError(DownloadError):
+    """The download took longer than REXNET_PLUGIN_DOWNLOAD_TIMEOUT allows."""
+
+
 class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the published sha256."""
+    """The downloaded bytes do not have the checksum that the table or the server gives."""
+
+
+class ChangedFileError(ChecksumError):
+    """The download differs from the file's first download (recorded in the cache)."""
 
 
 class ManualDownloadError(WeightsError):

@@ -3,12 +3,17 @@
 Readers return ``{key: numpy array}`` with the keys as stored (no renaming;
 ``layouts`` does that). Nothing here executes code from a file:
 
-* ``.safetensors`` is read with ``safetensors.numpy``: no pickle, no torch.
+* ``.safetensors`` is parsed by ``safetensors`` itself: no pickle, no torch;
+  bfloat16 tensors are widened to float32 exactly (numpy has no bfloat16).
 * ``.pth`` is read with ``torch.load(weights_only=True)``, which refuses
   anything but tensors and plain containers. torch is an optional extra.
 * ``.pdparams`` is a pickle. ``paddle.load`` would unpickle anything, so we
   read it with an unpickler that only admits numpy arrays and plain
   containers, and refuses every other object before building it.
+
+The format comes from the file's first bytes (the suffix only tells a torch
+pickle from a .pdparams one); anything else, an HTML page saved under a
+checkpoint's name for instance, is reported as not a checkpoint.
 
 Writers go through a temp file in the destination folder and an atomic
 rename, so a failure or Ctrl-C never leaves a half-written file.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,42 +41,73 @@ _STATE_DICT_WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
 TORCH_INSTALL_HINT = "pip install 'rexnet-plugin[torch]'  (or: pip install torch)"
 
 
-def format_of(path: str | os.PathLike, declared: str | None = None) -> str:
-    """The file's format: ``declared`` if given, else from its first bytes, else its suffix."""
+def format_of_suffix(suffix: str) -> str | None:
+    """The format a file suffix names (".pth" -> "pth"), or None."""
+    return _EXTENSIONS.get(suffix.lower())
+
+
+def format_of(path: str | os.PathLike, declared: str | None = None, name: str | None = None) -> str:
+    """The file's format: ``declared`` if given, else from its first bytes.
+
+    ``name``: what to call the file in messages (default: its path).
+    """
     path = Path(path)
+    name = name or str(path)
     if declared is not None:
         if declared not in FORMATS:
             raise WeightsError(f"format={declared!r} is not supported; use one of {', '.join(FORMATS)}")
         return declared
-    by_suffix = _EXTENSIONS.get(path.suffix.lower())
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(512)
         size = path.stat().st_size
     except OSError as err:
-        raise WeightsError(f"cannot read {path}: {err}") from None
+        raise WeightsError(f"cannot read {name}: {err.strerror}") from None
     if head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
         return "pth"
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
         return "safetensors"  # 8-byte header length, then a JSON header
-    if head[:1] == b"\x80":  # a pickle: legacy torch file or .pdparams
-        return "pth" if by_suffix == "pth" else "pdparams"
-    if by_suffix is not None:
-        return by_suffix  # unreadable content; the reader will say so
+    if head[:1] == b"\x80":  # a pickle (protocol 2+): legacy torch file or .pdparams
+        return "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
     raise CorruptCheckpointError(
-        f"{path} is not a checkpoint this package can read (not .pdparams, .safetensors "
-        f"or a PyTorch file; first bytes {head[:8]!r}). Pass a ReXNet checkpoint, or "
-        f"name the format with format=/--src-format if the suffix is unusual.")
+        f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
+        f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
+        f"something else than the file (an error or sign-in page, for instance): download it "
+        f"again, or by hand.")
 
 
-def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None) -> tuple[dict, str]:
-    """``({key: array}, format)`` of a local checkpoint file, keys as stored."""
+def _looks_like(head: bytes, size: int) -> str:
+    """A few words on what a file that is not a checkpoint seems to be."""
+    text = head.lstrip().lower()
+    if size == 0:
+        return "the file is empty"
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "it is an HTML page"
+    if text.startswith(b"<"):
+        return "it is an XML document (an object store's error reply?)"
+    if text.startswith((b"{", b"[")):
+        return "it is JSON text"
+    if head[:2] == b"\x1f\x8b":
+        return "it is a gzip archive; unpack it first"
+    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return "it is plain text"
+    return f"its first bytes {head[:8]!r} match no checkpoint format"
+
+
+def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
+                    name: str | None = None) -> tuple[dict, str]:
+    """``({key: array}, format)`` of a local checkpoint file, keys as stored.
+
+    ``name``: what to call the file in messages (a download names its URL,
+    not its temp file); default: the path.
+    """
     path = Path(path)
+    name = name or str(path)
     if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist (or is not a file)")
-    fmt = format_of(path, declared_format)
+        raise WeightsError(f"checkpoint {name} does not exist (or is not a file)")
+    fmt = format_of(path, declared_format, name)
     reader = {"pdparams": _read_pdparams, "safetensors": _read_safetensors, "pth": _read_torch}[fmt]
-    return _tensor_dict(reader(path), path), fmt
+    return _tensor_dict(reader(path, name), name), fmt
 
 
 # -- .pdparams: a pickle, read with an allow-list ----------------------------
@@ -97,14 +134,14 @@ _ALLOWED_GLOBALS = {
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, path):
+    def __init__(self, file, name: str):
         super().__init__(file)
-        self.path = path
+        self.name = name
 
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise UnsafeCheckpointError(
-                f"{self.path} wants to load the Python object {module}.{name}; a .pdparams "
+                f"{self.name} wants to load the Python object {module}.{name}; a .pdparams "
                 f"file should hold only arrays, so it was refused and nothing was run. "
                 f"If you wrote this file yourself and trust it, load it with paddle.load "
                 f"and save the weights as .safetensors (see README, 'Pretrained weights').")
@@ -113,56 +150,84 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_pdparams(path: Path) -> dict:
+def _read_pdparams(path: Path, name: str) -> dict:
     try:
         with open(path, "rb") as f:
-            return _ArraysOnlyUnpickler(f, path).load()
+            return _ArraysOnlyUnpickler(f, name).load()
     except WeightsError:
         raise
     except Exception as err:  # EOFError, UnpicklingError, ValueError ... all mean unreadable
         raise CorruptCheckpointError(
-            f"{path} cannot be read as a .pdparams file ({type(err).__name__}: {err}); "
+            f"{name} cannot be read as a .pdparams file ({type(err).__name__}: {err}); "
             f"it is truncated or damaged. Download or copy it again.") from None
 
 
 # -- .safetensors: no pickle, no torch ----------------------------------------
 
-def _read_safetensors(path: Path) -> dict:
-    from safetensors.numpy import load_file
+# safetensors dtype -> numpy dtype (safetensors stores little-endian).
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
+                       "U8": "u1", "BOOL": "?"}
+
+
+def _read_safetensors(path: Path, name: str) -> dict:
+    import safetensors
     try:
-        return load_file(str(path))
+        entries = safetensors.deserialize(path.read_bytes())
     except Exception as err:  # SafetensorError for truncated headers or data
         raise CorruptCheckpointError(
-            f"{path} cannot be read as a .safetensors file ({err}); it is truncated or "
+            f"{name} cannot be read as a .safetensors file ({err}); it is truncated or "
             f"damaged. Download or copy it again.") from None
+    state = {}
+    for key, entry in entries:
+        dtype, data = entry["dtype"], entry["data"]
+        if dtype == "BF16":  # a bfloat16 is the top half of a float32: widen exactly
+            array = (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32)
+        elif dtype in _SAFETENSORS_DTYPES:
+            array = np.frombuffer(data, _SAFETENSORS_DTYPES[dtype])
+        else:
+            raise WeightsError(f"{name}: tensor {key} has dtype {dtype}, which this package "
+                               f"cannot read; save the weights as float32, float16 or bfloat16")
+        state[key] = array.reshape(entry["shape"])
+    return state
 
 
 # -- PyTorch .pth: torch.load(weights_only=True) -------------------------------
 
-def _import_torch(path: Path):
+def _import_torch(path: Path, name: str):
     try:
         import torch
     except ImportError:
+        local = name == str(path)
         raise WeightsError(
-            f"{path} is a PyTorch checkpoint, and reading it needs torch, which is not "
-            f"installed: {TORCH_INSTALL_HINT}. Or convert it once where torch is "
-            f"installed (rexnet-plugin convert {path.name} {path.stem}.safetensors) "
-            f"and use the .safetensors file, which needs no torch.") from None
+            f"{name} is a PyTorch checkpoint, and reading it needs torch, which is not "
+            f"installed: {TORCH_INSTALL_HINT}. Or convert it once where torch is installed "
+            f"(rexnet-plugin convert {path.name if local else 'FILE.pth'} "
+            f"{path.stem if local else 'FILE'}.safetensors) and use the .safetensors file, "
+            f"which needs no torch.") from None
     return torch
 
 
-def _read_torch(path: Path) -> dict:
-    torch = _import_torch(path)
+def _read_torch(path: Path, name: str) -> dict:
+    torch = _import_torch(path, name)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path} holds Python objects other than tensors, so torch.load(weights_only=True) "
-            f"refused it and nothing was run ({str(err).splitlines()[0]}). Save only the "
-            f"model's state_dict (torch.save(model.state_dict(), ...)).") from None
+        # torch's own message advises weights_only=False, which would run the
+        # file's code: never repeat it. Say what was refused, or that it is unreadable.
+        wanted = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if wanted:
+            raise UnsafeCheckpointError(
+                f"{name} wants to load the Python object {wanted.group(1)}; a PyTorch "
+                f"checkpoint should hold only tensors, so torch.load(weights_only=True) refused "
+                f"it and nothing was run. Save only the model's state_dict "
+                f"(torch.save(model.state_dict(), ...)).") from None
+        raise CorruptCheckpointError(
+            f"{name} is not a readable PyTorch checkpoint (its pickle data is invalid); it is "
+            f"truncated or damaged, or not a checkpoint. Download or copy it again.") from None
     except Exception as err:  # RuntimeError for a damaged zip, EOFError for a short pickle
         raise CorruptCheckpointError(
-            f"{path} cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err}); "
+            f"{name} cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err}); "
             f"it is truncated or damaged. Download or copy it again.") from None
 
     def to_numpy(value):
@@ -180,7 +245,7 @@ def _read_torch(path: Path) -> dict:
 
 # -- common post-processing ---------------------------------------------------
 
-def _tensor_dict(obj, path: Path) -> dict:
+def _tensor_dict(obj, path: str) -> dict:
     """Unwrap ``{"state_dict": ...}`` and Tensor tuples; check every value is an array."""
     if not isinstance(obj, dict):
         raise NotReXNetError(f"{path} holds a {type(obj).__name__}, not a state dict "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..model import ReXNet
 from ..zoo import IMAGENET_CLASSES, PUBLISHERS, VARIANTS, WeightSource, get_variant
-from . import download
+from . import cache, download
 from .checks import (CheckpointInfo, check_state_dict, describe_model, inspect_state,
                      ready_to_set, variant_of_plan)
 from .errors import ManualDownloadError, WeightsError
@@ -101,6 +101,21 @@ def _source_for_url(url: str) -> WeightSource | None:
     return next((s for v in VARIANTS.values() for s in v.weights.values() if s.url == url), None)
 
 
+def cache_name(url: str) -> str:
+    """The name a URL's file has in the cache: a published file's table name, else
+    ``cache.filename_from_url``."""
+    source = _source_for_url(url)
+    return source.filename if source else cache.filename_from_url(url)
+
+
+def forget(name_or_url: str) -> list[str]:
+    """Forget a cached download (its file and the sha256 recorded on its first
+    download), so that a changed file can be accepted deliberately. Takes the
+    cache name (as the refusal message gives it) or the URL. Returns what was removed."""
+    name = cache_name(name_or_url) if _is_url(name_or_url) else name_or_url
+    return cache.forget(name)
+
+
 def should_skip_head(class_num: int, pretrained, skip_head: bool = False) -> bool:
     """The one rule: is the checkpoint's classifier left out when loading?
 
@@ -154,7 +169,7 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
                 label = f"{what or 'the file'} downloaded from {url}"
             else:
                 label = f"{what} ({path})" if what else str(path)
-            raw, _ = read_checkpoint(path)
+            raw, _ = read_checkpoint(path, name=label)
             state, _ = canonical_state(raw, label)
             return check_state_dict(model, state, label, skip_head)
         return read_and_check
@@ -162,22 +177,22 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
     if isinstance(pretrained, str) and pretrained in SOURCE_NAMES:
         source = source_for(variant, pretrained)
         label = f"{variant} '{pretrained}' weights"
-        dest = download.cache_dir() / source.filename
+        dest = cache.cache_path(source.filename)
         url = download.mirror_url(source.filename)
         if url is None and source.manual:
             if dest.is_file():
                 return verify(label)(dest), f"{label} ({dest})"
             raise ManualDownloadError(_manual_message(variant, pretrained, source, dest))
         url = url or source.url
-        state = download.fetch(url, dest, verify(label, url, dest), size=source.size,
+        state = download.fetch(url, source.filename, verify(label, url, dest), size=source.size,
                                sha256=source.sha256, progress=progress)
         return state, f"{label} ({dest})"
 
     if _is_url(pretrained):
         source = _source_for_url(pretrained)
-        filename = source.filename if source else download.filename_from_url(pretrained)
-        dest = download.cache_dir() / filename
-        state = download.fetch(pretrained, dest, verify("", pretrained, dest),
+        name = cache_name(pretrained)
+        dest = cache.cache_path(name)
+        state = download.fetch(pretrained, name, verify("", pretrained, dest),
                                size=source.size if source else None,
                                sha256=source.sha256 if source else None, progress=progress)
         return state, pretrained
@@ -218,14 +233,14 @@ def fetch_pretrained(variant: str, source: str | None = None, *, progress: bool 
         raise WeightsError(f"{variant} has no published weights")
     model = ReXNet(**v.arch)
     _obtain(model, source, v.name, False, progress)
-    return download.cache_dir() / source_for(v.name, source).filename
+    return cache.cache_path(source_for(v.name, source).filename)
 
 
 def sources_table(variants=None) -> str:
     """Every published file of ``variants`` (default: all) with its cache state."""
     names = [get_variant(n).name for n in variants] if variants else list(VARIANTS)
-    cache = download.cache_dir()
-    rows = [f"cache: {cache} (set {download.CACHE_ENV} to move it)"]
+    folder = cache.cache_dir()
+    rows = [f"cache: {folder} (set {cache.CACHE_ENV} to move it)"]
     if os.environ.get(download.MIRROR_ENV):
         rows.append(f"mirror: {os.environ[download.MIRROR_ENV]}")
     rows.append(f"{'variant':<16}{'source':<12}{'layout':<10}{'cached':<8}file / URL")
@@ -235,7 +250,7 @@ def sources_table(variants=None) -> str:
             rows.append(f"{name:<16}{'-':<12}{'':<10}{'':<8}no published weights")
         for i, (source, w) in enumerate(sources.items()):
             label = source + (" *" if i == 0 else "")
-            cached = "yes" if (cache / w.filename).is_file() else "no"
+            cached = "yes" if (folder / w.filename).is_file() else "no"
             how = " (manual download)" if w.manual else ""
             rows.append(f"{name:<16}{label:<12}{w.layout:<10}{cached:<8}{w.filename}{how}")
             rows.append(f"{'':<46}{w.url}")
