@@ -68,7 +68,7 @@ class EvalTransform:
 
 EVAL_TRANSFORM = EvalTransform()
 # timm's test-time transform of its ReXNet-R weights (test_input_size 288,
-# test_crop_pct 1.0): resize to 288, crop 288. They train at 224.
+# test_crop_pct 1.0): resize to 288, crop 288. They were trained at 224.
 R_EVAL_TRANSFORM = EvalTransform.timm(288, 1.0)
 
 
@@ -272,8 +272,10 @@ def _r(name: str, *, width: float, ch_div: int, acc_288: tuple | None = None,
             Accuracy(*acc_224, image_size=224, crop_pct=0.95)))
         weights["timm_in12k"] = _timm(f"{timm_name}.sw_in12k", "timm_rexnetr",
                                       class_num=IMAGENET12K_CLASSES)
+    # timm's untrained rexnetr_* keep its default eval transform (224, crop_pct
+    # 0.875, bicubic: the seed's); its weights were tested at 288.
     return Variant(name=name, width_mult=width, kind="r", ch_div=ch_div, timm_name=timm_name,
-                   weights=weights, eval_transform=R_EVAL_TRANSFORM)
+                   weights=weights, eval_transform=R_EVAL_TRANSFORM if weights else EVAL_TRANSFORM)
 
 
 _NO_PAPER = (None, None)  # 2.2 appears only in the detection results

@@ -195,7 +195,7 @@ def make_factory(name: str, arch_module):
 
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = __name__
-    factory.__doc__ = (f"ReXNet{'-lite' if variant.lite else ' V1'} x{variant.width_mult} "
+    factory.__doc__ = (f"{variant.kind_title} x{variant.width_mult} "
                        f"from rexnet-plugin, as a {arch_module.__name__} TheseusLayer.\n\n"
                        + make_factory.__doc__.split("\n\n", 1)[1])
     factory.rexnet_plugin = True
