@@ -28,7 +28,7 @@ def _variants(args) -> int:
     for name, v in VARIANTS.items():
         model = create_model(name)
         top1 = "-" if v.paper_top1 is None else f"{v.paper_top1:.1f}"
-        print(f"{name:<16}{'lite' if v.lite else 'V1':<6}{v.width_mult:>6}"
+        print(f"{name:<16}{v.kind_label:<6}{v.width_mult:>6}"
               f"{count_params(model) / 1e6:>12.2f}{count_conv_macs(model)['total'] / 1e9:>14.3f}"
               f"{top1:>13}  {', '.join(v.weights) or '-'}")
     return 0

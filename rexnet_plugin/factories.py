@@ -27,7 +27,8 @@ def create_model(name: str, pretrained=False, *, skip_head: bool = False, **kwar
     if pretrained is not False and pretrained is not None:
         from .weights import load_pretrained, should_skip_head
         load_pretrained(model, pretrained, variant=variant.name,
-                        skip_head=should_skip_head(model.class_num, pretrained, skip_head))
+                        skip_head=should_skip_head(model.class_num, pretrained, skip_head,
+                                                   variant.name))
     return model
 
 
@@ -86,8 +87,34 @@ def ReXNetLite_2_0(pretrained=False, **kwargs) -> ReXNet:
     return create_model("ReXNetLite_2_0", pretrained, **kwargs)
 
 
+def ReXNetR_1_0(pretrained=False, **kwargs) -> ReXNet:
+    """ReXNetR_1_0; see ``create_model`` for the arguments."""
+    return create_model("ReXNetR_1_0", pretrained, **kwargs)
+
+
+def ReXNetR_1_3(pretrained=False, **kwargs) -> ReXNet:
+    """ReXNetR_1_3; see ``create_model`` for the arguments."""
+    return create_model("ReXNetR_1_3", pretrained, **kwargs)
+
+
+def ReXNetR_1_5(pretrained=False, **kwargs) -> ReXNet:
+    """ReXNetR_1_5; see ``create_model`` for the arguments."""
+    return create_model("ReXNetR_1_5", pretrained, **kwargs)
+
+
+def ReXNetR_2_0(pretrained=False, **kwargs) -> ReXNet:
+    """ReXNetR_2_0; see ``create_model`` for the arguments."""
+    return create_model("ReXNetR_2_0", pretrained, **kwargs)
+
+
+def ReXNetR_3_0(pretrained=False, **kwargs) -> ReXNet:
+    """ReXNetR_3_0; see ``create_model`` for the arguments."""
+    return create_model("ReXNetR_3_0", pretrained, **kwargs)
+
+
 __all__ = [
     "create_model", "ReXNet_0_9", "ReXNet_1_0", "ReXNet_1_3", "ReXNet_1_5",
     "ReXNet_2_0", "ReXNet_2_2", "ReXNet_3_0", "ReXNetLite_1_0", "ReXNetLite_1_3",
-    "ReXNetLite_1_5", "ReXNetLite_2_0",
+    "ReXNetLite_1_5", "ReXNetLite_2_0", "ReXNetR_1_0", "ReXNetR_1_3", "ReXNetR_1_5",
+    "ReXNetR_2_0", "ReXNetR_3_0",
 ]

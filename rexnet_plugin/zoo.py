@@ -8,6 +8,7 @@ variant names or their numbers. Plain data: no paddle import.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # The official README (github.com/clovaai/rexnet: "Actual performance scores"
@@ -21,12 +22,16 @@ SEED_SOURCE = "https://github.com/AgentMaker/Paddle-Image-Models"
 # cv2 resize, which is why its figures sit ~0.4 points below the seed's.
 PADDLECLAS_SOURCE = "https://github.com/PaddlePaddle/PaddleClas"
 # timm re-hosts the official weights on the Hugging Face hub (model cards
-# timm/rexnet_*.nav_in1k); accuracy from timm's results/results-imagenet.csv
-# (224, crop 0.875, bicubic: the same transform as the seed's).
+# timm/rexnet_*.nav_in1k) and publishes its own ReXNet-R weights
+# (timm/rexnetr_*.sw_in12k[_ft_in1k]); accuracy from timm's
+# results/results-imagenet.csv, with the size, crop_pct and interpolation
+# given there (V1: 224, crop 0.875, bicubic, the same transform as the seed's).
 TIMM_SOURCE = "https://github.com/huggingface/pytorch-image-models"
+TIMM_RESULTS = f"{TIMM_SOURCE}/blob/main/results/results-imagenet.csv"
 
 
 IMAGENET_CLASSES = 1000  # the class count of every published ImageNet-1k checkpoint
+IMAGENET12K_CLASSES = 11821  # timm's ImageNet-12k subset of ImageNet-21k (sw_in12k)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_VARIANT = "ReXNet_1_0"  # the demo's, the benchmark's and ppdet's default
@@ -45,6 +50,16 @@ class EvalTransform:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    @classmethod
+    def timm(cls, image_size: int, crop_pct: float, interpolation: str = "bicubic"):
+        """timm's eval transform: resize the short side to floor(size / crop_pct)."""
+        return cls(resize_short=math.floor(image_size / crop_pct),
+                   interpolation=interpolation, crop_size=image_size)
+
+    @property
+    def crop_pct(self) -> float:
+        return self.crop_size / self.resize_short
+
     def describe(self) -> str:
         return (f"resize the short side to {self.resize_short} ({self.interpolation}, PIL), "
                 f"center-crop {self.crop_size}, scale to [0, 1], normalise with mean "
@@ -52,6 +67,9 @@ class EvalTransform:
 
 
 EVAL_TRANSFORM = EvalTransform()
+# timm's test-time transform of its ReXNet-R weights (test_input_size 288,
+# test_crop_pct 1.0): resize to 288, crop 288. They were trained at 224.
+R_EVAL_TRANSFORM = EvalTransform.timm(288, 1.0)
 
 
 @dataclass(frozen=True)
@@ -65,9 +83,10 @@ class Publisher:
     accuracy_measured_with: str
 
 
-# Source name -> publisher. The source names are the values of
-# ``pretrained=`` that pick a published file; the first source listed for a
-# variant is what ``pretrained=True`` loads.
+# Who publishes what. Each WeightSource names its publisher; the source
+# names (the values of ``pretrained=`` that pick a published file) are the
+# keys of ``Variant.weights``, and the first one listed for a variant is what
+# ``pretrained=True`` loads.
 PUBLISHERS: dict[str, Publisher] = {
     "seed": Publisher(
         "Seed model zoo (PPIM, AgentMaker/Paddle-Image-Models)", SEED_SOURCE,
@@ -81,11 +100,26 @@ PUBLISHERS: dict[str, Publisher] = {
         "timm (Hugging Face hub, timm/rexnet_*.nav_in1k)", TIMM_SOURCE,
         "MIT", "the license field of the model cards: mit",
         "timm validate.py: bicubic resize 256 (crop_pct 0.875), center crop 224"),
+    "timm_rexnetr": Publisher(
+        "timm (Hugging Face hub, timm/rexnetr_*.sw_in12k_ft_in1k and .sw_in12k)", TIMM_SOURCE,
+        "Apache-2.0", "the license field of the model cards and of timm's pretrained "
+        "configs: apache-2.0", "timm validate.py, bicubic: test size 288 with crop_pct "
+        "1.0 (the figures used here), and 224 with crop_pct 0.95"),
     "official": Publisher(
         "NAVER AI Lab, official ReXNet (clovaai/rexnet)", PAPER_SOURCE.split("#")[0],
         "MIT", "the repository's LICENSE file and README ('distributed under MIT "
         "license')", "the paper's protocol, 224x224"),
 }
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """ImageNet-1k validation accuracy (%) as the publisher reports it."""
+
+    top1: float
+    top5: float
+    image_size: int = 224
+    crop_pct: float = 0.875  # crop size / resized short side
 
 
 @dataclass(frozen=True)
@@ -95,36 +129,73 @@ class WeightSource:
     url: str
     filename: str  # the name in the cache and on a mirror
     layout: str  # "paddle", "official" or "timm"
-    top1: float | None = None  # as reported by whoever publishes the file
-    top5: float | None = None
+    publisher: str  # key of PUBLISHERS
+    # As reported by the publisher; the first is at the variant's eval_transform.
+    accuracy: tuple[Accuracy, ...] = ()
+    class_num: int = IMAGENET_CLASSES  # of the file's classifier
     sha256: str | None = None  # None where the publisher gives none
     size: int | None = None  # bytes; None where not known exactly
     # True when ``url`` is a page that needs a browser (Google Drive): the
     # user downloads the file and passes its path.
     manual: bool = False
 
+    @property
+    def top1(self) -> float | None:
+        return self.accuracy[0].top1 if self.accuracy else None
+
+    @property
+    def top5(self) -> float | None:
+        return self.accuracy[0].top5 if self.accuracy else None
+
+    @property
+    def license(self) -> str:
+        return PUBLISHERS[self.publisher].license
+
+
+# The kinds of ReXNet, and how the docs name them.
+KINDS = {"v1": "ReXNet V1", "lite": "ReXNet-lite", "r": "ReXNet-R"}
+
 
 @dataclass(frozen=True)
 class Variant:
     name: str
     width_mult: float
-    lite: bool = False
-    # Key of this variant in shared/reference/official_shapes.json.
+    kind: str = "v1"  # a key of KINDS
+    # ReXNet-R only: every channel count is a multiple of this (timm's ch_div).
+    ch_div: int | None = None
+    # Key of this variant in shared/reference/official_shapes.json (V1, lite).
     official_name: str = ""
+    # timm's model name (rexnet_100, rexnetr_200 ...), where timm has it.
+    timm_name: str = ""
     paper_top1: float | None = None
     paper_top5: float | None = None
     weights: dict[str, WeightSource] = field(default_factory=dict)
-    # The validation transform its accuracy figures assume.
+    # The validation transform its accuracy figures assume; the PaddleClas
+    # configs are stamped with it.
     eval_transform: EvalTransform = EVAL_TRANSFORM
+
+    def __post_init__(self):
+        if self.kind not in KINDS or (self.kind == "r") != (self.ch_div is not None):
+            raise ValueError(f"{self.name}: kind {self.kind!r} with ch_div {self.ch_div!r}; "
+                             f"kinds are {', '.join(KINDS)} and only 'r' has a ch_div")
+
+    @property
+    def lite(self) -> bool:
+        return self.kind == "lite"
 
     @property
     def kind_title(self) -> str:
-        return "ReXNet-lite" if self.lite else "ReXNet V1"
+        return KINDS[self.kind]
+
+    @property
+    def kind_label(self) -> str:
+        """Short: V1, lite or R."""
+        return {"v1": "V1", "lite": "lite", "r": "R"}[self.kind]
 
     @property
     def arch(self) -> dict:
-        """Keyword arguments for ``ReXNet``."""
-        return {"width_mult": self.width_mult, "lite": self.lite}
+        """Keyword arguments for ``ReXNet`` (and ``plan.channel_plan``)."""
+        return {"width_mult": self.width_mult, "lite": self.lite, "ch_div": self.ch_div}
 
     @property
     def default_source(self) -> str | None:
@@ -143,7 +214,15 @@ _DRIVE_URL = "https://drive.google.com/file/d/{id}/view?usp=sharing"
 
 def _official(filename: str, drive_id: str) -> WeightSource:
     return WeightSource(url=_DRIVE_URL.format(id=drive_id), filename=filename,
-                        layout="official", manual=True)
+                        layout="official", publisher="official", manual=True)
+
+
+def _timm(name: str, publisher: str, accuracy: tuple[Accuracy, ...] = (),
+          class_num: int = IMAGENET_CLASSES) -> WeightSource:
+    """A model.safetensors of timm's hub; ``name`` is model.tag (rexnet_100.nav_in1k)."""
+    return WeightSource(url=_TIMM_URL.format(name=name), filename=f"{name}.safetensors",
+                        layout="timm", publisher=publisher, accuracy=accuracy,
+                        class_num=class_num)
 
 
 def _v1(name: str, *, width: float, paper: tuple, seed_key: str | None = None,
@@ -155,29 +234,48 @@ def _v1(name: str, *, width: float, paper: tuple, seed_key: str | None = None,
         filename = f"rexnetv1_{width:.1f}x.pdparams"
         weights["seed"] = WeightSource(
             url=_SEED_URL.format(key=seed_key, filename=filename), filename=filename,
-            layout="paddle", top1=seed_acc[0], top5=seed_acc[1])
+            layout="paddle", publisher="seed", accuracy=(Accuracy(*seed_acc),))
     if paddleclas_acc:
         weights["paddleclas"] = WeightSource(
             url=_PADDLECLAS_URL.format(name=name), filename=f"{name}_pretrained.pdparams",
-            layout="paddle", top1=paddleclas_acc[0], top5=paddleclas_acc[1])
+            layout="paddle", publisher="paddleclas", accuracy=(Accuracy(*paddleclas_acc),))
+    timm_name = f"rexnet_{round(width * 100)}"
     if timm_acc:
-        timm_name = f"rexnet_{round(width * 100)}.nav_in1k"
-        weights["timm"] = WeightSource(
-            url=_TIMM_URL.format(name=timm_name), filename=f"{timm_name}.safetensors",
-            layout="timm", top1=timm_acc[0], top5=timm_acc[1])
+        weights["timm"] = _timm(f"{timm_name}.nav_in1k", "timm", (Accuracy(*timm_acc),))
     if drive_id:
         weights["official"] = _official(f"rexnetv1_{width:.1f}.pth", drive_id)
-    return Variant(name=name, width_mult=width, lite=False,
-                   official_name=f"rexnetv1_{width:.1f}", paper_top1=paper[0],
+    return Variant(name=name, width_mult=width, kind="v1",
+                   official_name=f"rexnetv1_{width:.1f}",
+                   timm_name=timm_name if timm_acc else "", paper_top1=paper[0],
                    paper_top5=paper[1], weights=weights)
 
 
 def _lite(name: str, *, width: float, paper: tuple, drive_id: str) -> Variant:
     """A ReXNet-lite row; only NAVER publishes lite weights."""
-    return Variant(name=name, width_mult=width, lite=True,
+    return Variant(name=name, width_mult=width, kind="lite",
                    official_name=f"rexnetv1_lite_{width:.1f}", paper_top1=paper[0],
                    paper_top5=paper[1],
                    weights={"official": _official(f"rexnet_lite_{width:.1f}.pth", drive_id)})
+
+
+def _r(name: str, *, width: float, ch_div: int, acc_288: tuple | None = None,
+       acc_224: tuple | None = None) -> Variant:
+    """A ReXNet-R row (timm's rexnetr_*). timm publishes weights for 2.0 and 3.0
+    only: ImageNet-12k ("timm_in12k", 11,821 classes, for fine-tuning) and
+    fine-tuned from it on ImageNet-1k ("timm"). ``acc_*`` are (top-1, top-5)
+    from timm's results-imagenet.csv at 288 (crop_pct 1.0) and 224 (0.95)."""
+    timm_name = f"rexnetr_{round(width * 100)}"
+    weights = {}
+    if acc_288:
+        weights["timm"] = _timm(f"{timm_name}.sw_in12k_ft_in1k", "timm_rexnetr", (
+            Accuracy(*acc_288, image_size=288, crop_pct=1.0),
+            Accuracy(*acc_224, image_size=224, crop_pct=0.95)))
+        weights["timm_in12k"] = _timm(f"{timm_name}.sw_in12k", "timm_rexnetr",
+                                      class_num=IMAGENET12K_CLASSES)
+    # timm's untrained rexnetr_* keep its default eval transform (224, crop_pct
+    # 0.875, bicubic: the seed's); its weights were tested at 288.
+    return Variant(name=name, width_mult=width, kind="r", ch_div=ch_div, timm_name=timm_name,
+                   weights=weights, eval_transform=R_EVAL_TRANSFORM if weights else EVAL_TRANSFORM)
 
 
 _NO_PAPER = (None, None)  # 2.2 appears only in the detection results
@@ -213,7 +311,18 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
           drive_id="12QzIh9A-U0PBGaLNOIr4gX2MoZEBnRjk"),
     _lite("ReXNetLite_2_0", width=2.0, paper=(80.2, 95.0),
           drive_id="1pGdG9HWnqSAu1FajmaMJMK5JyOJaiFyW"),
+    # timm: "ReXNet V1 ... w/ rounded (mod 8) channels" (mod 16 for 3.0).
+    _r("ReXNetR_1_0", width=1.0, ch_div=8),
+    _r("ReXNetR_1_3", width=1.3, ch_div=8),
+    _r("ReXNetR_1_5", width=1.5, ch_div=8),
+    _r("ReXNetR_2_0", width=2.0, ch_div=8,
+       acc_288=(83.160, 96.646), acc_224=(82.602, 96.396)),
+    _r("ReXNetR_3_0", width=3.0, ch_div=16,
+       acc_288=(84.582, 97.278), acc_224=(84.036, 96.994)),
 ]}
+
+# Every ``pretrained=`` source name, in table order.
+SOURCE_NAMES = tuple(dict.fromkeys(s for v in VARIANTS.values() for s in v.weights))
 
 # The five variants PaddleClas and the seed publish weights for.
 SEED_VARIANTS = tuple(name for name, v in VARIANTS.items() if "seed" in v.weights)
@@ -231,7 +340,8 @@ def get_variant(name: str) -> Variant:
         import difflib
         close = difflib.get_close_matches(str(name), VARIANTS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
+        build = ("ReXNet(width_mult=..., ch_div=8) (ReXNet-R)"
+                 if str(name).lower().startswith("rexnetr") else "ReXNet(width_mult=...)")
         raise ValueError(
             f"Unknown ReXNet variant {name!r}.{hint} Valid names: "
-            f"{', '.join(VARIANTS)}. For another width, build "
-            f"ReXNet(width_mult=...) directly.") from None
+            f"{', '.join(VARIANTS)}. For another width, build {build} directly.") from None

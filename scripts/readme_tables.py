@@ -15,7 +15,8 @@ import yaml
 
 from rexnet_plugin.complexity import count_conv_macs, count_params
 from rexnet_plugin.factories import create_model
-from rexnet_plugin.zoo import DEFAULT_VARIANT, EVAL_TRANSFORM, PUBLISHERS, VARIANTS
+from rexnet_plugin.zoo import (DEFAULT_VARIANT, EVAL_TRANSFORM, PUBLISHERS, SOURCE_NAMES,
+                               VARIANTS)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,36 +32,42 @@ def variants_table() -> str:
     for name, v in VARIANTS.items():
         model = create_model(name)
         macs = count_conv_macs(model, 224)["total"]
-        rows.append(f"| `{name}` | {'lite' if v.lite else 'V1'} | {v.width_mult} | "
+        rows.append(f"| `{name}` | {v.kind_label} | {v.width_mult} | "
                     f"{count_params(model) / 1e6:.2f} | {macs / 1e9:.3f} | "
                     f"{_fmt(v.paper_top1, '{:.1f}')} | {_fmt(v.paper_top5, '{:.1f}')} |")
     return "\n".join(rows)
 
 
 def published_accuracy_table() -> str:
-    """Accuracy each publisher reports for its own weight files."""
-    rows = ["| Variant | Source | top-1 | top-5 |", "|---|---|---|---|"]
+    """Accuracy each publisher reports for its own weight files, with the test
+    size and crop_pct; the first row of a file is at the variant's eval transform."""
+    rows = ["| Variant | Source | Test size (crop_pct) | top-1 | top-5 |",
+            "|---|---|---|---|---|"]
     for name, v in VARIANTS.items():
         for source, w in v.weights.items():
-            if w.top1 is not None:
-                rows.append(f"| `{name}` | {source} | {_fmt(w.top1)} | {_fmt(w.top5)} |")
+            for acc in w.accuracy:
+                rows.append(f"| `{name}` | {source} | {acc.image_size} ({acc.crop_pct:.3f}) | "
+                            f"{_fmt(acc.top1)} | {_fmt(acc.top5)} |")
     return "\n".join(rows)
 
 
 def weight_sources_table() -> str:
     """Each publisher of weights: what it serves, how it downloads, its licence."""
-    rows = ["| `pretrained=` | Publisher | Variants | Layout, format | Download | "
+    rows = ["| `pretrained=` | Publisher | Variants | Classes | Layout, format | Download | "
             "Licence (as published) | Accuracy measured with |",
-            "|---|---|---|---|---|---|---|"]
-    for source, p in PUBLISHERS.items():
-        files = {n: v.weights[source] for n, v in VARIANTS.items() if source in v.weights}
-        if not files:
-            continue
+            "|---|---|---|---|---|---|---|---|"]
+    pairs = dict.fromkeys((s, w.publisher) for v in VARIANTS.values() for s, w in v.weights.items())
+    for source, publisher in sorted(pairs, key=lambda pair: SOURCE_NAMES.index(pair[0])):
+        p = PUBLISHERS[publisher]
+        files = {n: v.weights[source] for n, v in VARIANTS.items()
+                 if source in v.weights and v.weights[source].publisher == publisher}
         layouts = sorted({w.layout for w in files.values()})
         formats = sorted({w.filename.rsplit(".", 1)[-1] for w in files.values()})
         manual = any(w.manual for w in files.values())
+        classes = ", ".join(f"{c:,}" for c in sorted({w.class_num for w in files.values()}))
         rows.append(
             f"| `\"{source}\"` | [{p.title}]({p.home}) | {', '.join(f'`{n}`' for n in files)} | "
+            f"{classes} | "
             f"{', '.join(layouts)}; {', '.join('.' + f for f in formats)} | "
             f"{'by hand (Google Drive needs a browser)' if manual else 'automatic'} | "
             f"{p.license} ({p.license_where}) | {p.accuracy_measured_with} |")
@@ -69,7 +76,7 @@ def weight_sources_table() -> str:
 
 def weight_files_table() -> str:
     """Every published file, per variant and source, linked."""
-    sources = list(PUBLISHERS)
+    sources = list(SOURCE_NAMES)
     rows = ["| Variant | " + " | ".join(f"`{s}`" for s in sources) + " |",
             "|---|" + "---|" * len(sources)]
     for name, v in VARIANTS.items():
@@ -88,7 +95,7 @@ def feature_channels_table() -> str:
             "|---|" + "---|" * (len(strides) + 1)]
     for name in VARIANTS:
         model = create_model(name, class_num=0)
-        channels = {i["reduction"]: i["channels"] for i in model.feature_info}
+        channels = {i["reduction"]: i["num_chs"] for i in model.feature_info}
         rows.append(f"| `{name}` | " + " | ".join(str(channels[s]) for s in strides)
                     + f" | {model.num_features} |")
     return "\n".join(rows)

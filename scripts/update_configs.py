@@ -19,7 +19,9 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "ppcls_configs"
 TEMPLATE_VARIANT = "ReXNet_1_0"
-_MARKED = re.compile(r"^(?P<key>\s*-?\s*[\w.]+:\s*)(?P<value>\S+)(?P<mark>\s+# per variant: (?P<field>\w+))$")
+# "key: value  # per variant: field"; a value is one word or a [list].
+_MARKED = re.compile(r"^(?P<key>\s*-?\s*[\w.]+:\s*)(?P<value>\[[^\]]*\]|\S+)"
+                     r"(?P<mark>\s+# per variant: (?P<field>\w+))$")
 
 
 def variant_fields(name: str) -> dict[str, str]:
@@ -28,7 +30,9 @@ def variant_fields(name: str) -> dict[str, str]:
     v = VARIANTS[name]
     t = v.eval_transform
     return {"name": name, "resize_short": str(t.resize_short), "crop_size": str(t.crop_size),
-            "interpolation": t.interpolation}
+            "interpolation": t.interpolation,
+            # the export input (PaddleClas's export_model) at the eval crop
+            "image_shape": f"[3, {t.crop_size}, {t.crop_size}]"}
 
 
 def title_line(name: str) -> str:

@@ -24,7 +24,7 @@ def shipped(folder: Path) -> list[Path]:
 
 
 def detector_kind(config: Path) -> str:
-    """'picodet' or 'faster_rcnn', from the file name; a new kind needs test overrides."""
+    """'picodet', 'ppyoloe' or 'faster_rcnn', from the file name; a new kind needs test overrides."""
     for kind in TINY_READERS:
         if config.name.startswith(kind + "_"):
             return kind
@@ -129,6 +129,30 @@ TINY_READERS = {
             "batch_size": 2, "shuffle": False},
         "TestReader": {
             "inputs_def": {"image_shape": [1, 3, 256, 256]},
+            "sample_transforms": [{"Decode": {}},
+                                  {"Resize": {"interp": 2, "target_size": [256, 256],
+                                              "keep_ratio": False}},
+                                  _NORMALIZE, {"Permute": {}}],
+            "batch_size": 1},
+    },
+    "ppyoloe": {
+        "eval_size": [256, 256],  # PPYOLOEHead precomputes its eval anchors for it
+        "PPYOLOEHead": {"nms": {"score_threshold": 0.0}},  # see picodet
+        "TrainReader": {
+            "sample_transforms": [{"Decode": {}}, {"RandomFlip": {}}],
+            "batch_transforms": [
+                {"BatchRandomResize": {"target_size": [224, 256], "random_size": True,
+                                       "random_interp": True, "keep_ratio": False}},
+                _NORMALIZE, {"Permute": {}}, {"PadGT": {}}],
+            "batch_size": 2, "shuffle": True, "drop_last": True, "use_shared_memory": False},
+        "EvalReader": {
+            "sample_transforms": [{"Decode": {}},
+                                  {"Resize": {"interp": 2, "target_size": [256, 256],
+                                              "keep_ratio": False}},
+                                  _NORMALIZE, {"Permute": {}}],
+            "batch_size": 2},
+        "TestReader": {
+            "inputs_def": {"image_shape": [3, 256, 256]},
             "sample_transforms": [{"Decode": {}},
                                   {"Resize": {"interp": 2, "target_size": [256, 256],
                                               "keep_ratio": False}},

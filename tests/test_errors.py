@@ -17,7 +17,7 @@ def test_unknown_variant_lists_valid_names():
 
 @pytest.mark.parametrize("width", [0.3, 0.49, -1])
 def test_width_below_supported_range(width):
-    with pytest.raises(ValueError, match=r"width_mult=.*>= 0.5"):
+    with pytest.raises(ValueError, match=r"width_mult=.*0.5 <= width_mult"):
         ReXNet(width_mult=width)
 
 

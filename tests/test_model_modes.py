@@ -78,9 +78,10 @@ def test_forward_stages_match_feature_info(name):
     model.eval()
     stages = model.forward_stages(paddle.randn([1, 3, 128, 96]))
     assert [s.shape for s in stages] == [
-        [1, info["channels"], 128 // info["reduction"], 96 // info["reduction"]]
-        for info in model.feature_info]
-    assert [i["reduction"] for i in model.feature_info] == [4, 8, 16, 32]
+        [1, info["num_chs"], 128 // info["reduction"], 96 // info["reduction"]]
+        for info in model.stage_info]
+    assert [i["reduction"] for i in model.stage_info] == [4, 8, 16, 32]
+    assert model.stage_info == model.feature_info[1:]  # timm's list starts at stride 2
 
 
 def test_depth_multiplier_adds_blocks_and_keeps_strides():

@@ -45,6 +45,17 @@ def test_one_current_config_per_variant():
                     config["Infer"]["transforms"]):
             sizes = [op[k] for op in ops for k in op if k in ("Resize", "CenterCrop")]
             assert [s["size"] for s in sizes] == [t.resize_short, t.crop_size]
+        assert config["Global"]["image_shape"] == [3, t.crop_size, t.crop_size]  # export input
+
+
+def test_rexnetr_weights_are_evaluated_as_timm_tests_them():
+    """timm's test size and crop for its ReXNet-R weights; the seed's elsewhere."""
+    timm_test = {n for n, v in VARIANTS.items() if v.kind == "r" and v.weights}
+    assert timm_test == {"ReXNetR_2_0", "ReXNetR_3_0"}
+    for name, v in VARIANTS.items():
+        t = v.eval_transform
+        expected = (288, 288, "bicubic") if name in timm_test else (256, 224, "bicubic")
+        assert (t.resize_short, t.crop_size, t.interpolation) == expected, name
 
 
 def test_configs_differ_only_in_the_marked_lines():
@@ -161,8 +172,9 @@ def test_eval_and_infer_transforms_are_the_seeds(create_operators, sample_images
                 x = op(x)
             if section == "Eval":
                 x = x.transpose(2, 0, 1)  # what ImageNetDataset does after the ops
-            expected = seed_transform(path)
-            assert x.shape == expected.shape == (3, 224, 224), (section, path)
+            t = VARIANTS[name].eval_transform  # the seed's; timm's 288 for ReXNet-R weights
+            expected = seed_transform(path, t.resize_short, t.crop_size)
+            assert x.shape == expected.shape == (3, t.crop_size, t.crop_size), (section, path)
             assert x.dtype == np.float32
             diff = float(np.abs(x - expected).max())
             assert diff <= 1e-5, f"{name} {section} {path.name}: max abs diff {diff}"
@@ -217,3 +229,17 @@ def test_configs_console_script(tmp_path):
                             env=subprocess_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ReXNetLite_1_0.yaml").read_text() == render("ReXNetLite_1_0")
+
+
+@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.kind == "r"])
+def test_rexnetr_configs_build_in_the_checkouts_ppcls(ppcls, name):
+    """The checkout's ppcls (not the wheel's) gets ReXNet-R too, as its TheseusLayer."""
+    import paddle
+    config = ppcls.utils.config.get_config(str(CONFIG_DIR / f"{name}.yaml"),
+                                           overrides=["Arch.class_num=5"], show=False)
+    model = ppcls.arch.build_model(config)
+    theseus = importlib.import_module("ppcls.arch.backbone.base.theseus_layer").TheseusLayer
+    assert isinstance(model, theseus) and model.kind == "r"
+    assert model.ch_div == VARIANTS[name].ch_div
+    model.eval()
+    assert model(paddle.randn([1, 3, 64, 64])).shape == [1, 5]

@@ -53,7 +53,8 @@ def test_every_shipped_config_builds_a_theseus_layer(arch, theseus, get_config, 
     model = arch.build_model(config)
     assert isinstance(model, theseus)
     assert type(model).__module__ == integration.__name__
-    assert (model.width_mult, model.lite) == (VARIANTS[name].width_mult, VARIANTS[name].lite)
+    assert (model.width_mult, model.lite, model.ch_div) == (
+        VARIANTS[name].width_mult, VARIANTS[name].lite, VARIANTS[name].ch_div)
     model.eval()
     assert model(image()).shape == [1, 7]
 
@@ -126,15 +127,24 @@ def test_return_patterns(arch):
     assert out["features[13]"].shape == [1, 128, 4, 4]   # stride 16
 
 
-def test_return_stages_come_from_the_feature_info(arch):
-    model = build(arch, name="ReXNet_1_5", class_num=4, return_stages=True)
+@pytest.mark.parametrize("name", ["ReXNet_1_5", "ReXNetR_2_0"])
+def test_return_stages_come_from_the_feature_info(arch, name):
+    model = build(arch, name=name, class_num=4, return_stages=True)
+    # PaddleClas's stages are the pyramid ones (strides 4 ... 32) of timm's
+    # feature_info, which also lists stride 2.
     assert model.stages_pattern == [
-        f"features[{i['module'].split('.')[1]}]" for i in model.feature_info]
+        f"features[{i['module'].split('.')[1]}]" for i in model.feature_info[1:]]
     model.eval()
-    out = model(image([1, 3, 64, 64]))
+    x = image([1, 3, 64, 64])
+    out = model(x)
     stages = [out[p] for p in model.stages_pattern]
-    assert [s.shape[1] for s in stages] == [i["channels"] for i in model.feature_info]
+    assert [s.shape[1] for s in stages] == [i["num_chs"] for i in model.stage_info]
     assert [64 // s.shape[2] for s in stages] == [4, 8, 16, 32]
+    # The same tensors as the plain model's forward_stages / forward_intermediates.
+    with paddle.no_grad():
+        for hooked, direct in zip(stages, model.forward_intermediates(x, [1, 2, 3, 4],
+                                                                      intermediates_only=True)):
+            np.testing.assert_array_equal(hooked.numpy(), direct.numpy())
 
     model = build(arch, name="ReXNet_1_5", class_num=4, return_stages=[1, 3])
     model.eval()

@@ -49,12 +49,12 @@ def _stage_of(backbone, index: int) -> int:
 def test_out_shape_is_feature_info_for_every_variant(variant):
     _needs_ppdet()
     backbone = ReXNet(variant=variant, return_idx=[0, 1, 2, 3])
-    info = create_model(variant, class_num=0).feature_info
+    info = create_model(variant, class_num=0).stage_info
     assert [(s.channels, s.stride) for s in backbone.out_shape] == \
-        [(i["channels"], i["reduction"]) for i in info]
+        [(i["num_chs"], i["reduction"]) for i in info]
 
 
-@pytest.mark.parametrize("variant", ["ReXNet_1_0", "ReXNetLite_1_5"])
+@pytest.mark.parametrize("variant", ["ReXNet_1_0", "ReXNetLite_1_5", "ReXNetR_1_0"])
 @pytest.mark.parametrize("return_idx", [[0, 1, 2, 3], [1, 2, 3], [2]])
 def test_forward_returns_the_levels_out_shape_announces(variant, return_idx):
     _needs_ppdet()
@@ -207,17 +207,24 @@ def test_width_and_lite_instead_of_a_variant():
     from rexnet_plugin.model import ReXNet as Net
     custom = ReXNet(width_mult=1.2, lite=True, return_idx=[0, 1, 2, 3])
     assert custom.variant is None
-    info = Net(1.2, lite=True, class_num=0).feature_info
-    assert custom._out_channels == [i["channels"] for i in info]
+    info = Net(1.2, lite=True, class_num=0).stage_info
+    assert custom._out_channels == [i["num_chs"] for i in info]
     # A width that is in the table gets the variant's name (pretrained=True needs it).
     assert ReXNet(width_mult=1.5, return_idx=[3]).variant == "ReXNet_1_5"
+    assert ReXNet(width_mult=2.0, ch_div=8, return_idx=[3]).variant == "ReXNetR_2_0"
     assert ReXNet(return_idx=[3]).variant == "ReXNet_1_0"
+    rexnetr = ReXNet(width_mult=1.7, ch_div=8, return_idx=[0, 1, 2, 3])  # no table width
+    assert rexnetr.variant is None
+    assert rexnetr._out_channels == [i["num_chs"] for i in Net(1.7, ch_div=8).stage_info]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"variant": "ReXNet_1_1"}, "Unknown ReXNet variant"),
     ({"variant": "ReXNet_1_0", "width_mult": 1.5}, "Set either the variant or width_mult"),
     ({"variant": "ReXNet_1_0", "lite": True}, "Set either the variant or width_mult"),
+    ({"variant": "ReXNetR_1_0", "ch_div": 16}, "Set either the variant or width_mult"),
+    ({"variant": "ReXNetR_2_2"}, "ReXNetR_2_0"),
+    ({"width_mult": 1.0, "ch_div": 12}, "accepted values are 8, 16"),
     ({"return_idx": [3, 1]}, "ReXNet.return_idx"),
     ({"return_idx": [4]}, "ReXNet.return_idx"),
     ({"return_idx": []}, "ReXNet.return_idx"),
@@ -261,7 +268,7 @@ def test_register_with_ppdets_workspace(tmp_path):
     assert result["shared"] == ["norm_type"]
     assert result["variant"] == "ReXNetLite_1_0"
     info = create_model("ReXNetLite_1_0", class_num=0).feature_info
-    assert result["out_shape"] == [[i["channels"], i["reduction"]] for i in info[2:]]
+    assert result["out_shape"] == [[i["num_chs"], i["reduction"]] for i in info[3:]]
 
 
 _AUTOLOAD_SCRIPT = textwrap.dedent("""

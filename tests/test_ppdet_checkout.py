@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ppdet_support import (CHECKOUT_CONFIGS, STANDALONE_CONFIGS, checkout_config_tree,
+from ppdet_support import (CHECKOUT_CONFIGS, ROOT, STANDALONE_CONFIGS, checkout_config_tree,
                            detector_kind, paddledet_root, ppdet_env, run, run_flow,
                            shipped, tiny_overrides, write_overlay)
 from synthetic_coco import dataset_overrides, make_coco_dataset
@@ -115,6 +115,19 @@ def test_tools_train_export_and_inference(config, tmp_path, ppdet_env):
     assert num_exp == bbox_num
     assert_same_detections(np.array(bbox_exp), np.array(bbox), atol=1e-3)
 
+    if detector_kind(config) == "ppyoloe":
+        # The same, through PPYOLOEHead's exclude_nms: the decoded boxes and
+        # the scores of every anchor, before NMS.
+        raw_dir = tmp_path / "inference_raw"
+        raw_overlay = write_overlay(configs / "rexnet" / f"test_raw_{config.name}", overlay,
+                                    {"PPYOLOEHead": {"exclude_nms": True}})
+        run(tool(root, "export_model.py", "-c", raw_overlay, "-o", f"weights={final}",
+                 "--output_dir", raw_dir), tmp_path, env)
+        raw = run_flow("compare", raw_overlay, tmp_path, env, paddledet_root=str(root),
+                       weights=str(final), model_dir=str(raw_dir / raw_overlay.stem))
+        assert raw["ok"], raw.get("traceback")
+        _assert_same_raw_outputs(raw)
+
     if detector_kind(config) == "picodet":
         # The test's PicoDet scores every box within about 0.002 of 0.068, so
         # its NMS output is nearly arbitrary and can even be empty. Its
@@ -127,11 +140,17 @@ def test_tools_train_export_and_inference(config, tmp_path, ppdet_env):
                        weights=str(final), model_dir=str(raw_dir / overlay.stem),
                        export_nms=False)
         assert raw["ok"], raw.get("traceback")
-        exported = {np.shape(a): np.array(a) for a in raw["exported"]}
-        for name, want in zip(("boxes", "scores"), map(np.array, raw["dygraph"])):
-            assert want.shape in exported, f"no exported output shaped like the {name} {want.shape}"
-            np.testing.assert_allclose(exported[want.shape], want, rtol=1e-4, atol=1e-4,
-                                       err_msg=f"exported {name} differ from dygraph")
+        _assert_same_raw_outputs(raw)
+
+
+def _assert_same_raw_outputs(raw: dict) -> None:
+    """Every raw box and score of the export equals dygraph's."""
+    exported = {np.shape(a): np.array(a) for a in raw["exported"]}
+    for name, want in zip(("boxes", "scores"), map(np.array, raw["dygraph"])):
+        assert want.size, f"dygraph gave no {name}"
+        assert want.shape in exported, f"no exported output shaped like the {name} {want.shape}"
+        np.testing.assert_allclose(exported[want.shape], want, rtol=1e-4, atol=1e-4,
+                                   err_msg=f"exported {name} differ from dygraph")
 
 
 def assert_same_detections(actual: np.ndarray, expected: np.ndarray, atol: float) -> None:
@@ -180,3 +199,57 @@ def test_standalone_config_equals_checkout_config(config, tmp_path, ppdet_env):
     differing = {k: (standalone[k], based.get(k)) for k in sorted(own_keys)
                  if standalone[k] != based.get(k)}
     assert not differing, f"{config.name} and its twin differ: {differing}"
+
+
+IMAGENET_NORMALIZE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.mark.parametrize("config", [c for c in shipped(CHECKOUT_CONFIGS)
+                                    if detector_kind(c) == "ppyoloe"], ids=lambda p: p.stem)
+def test_ppyoloe_configs_resolve_to_the_s_detector_with_imagenet_inputs(config, tmp_path,
+                                                                         ppdet_env):
+    """PP-YOLOE+-s with the backbone swapped; the readers normalise as ReXNet's
+    ImageNet weights expect; no CSPResNet detector weights are loaded."""
+    root = paddledet_root()
+    configs = checkout_config_tree(tmp_path, root)
+    ours = run_flow("resolve", configs / "rexnet" / config.name, tmp_path, ppdet_env,
+                    paddledet_root=str(root))
+    base = run_flow("resolve", configs / "ppyoloe" / "ppyoloe_plus_crn_s_80e_coco.yml",
+                    tmp_path, ppdet_env, paddledet_root=str(root))
+    assert ours["ok"] and base["ok"], ours.get("traceback") or base.get("traceback")
+    ours, base = ({k: yaml.safe_load(v) for k, v in r.items() if isinstance(v, str)}
+                  for r in (ours, base))
+    assert ours["YOLOv3"]["backbone"] == "ReXNet"
+    assert {k: v for k, v in ours["YOLOv3"].items() if k != "backbone"} == \
+        {k: v for k, v in base["YOLOv3"].items() if k != "backbone"}
+    for key in ("width_mult", "depth_mult", "CustomCSPPAN", "PPYOLOEHead", "epoch",
+                "LearningRate", "OptimizerBuilder", "use_ema", "norm_type"):
+        assert ours[key] == base[key], key
+    assert "in_channels" not in ours["CustomCSPPAN"]  # from the backbone's out_shape
+    shipped_cfg = yaml.safe_load(config.read_text())
+    assert ours["pretrain_weights"] == shipped_cfg["pretrain_weights"] != base["pretrain_weights"]
+    for reader, part in (("TrainReader", "batch_transforms"), ("EvalReader", "sample_transforms"),
+                         ("TestReader", "sample_transforms")):
+        norms = [op["NormalizeImage"] for op in ours[reader][part] if "NormalizeImage" in op]
+        assert len(norms) == 1 and {k: norms[0][k] for k in ("mean", "std")} == IMAGENET_NORMALIZE
+        assert norms[0].get("is_scale", True) and norms[0].get("norm_type", "mean_std") == "mean_std"
+        # otherwise PP-YOLOE+'s own reader, operator by operator
+        names = [next(iter(op)) for op in ours[reader][part]]
+        assert names == [next(iter(op)) for op in base[reader][part]], reader
+
+
+def test_docs_ppyoloe_figures_are_what_the_script_counts(tmp_path):
+    """docs/paddledetection.md's PP-YOLOE+ rows against scripts/ppdet_params.py."""
+    root = paddledet_root()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from ppdet_params import count_params
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    configs = checkout_config_tree(tmp_path, root)
+    doc = (ROOT / "docs" / "paddledetection.md").read_text()
+    names = [f"rexnet/{c.name}" for c in shipped(CHECKOUT_CONFIGS) if detector_kind(c) == "ppyoloe"]
+    for name in names + ["ppyoloe/ppyoloe_plus_crn_s_80e_coco.yml"]:
+        backbone, total, flops = count_params(root, configs / name)
+        row = f"| `{name}` | {backbone / 1e6:.2f} | {total / 1e6:.2f} | {flops / 1e9:.2f} |"
+        assert row in doc, f"docs/paddledetection.md lacks {row}: run scripts/ppdet_params.py"

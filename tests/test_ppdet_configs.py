@@ -15,7 +15,10 @@ ALL = shipped(CHECKOUT_CONFIGS) + shipped(STANDALONE_CONFIGS)
 def test_there_are_configs_of_both_kinds():
     assert shipped(CHECKOUT_CONFIGS) and shipped(STANDALONE_CONFIGS)
     kinds = {detector_kind(c) for c in shipped(CHECKOUT_CONFIGS)}
-    assert kinds == {"picodet", "faster_rcnn"}
+    assert kinds == {"picodet", "faster_rcnn", "ppyoloe"}
+    rexnetr = [c for c in shipped(CHECKOUT_CONFIGS)
+               if VARIANTS[yaml.safe_load(c.read_text())["ReXNet"]["variant"]].kind == "r"]
+    assert [detector_kind(c) for c in rexnetr] == ["ppyoloe"]
 
 
 @pytest.mark.parametrize("config", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -24,9 +27,14 @@ def test_backbone_section_names_a_variant_and_its_published_weights(config):
     variant = VARIANTS[cfg["ReXNet"]["variant"]]
     assert variant.name.lower() in config.stem, "the file name says another variant"
     urls = {w.url for w in variant.weights.values()}
+    own = cfg["ReXNet"].get("pretrained")
     if cfg.get("pretrain_weights"):
         # One source of truth: the URL is the variant table's.
-        assert cfg["pretrain_weights"] in urls
+        assert cfg["pretrain_weights"] in urls and own is None
+    elif own is not None:
+        # The backbone's own loader: a source name of the variant table
+        # (timm's .safetensors, which ppdet's pretrain_weights cannot read).
+        assert own in variant.weights and "pretrain_weights" in cfg  # null: not the base's
     else:
         assert not urls, f"{config.name} loads no weights although {variant.name} has some"
 

@@ -88,7 +88,9 @@ def test_forward_stages_are_the_reference_features():
     model.eval()
     with paddle.no_grad():
         stages = model.forward_stages(paddle.to_tensor(cases["b"]["input"]))
+    # timm's feature_info: strides 2 ... 32; forward_stages returns 4 ... 32.
     assert [info["module"] for info in model.feature_info] == [
-        "features.5", "features.7", "features.13", "features.18"]
-    for stage, idx in zip(stages, (5, 7, 13, 18)):
+        "features.3", "features.5", "features.7", "features.13", "features.18"]
+    assert [info["reduction"] for info in model.feature_info] == [2, 4, 8, 16, 32]
+    for stage, idx in zip(stages, (5, 7, 13, 18), strict=True):
         assert np.abs(stage.numpy() - cases["b"]["features"][idx]).max() < 1e-3

@@ -83,7 +83,7 @@ class PaddleClasReXNet:
     @property
     def stages_pattern(self) -> list[str]:
         """TheseusLayer patterns of the stride 4, 8, 16 and 32 outputs."""
-        return [re.sub(r"\.(\d+)", r"[\1]", info["module"]) for info in self.feature_info]
+        return [re.sub(r"\.(\d+)", r"[\1]", info["module"]) for info in self.stage_info]
 
     def forward_head(self, x, pre_logits: bool = False):
         # Same numbers as ReXNet.forward_head, built from layers only (see flatten).

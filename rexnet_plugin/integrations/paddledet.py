@@ -24,6 +24,7 @@ import paddle.nn.functional as F
 from paddle.regularizer import L2Decay
 
 from ..model import ReXNet as _ReXNetNet
+from ..plan import STEM_INDEX_END
 from ..zoo import VARIANTS, get_variant
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,14 @@ class ReXNet(nn.Layer):
     """ReXNet backbone for PaddleDetection (Han et al., CVPR 2021).
 
     Args:
-        variant (str): a variant of the plugin's table, e.g. ReXNet_1_0 or
-            ReXNetLite_1_5. Leave unset to give width_mult and lite instead.
+        variant (str): a variant of the plugin's table, e.g. ReXNet_1_0,
+            ReXNetLite_1_5 or ReXNetR_2_0. Leave unset to give width_mult,
+            lite and ch_div instead.
         width_mult (float): channel width multiplier, for widths outside the
-            table (>= 0.5). Default 1.0.
+            table (0.5 to 6.0). Default 1.0.
         lite (bool): ReXNet-lite (no SE, ReLU6) instead of ReXNet V1.
+        ch_div (int): ReXNet-R (timm's rexnetr_*): channels rounded to a
+            multiple of 8 or 16.
         return_idx (list): stages whose feature maps are returned:
             0, 1, 2, 3 for strides 4, 8, 16, 32.
         freeze_at (int): freeze the stem and the stages up to this index
@@ -65,6 +69,7 @@ class ReXNet(nn.Layer):
                  variant=None,
                  width_mult=None,
                  lite=None,
+                 ch_div=None,
                  return_idx=[1, 2, 3],
                  freeze_at=-1,
                  freeze_norm=False,
@@ -73,7 +78,7 @@ class ReXNet(nn.Layer):
                  drop_path_rate=0.,
                  pretrained=None):
         super().__init__()
-        self.variant, width_mult, lite = _resolve_arch(variant, width_mult, lite)
+        self.variant, arch = _resolve_arch(variant, width_mult, lite, ch_div)
         self.return_idx = _check_return_idx(return_idx)
         self.freeze_at = _check_freeze_at(freeze_at)
         if norm_type not in NORM_TYPES:
@@ -86,13 +91,16 @@ class ReXNet(nn.Layer):
                              f"optimizer's decay.")
         self.norm_type = norm_type
 
-        body = _ReXNetNet(width_mult, lite=lite, class_num=0,
-                          drop_path_rate=drop_path_rate)
+        body = _ReXNetNet(**arch, class_num=0, drop_path_rate=drop_path_rate)
         if pretrained:
             from ..weights import load_pretrained
             load_pretrained(body, pretrained, variant=self.variant, skip_head=True)
         stage_end = body.plan.stage_indices  # stride -> index in body.features
-        self._out_channels = [body.features[stage_end[s]].out_channels for s in STRIDES]
+        self._out_channels = [body.plan.blocks[stage_end[s] - STEM_INDEX_END].out_channels
+                              for s in STRIDES]
+        # Positions in the body's feature_info (timm's; it starts at stride 2).
+        reductions = [info["reduction"] for info in body.feature_info]
+        self._positions = [reductions.index(STRIDES[i]) for i in self.return_idx]
         # Keep the layers up to the deepest returned stage: the 1x1 head conv
         # (and any deeper stage) would be parameters without gradients.
         body.features = body.features[:stage_end[STRIDES[max(self.return_idx)]] + 1]
@@ -119,8 +127,8 @@ class ReXNet(nn.Layer):
                 for i in self.return_idx]
 
     def forward(self, inputs):
-        stages = self.body.forward_stages(inputs["image"])
-        return [stages[i] for i in self.return_idx]
+        return self.body.forward_intermediates(inputs["image"], self._positions,
+                                               stop_early=True, intermediates_only=True)
 
 
 class FrozenBatchNorm2D(nn.Layer):
@@ -156,29 +164,30 @@ def _freeze_norms(layer: nn.Layer, children=None) -> None:
             _freeze_norms(child)
 
 
-def _resolve_arch(variant, width_mult, lite):
-    """-> (variant name or None, width_mult, lite), with one clear error on conflict."""
+def _resolve_arch(variant, width_mult, lite, ch_div):
+    """-> (variant name or None, ReXNet's arch kwargs), with one clear error on conflict."""
     if variant is not None:
         v = get_variant(variant)
-        if ((width_mult is not None and float(width_mult) != v.width_mult)
-                or (lite is not None and bool(lite) != v.lite)):
+        if ((width_mult is not None and width_mult != v.width_mult)
+                or (lite is not None and lite != v.lite)
+                or (ch_div is not None and ch_div != v.ch_div)):
             raise ValueError(
-                f"ReXNet: variant {variant} has width_mult {v.width_mult} and "
-                f"lite {v.lite}, but the config also sets width_mult={width_mult!r}, "
-                f"lite={lite!r}. Set either the variant or width_mult/lite.")
-        return variant, v.width_mult, v.lite
-    if width_mult is None and lite is None:
-        v = VARIANTS[DEFAULT_VARIANT]
-        return DEFAULT_VARIANT, v.width_mult, v.lite
+                f"ReXNet: variant {variant} has width_mult {v.width_mult}, lite "
+                f"{v.lite} and ch_div {v.ch_div}, but the config also sets "
+                f"width_mult={width_mult!r}, lite={lite!r}, ch_div={ch_div!r}. Set "
+                f"either the variant or width_mult/lite/ch_div.")
+        return variant, v.arch
+    if width_mult is None and lite is None and ch_div is None:
+        return DEFAULT_VARIANT, VARIANTS[DEFAULT_VARIANT].arch
     width_mult = 1.0 if width_mult is None else width_mult
     lite = bool(lite)
     if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool):
         raise ValueError(f"ReXNet.width_mult={width_mult!r}: expected a number, "
                          f"e.g. 1.0 or 1.5.")
+    arch = {"width_mult": float(width_mult), "lite": lite, "ch_div": ch_div}
     # A width from the table still gets its name, so pretrained=True works.
-    name = next((n for n, v in VARIANTS.items()
-                 if v.width_mult == float(width_mult) and v.lite == lite), None)
-    return name, float(width_mult), lite
+    name = next((n for n, v in VARIANTS.items() if v.arch == arch), None)
+    return name, arch
 
 
 def _check_return_idx(return_idx):

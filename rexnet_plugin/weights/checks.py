@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..plan import STEM_INDEX_END, channel_plan
-from ..zoo import VARIANTS
+from ..zoo import KINDS, VARIANTS
 from .errors import WeightsError, WrongVariantError
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ def plan_signature(plan) -> Signature:
 
 @functools.lru_cache(maxsize=None)
 def _variant_signatures() -> dict[str, Signature]:
-    return {name: plan_signature(channel_plan(v.width_mult, lite=v.lite))
-            for name, v in VARIANTS.items()}
+    return {name: plan_signature(channel_plan(**v.arch)) for name, v in VARIANTS.items()}
 
 
 def variant_of_plan(plan) -> str | None:
@@ -66,18 +65,27 @@ class CheckpointInfo:
     def lite(self) -> bool | None:
         return VARIANTS[self.variant].lite if self.variant else None
 
+    @property
+    def kind(self) -> str | None:
+        """"v1", "lite" or "r" (ReXNet-R), when the variant is known."""
+        return VARIANTS[self.variant].kind if self.variant else None
+
     def describe(self) -> str:
         classes = f"{self.class_num} classes" if self.class_num else "no classifier"
         if self.variant:
-            v = VARIANTS[self.variant]
-            return (f"{self.variant} (ReXNet{'-lite' if v.lite else ' V1'}, width "
-                    f"{v.width_mult}, {classes})")
+            return f"{self.variant} ({_family(VARIANTS[self.variant])}, {classes})"
         return (f"a ReXNet that is none of the named variants ({self.signature.describe()}, "
                 f"{classes})")
 
 
+def _family(v) -> str:
+    """"ReXNet-R, timm's rexnetr_200, width 2.0": the kind, and timm's name for it."""
+    timm = f", timm's {v.timm_name}" if v.timm_name else ""
+    return f"{v.kind_title}{timm}, width {v.width_mult}"
+
+
 def inspect_state(state: dict) -> CheckpointInfo:
-    """Infer width, kind (V1/lite) and class count of a canonical state dict."""
+    """Infer width, kind (V1, lite, R) and class count of a canonical state dict."""
     shape = {k: np.shape(v) for k, v in state.items()}
     blocks = []
     b = STEM_INDEX_END
@@ -100,9 +108,10 @@ def inspect_state(state: dict) -> CheckpointInfo:
 
 def describe_model(model) -> str:
     name = variant_of_plan(model.plan)
-    kind = "ReXNet-lite" if model.lite else "ReXNet V1"
     classes = f"{model.class_num} classes" if model.class_num else "no classifier"
-    return f"{name + ' (' if name else ''}{kind}, width {model.width_mult}, {classes}{')' if name else ''}"
+    if name:
+        return f"{name} ({_family(VARIANTS[name])}, {classes})"
+    return f"{KINDS[model.plan.kind]}, width {model.width_mult}, {classes}"
 
 
 def _key_report(missing, unexpected, conflicts, shapes, own, limit=10) -> list[str]:

@@ -43,7 +43,10 @@ def detect_layout(state: dict) -> str | None:
 
 
 def timm_to_official(state: dict) -> dict:
-    """Rename a timm ``rexnet_*`` state dict to the official PyTorch names.
+    """Rename a timm ``rexnet_*`` or ``rexnetr_*`` state dict to the official PyTorch names.
+
+    ReXNet-R has V1's modules with other channel counts, so one rule serves
+    both (tests/test_rexnetr.py maps timm's keys of all five rexnetr_*).
 
     timm's modules are named; the official ones are positions in
     Sequentials, and those positions depend on which parts a block has (an
@@ -96,7 +99,7 @@ def timm_to_official(state: dict) -> dict:
             new = "output.1.bias"
         else:
             raise NotReXNetError(f"unexpected timm key {key!r}: not the layout of timm's "
-                                 f"rexnet_* models")
+                                 f"rexnet_* / rexnetr_* models")
         out[new] = value
     return out
 

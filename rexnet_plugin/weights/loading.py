@@ -2,7 +2,7 @@
 
 ``load_pretrained(model, pretrained)`` accepts False, True (the variant's
 default source), a source name from the variant table ("seed",
-"paddleclas", "timm", "official"), a local file or a URL. Whatever the
+"paddleclas", "timm", "official", "timm_in12k"), a local file or a URL. Whatever the
 source, the state dict goes through the same steps:
 
 1. read the file (``formats``: .pdparams, .safetensors, .pth);
@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 
 from ..model import ReXNet
-from ..zoo import IMAGENET_CLASSES, PUBLISHERS, VARIANTS, WeightSource, get_variant
+from ..zoo import (IMAGENET_CLASSES, PUBLISHERS, SOURCE_NAMES, VARIANTS, WeightSource,
+                   get_variant)
 from . import cache, download
 from .checks import (CheckpointInfo, check_state_dict, describe_model, inspect_state,
                      ready_to_set, variant_of_plan)
@@ -61,9 +62,6 @@ def model_from_checkpoint(path: str | os.PathLike, **kwargs):
 
 
 # -- resolving ``pretrained=`` ----------------------------------------------------
-
-SOURCE_NAMES = tuple(PUBLISHERS)
-
 
 def _is_url(value) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
@@ -116,18 +114,37 @@ def forget(name_or_url: str) -> list[str]:
     return cache.forget(name)
 
 
-def should_skip_head(class_num: int, pretrained, skip_head: bool = False) -> bool:
+def should_skip_head(class_num: int, pretrained, skip_head: bool = False,
+                     variant: str | None = None) -> bool:
     """The one rule: is the checkpoint's classifier left out when loading?
 
     Yes when asked (``skip_head``), for a headless model (``class_num`` 0),
     and for published weights (True or a source name) meeting another class
-    count: fine-tuning, as with every PaddleClas model. Any other classifier
-    mismatch is an error that says how to fix it.
+    count than the file's (1000 for ImageNet-1k, 11,821 for timm's
+    ImageNet-12k): fine-tuning, as with every PaddleClas model. Any other
+    classifier mismatch is an error that says how to fix it.
     """
     if skip_head or not class_num:
         return True
-    published = pretrained is True or (isinstance(pretrained, str) and pretrained in SOURCE_NAMES)
-    return published and class_num != IMAGENET_CLASSES
+    published = published_class_num(pretrained, variant)
+    return published is not None and class_num != published
+
+
+def published_class_num(pretrained, variant: str | None = None) -> int | None:
+    """The class count of the published file ``pretrained`` picks (True or a
+    source name), or None for a path or URL."""
+    if variant is not None:
+        weights = get_variant(variant).weights
+        name = next(iter(weights), None) if pretrained is True else pretrained
+        if isinstance(name, str) and name in weights:
+            return weights[name].class_num
+    if pretrained is True:
+        return IMAGENET_CLASSES  # every variant's default source is an ImageNet-1k file
+    if isinstance(pretrained, str) and pretrained in SOURCE_NAMES:
+        # Without a variant: a source name has one class count in the whole table.
+        return next(v.weights[pretrained].class_num for v in VARIANTS.values()
+                    if pretrained in v.weights)
+    return None
 
 
 def load_pretrained(model, pretrained, variant: str | None = None,
@@ -135,7 +152,8 @@ def load_pretrained(model, pretrained, variant: str | None = None,
     """Load ``pretrained`` into ``model`` after a full check; return the model.
 
     ``pretrained``: False/None (nothing); True (the variant's default
-    source); a source name ("seed", "paddleclas", "timm", "official"); a
+    source); a source name ("seed", "paddleclas", "timm", "official",
+    "timm_in12k"); a
     local file (.pdparams, .safetensors, .pth; a path without suffix also
     tries ``.pdparams``, as PaddleClas does); or an http(s) URL.
     ``variant``: the model's name in the variant table (found from the model
@@ -212,7 +230,7 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
 
 def _manual_message(variant: str, source_name: str, source: WeightSource, dest: Path) -> str:
     from .formats import TORCH_INSTALL_HINT
-    return (f"The {source_name} weights of {variant} ({PUBLISHERS[source_name].title}) are on "
+    return (f"The {source_name} weights of {variant} ({PUBLISHERS[source.publisher].title}) are on "
             f"a host that needs a browser, so they cannot be downloaded for you. Open "
             f"{source.url}, save the file, and either pass its path "
             f"(pretrained='/path/to/{source.filename}') or save it as {dest} so that "
@@ -231,7 +249,7 @@ def fetch_pretrained(variant: str, source: str | None = None, *, progress: bool 
     source = source or v.default_source
     if source is None:
         raise WeightsError(f"{variant} has no published weights")
-    model = ReXNet(**v.arch)
+    model = ReXNet(**v.arch, class_num=source_for(v.name, source).class_num)
     _obtain(model, source, v.name, False, progress)
     return cache.cache_path(source_for(v.name, source).filename)
 
