@@ -82,7 +82,7 @@ def test_registration_through_real_autoload():
     assert "True True" in lines
     assert "SourceFileLoader SourceFileLoader" in lines  # the real loader is put back
     assert lines[-1] == "True"
-    announced = [line for line in lines if "replace" in line and "rexnet-plugin" in line]
+    announced = [line for line in lines if "instead of" in line and "rexnet-plugin" in line]
     assert len(announced) == 1, result.stdout  # the replacement is logged once
     assert "ReXNet_1_0, ReXNet_1_3, ReXNet_1_5, ReXNet_2_0, ReXNet_3_0" in announced[0]
 
