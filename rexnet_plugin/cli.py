@@ -126,9 +126,16 @@ def _export(args) -> int:
     try:
         result = export_model(args.model, args.weights, args.output, onnx=args.onnx,
                               image_size=args.image_size, class_num=args.class_num,
-                              opset=args.opset, untrained=args.untrained)
+                              opset=args.opset, untrained=args.untrained,
+                              softmax=not args.logits, label_list=args.label_list)
     except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
+        # files.FolderNotWritableError is a ValueError
         print(f"rexnet-plugin export: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills up while writing, for instance
+        print(f"rexnet-plugin export: error: {err.strerror or err}"
+              f"{f' ({err.filename})' if err.filename else ''}; the output folder was left "
+              f"as it was", file=sys.stderr)
         return 2
     print(result.describe())
     return 0
@@ -254,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="export to Paddle Inference (and ONNX with --onnx)",
         description="Build a variant (or the model of a PaddleClas config), load its weights "
-                    "and export it for Paddle Inference; --onnx adds an ONNX file converted "
-                    "by paddle2onnx and checked against Paddle Inference with ONNX Runtime.")
+                    "and export it for Paddle Inference, with its preprocessing in "
+                    "inference.yml (PaddleClas deploy / PaddleX / FastDeploy format); --onnx "
+                    "adds an ONNX file converted by paddle2onnx and checked against Paddle "
+                    "Inference with ONNX Runtime. A re-export replaces the folder's whole "
+                    "export (files it does not write again are deleted).")
     p.add_argument("model", metavar="MODEL",
                    help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
                         "Arch.name, Arch.class_num, Global.image_shape, "
@@ -272,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size: 224, HxW or dynamic (default: the config's "
                         "Global.image_shape, else 224)")
     p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
+    p.add_argument("--label-list", metavar="FILE",
+                   help="class names for inference.yml: PaddleClas's class_id_map_file format "
+                        "('<id> <name>' lines) or one name per line (default: the config's "
+                        "Infer.PostProcess.class_id_map_file; ImageNet's for 1000 classes)")
+    p.add_argument("--logits", action="store_true",
+                   help="output raw logits; by default the model ends in softmax and outputs "
+                        "probabilities, as PaddleClas's export_model.py does")
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
