@@ -38,7 +38,7 @@ def _configs(args) -> int:
     from .integrations import configs
     if args.toolkit == "ppdet":
         if args.names:
-            print("rexnet-plugin configs: --names is for --toolkit ppcls; the "
+            print("rexnet-plugin configs: --names is for --toolkit ppcls and tipc; the "
                   "PaddleDetection configs are written together", file=sys.stderr)
             return 2
         kind = configs.PPDET_STANDALONE if args.standalone else configs.PPDET_CHECKOUT
@@ -56,6 +56,12 @@ def _configs(args) -> int:
         print(f"rexnet-plugin configs: unknown variant(s) {', '.join(unknown)}; "
               f"valid names: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    if args.toolkit == "tipc":
+        warning = configs.tipc_destination_warning(args.dest, args.names)
+        if warning:
+            print(f"rexnet-plugin configs: warning: {warning}")
+        report = configs.copy_tipc_configs(args.dest, force=args.force, names=args.names)
+        return configs.print_report(report, "copy a file under another name")
     report = configs.copy_ppcls_configs(args.dest, force=args.force, names=args.names)
     return configs.print_report(report, "pass -o overrides to PaddleClas's tools")
 
@@ -210,20 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_variants)
 
     p = sub.add_parser(
-        "configs", help="write the PaddleClas or PaddleDetection configs into a folder",
+        "configs", help="write the PaddleClas, TIPC or PaddleDetection configs into a folder",
         description="Copy the configs shipped with the package into DIR: PaddleClas's "
-                    "(ppcls_configs/*.yaml) or, with --toolkit ppdet, PaddleDetection's "
+                    "(ppcls_configs/*.yaml); with --toolkit tipc, PaddleClas's TIPC chain's "
+                    "(tipc_configs/*.txt); with --toolkit ppdet, PaddleDetection's "
                     "(ppdet_configs/). A file you edited is kept unless --force.")
-    p.add_argument("--toolkit", choices=["ppcls", "ppdet"], default="ppcls",
-                   help="ppcls (default): PaddleClas configs; ppdet: PaddleDetection "
+    p.add_argument("--toolkit", choices=["ppcls", "tipc", "ppdet"], default="ppcls",
+                   help="ppcls (default): PaddleClas configs; tipc: TIPC configs for "
+                        "<PaddleClas>/test_tipc/configs/rexnet_plugin; ppdet: PaddleDetection "
                         "configs for <PaddleDetection>/configs/rexnet")
     p.add_argument("--dest", required=True, metavar="DIR",
                    help="target folder, e.g. ppcls_configs inside your PaddleClas checkout, "
-                        "or configs/rexnet inside your PaddleDetection checkout")
+                        "test_tipc/configs/rexnet_plugin there, or configs/rexnet inside your "
+                        "PaddleDetection checkout")
     p.add_argument("--force", action="store_true",
                    help="overwrite files that differ from the shipped configs")
     p.add_argument("--names", nargs="+", metavar="NAME",
-                   help="only these variants (default: all; ppcls only)")
+                   help="only these variants (default: all; ppcls and tipc only)")
     p.add_argument("--standalone", action="store_true",
                    help="ppdet only: the one-file configs for the pip wheel paddledet, "
                         "instead of the checkout configs that _BASE_ on PaddleDetection's")
