@@ -108,6 +108,34 @@ def test_export_from_a_paddleclas_config(tmp_path):
     assert (infer.model_name, infer.softmax) == ("ReXNet_1_3", True)
 
 
+def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_path):
+    """Deploy operators that fit the input: inference.yml takes them, as
+    PaddleClas's dump_infer_config would; ones that do not fit are not taken."""
+    infer = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
+             {"ResizeImage": {"size": 32}},
+             {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.5, 0.5, 0.5],
+                                 "std": [0.5, 0.5, 0.5], "order": ""}},
+             {"ToCHWImage": None}]
+    config = tmp_path / "digits.yaml"
+    config.write_text(yaml.safe_dump({
+        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNet_1_0", "class_num": 10},
+        "Infer": {"transforms": infer}}))
+    result = export_model(str(config), None, tmp_path / "a", untrained=True)
+    assert read_infer_config(result.model_dir).transform_ops == [
+        {"ResizeImage": {"size": 32}},
+        {"NormalizeImage": {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                            "order": "", "channel_num": 3}},
+        {"ToCHWImage": None}]
+    assert "the config's Infer.transforms: ResizeImage(size=32), NormalizeImage" in result.describe()
+
+    # the same config exported at 48 px: its transforms no longer fit
+    result = export_model(str(config), None, tmp_path / "b", untrained=True, image_size=48)
+    ops = read_infer_config(result.model_dir).transform_ops
+    assert ops[1] == {"CropImage": {"size": 48}}  # the variant's transform, fitted
+    assert "not the config's Infer.transforms: they give 32x32, the model takes 48x48" in (
+        result.describe())
+
+
 def test_non_square_and_dynamic_sizes_get_a_preprocessing_that_fits(tmp_path):
     result = export_model("ReXNetLite_1_0", None, tmp_path / "hw", image_size=(128, 96),
                           untrained=True, class_num=4)

@@ -14,7 +14,7 @@ from PIL import Image
 from ppcls_support import CONFIG_DIR, sample_photos
 from rexnet_plugin.deploy.artifacts import INFER_CONFIG_FILENAME
 from rexnet_plugin.deploy.infer_config import (InferConfigError, read_infer_config,
-                                               read_label_list, transform_ops,
+                                               read_label_list, eval_transform_ops,
                                                write_infer_config)
 from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS, EvalTransform
 
@@ -223,7 +223,7 @@ def test_a_folder_without_the_file_says_how_to_make_one(tmp_path):
         read_infer_config(tmp_path / "nowhere")
 
 
-GOOD_OPS = transform_ops(EVAL_TRANSFORM)
+GOOD_OPS = eval_transform_ops(EVAL_TRANSFORM)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -287,3 +287,16 @@ def test_label_lists_in_both_formats(tmp_path):
         read_label_list(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_label_list(tmp_path / "nope.txt")
+
+
+def test_reading_and_preprocessing_import_no_paddle(tmp_path, photos):
+    """PaddleX's start-up refuses a loaded paddle; preprocessing needs none."""
+    import subprocess
+    import sys
+    write_infer_config(tmp_path, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM)
+    code = ("import sys; from rexnet_plugin.deploy.infer_config import read_infer_config; "
+            f"x = read_infer_config({str(tmp_path)!r}).preprocess({str(photos[0])!r}); "
+            "print(x.shape, 'paddle' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "REXNET_PLUGIN_AUTOLOAD": "0"})
+    assert run.stdout.strip() == "(3, 224, 224) False", run.stderr[-2000:]

@@ -263,6 +263,7 @@ class ExportSource:
     output: str | None = None  # the config's Global.save_inference_dir
     label_file: str | None = None  # the config's Infer.PostProcess.class_id_map_file
     config_dir: Path | None = None
+    infer_transforms: list | None = None  # the config's Infer.transforms
 
 
 def read_export_source(model: str) -> ExportSource:
@@ -294,10 +295,12 @@ def read_export_source(model: str) -> ExportSource:
     if len(shape) != 3 or shape[0] != 3:
         raise ValueError(f"{path}: Global.image_shape is {shape!r}; expected [3, H, W]")
     size = shape[1] if shape[1] == shape[2] else (shape[1], shape[2])
-    post = (config.get("Infer") or {}).get("PostProcess") or {}
+    infer = config.get("Infer") or {}
+    post = infer.get("PostProcess") or {}
     label_file = post.get("class_id_map_file") if isinstance(post, dict) else None
     return ExportSource(name, class_num, size, glob.get("pretrained_model"), str(path),
-                        glob.get("save_inference_dir"), label_file, path.parent)
+                        glob.get("save_inference_dir"), label_file, path.parent,
+                        infer.get("transforms"))
 
 
 def _find_label_file(name: str, config_dir: Path | None) -> Path | None:
@@ -336,6 +339,44 @@ def _labels(source: ExportSource, label_list: str | None,
         return None, (f"none ({found} has {len(names)} names for {class_num} classes; pass "
                       f"--label-list FILE)")
     return names, f"{len(names)} names from {found}"
+
+
+def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
+    """inference.yml's preprocessing (write_infer_config keywords) and its description.
+
+    A config's ``Infer.transforms``, as PaddleClas's own export_for_fd takes
+    them, when they are deploy operators that give the exported input size;
+    otherwise the variant's eval transform fitted to that size.
+    """
+    from .infer_config import InferConfigError, ops_from_paddleclas, output_shape
+    note = ""
+    if source.infer_transforms is not None:
+        where = f"{source.label}: Infer.transforms"
+        try:
+            ops = ops_from_paddleclas(source.infer_transforms, where)
+            shape = output_shape(ops)
+        except InferConfigError as err:
+            note = f" (not the config's Infer.transforms: {str(err).split(': ', 2)[-1]})"
+        else:
+            hw = (size, size) if isinstance(size, int) else size
+            if hw is None or shape[1:] == tuple(hw):
+                names = ", ".join(_op_summary(op) for op in ops)
+                return {"transform_ops": ops}, f"the config's Infer.transforms: {names}"
+            note = (f" (not the config's Infer.transforms: they give {shape[1]}x{shape[2]}, "
+                    f"the model takes {hw[0]}x{hw[1]})")
+    transform, crop = _transform_for(transform, size)
+    text = transform.describe()
+    if crop:
+        text = text.replace(f"center-crop {transform.crop_size}",
+                            f"center-crop {crop[0]}x{crop[1]} (W x H)")
+    return {"transform": transform, "crop": crop}, text + note
+
+
+def _op_summary(op: dict) -> str:
+    (name, params), = op.items()
+    if name in ("ResizeImage", "CropImage") and params:
+        return f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+    return name
 
 
 def _transform_for(transform, size):
@@ -402,8 +443,8 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     """``rexnet-plugin export``: build, load weights, export, check.
 
     ``model``: a variant name or a PaddleClas YAML (its Arch.name, Arch.class_num,
-    Global.image_shape, Global.pretrained_model, Global.save_inference_dir and
-    Infer.PostProcess.class_id_map_file are read). ``weights``: anything
+    Global.image_shape, Global.pretrained_model, Global.save_inference_dir,
+    Infer.transforms and Infer.PostProcess.class_id_map_file are read). ``weights``: anything
     ``weights.load_pretrained`` accepts (path, source name, URL). ``image_size``:
     -1 keeps the variant's/config's, None exports dynamic H and W.
     ``untrained`` exports random weights (benchmarks, smoke tests). ``softmax``
@@ -431,7 +472,7 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     out_dir = prepare_output(Path(output or source.output or "inference"))
     labels, labels_note = _labels(source, label_list, source.class_num)
     variant = get_variant(source.variant)
-    transform, crop = _transform_for(variant.eval_transform, size)
+    preprocessing, preprocessing_text = _preprocessing(source, variant.eval_transform, size)
 
     net = ReXNet(**variant.arch, class_num=source.class_num)
     if untrained:
@@ -445,8 +486,8 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     probe = np.random.default_rng(0).standard_normal((2, 3, *probe_hw)).astype("float32")
     with staged_export(out_dir) as tmp:
         _save_inference(exported, tmp, size)
-        write_infer_config(tmp, model_name=source.variant, transform=transform,
-                           label_list=labels, softmax=softmax, crop=crop)
+        write_infer_config(tmp, model_name=source.variant, label_list=labels, softmax=softmax,
+                           **preprocessing)
         # Load what was written: proves the files work and gives the tensor names.
         predictor = create_predictor(tmp)
         expected = run_predictor(predictor, probe)
@@ -462,13 +503,9 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
                                    f"{out_dir}. Please report this with your paddle2onnx and "
                                    f"onnxruntime versions")
     shape = [None if d in (None, -1) else d for d in input_spec(size).shape]
-    preprocessing = transform.describe()
-    if crop:
-        preprocessing = preprocessing.replace(f"center-crop {transform.crop_size}",
-                                              f"center-crop {crop[0]}x{crop[1]} (W x H)")
     return ExportResult(
         source.variant, source.class_num, weights_label, out_dir,
         predictor.get_input_names()[0], shape, predictor.get_output_names()[0],
-        softmax, preprocessing, labels_note,
+        softmax, preprocessing_text, labels_note,
         [out_dir / MODEL_FILENAME, out_dir / PARAMS_FILENAME],
         out_dir / INFER_CONFIG_FILENAME, out_dir / ONNX_FILENAME if onnx else None, onnx_diff)

@@ -50,7 +50,7 @@ class InferConfigError(ValueError):
 
 # -- writing ------------------------------------------------------------------------
 
-def transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = None) -> list[dict]:
+def eval_transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = None) -> list[dict]:
     """``transform`` as PaddleClas deploy operators (PIL backend); ``crop``
     (width, height) replaces its square crop.
 
@@ -69,13 +69,48 @@ def transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = None)
     ]
 
 
+def ops_from_paddleclas(transforms, where: str) -> list[dict]:
+    """A PaddleClas config's ``Infer.transforms`` as inference.yml operators,
+    made as PaddleClas's dump_infer_config makes them: DecodeImage dropped,
+    NormalizeImage's scale a number and its channel_num 3. Raises
+    InferConfigError (naming ``where``) when an operator is not one the
+    deploy tools run (paddle.vision's Resize and CenterCrop, for instance)."""
+    import copy
+    if not isinstance(transforms, list):
+        raise InferConfigError(f"{where} is {transforms!r}; expected a list of operators")
+    ops = []
+    for item in copy.deepcopy(transforms):
+        if isinstance(item, dict) and "DecodeImage" in item:
+            continue
+        if isinstance(item, dict) and "NormalizeImage" in item:
+            params = item["NormalizeImage"] = dict(item["NormalizeImage"] or {})
+            params["channel_num"] = 3
+            if "scale" in params:
+                params["scale"] = _number(params["scale"], "NormalizeImage", "scale", where)
+        ops.append(item)
+    _build_ops(ops, where)
+    return ops
+
+
+def output_shape(transform_ops, image_hw: tuple[int, int] = (427, 640)) -> tuple:
+    """The shape ``transform_ops`` give an image of ``image_hw`` (a landscape
+    photo by default): whether they fit a model's fixed input."""
+    x = np.zeros((*image_hw, 3), dtype=np.uint8)
+    for op in _build_ops(transform_ops, "transform_ops"):
+        x = op(x)
+    return tuple(x.shape)
+
+
 def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
-                       transform: EvalTransform, topk: int = 5,
+                       transform: EvalTransform | None = None, topk: int = 5,
                        label_list: list[str] | None = None,
                        softmax: bool | None = None,
-                       crop: tuple[int, int] | None = None) -> Path:
+                       crop: tuple[int, int] | None = None,
+                       transform_ops: list[dict] | None = None) -> Path:
     """Write ``<model_dir>/inference.yml`` (atomically); return its path.
 
+    The preprocessing is ``transform`` (as deploy operators), or
+    ``transform_ops`` as given (e.g. from ``ops_from_paddleclas``).
     ``softmax``: whether the exported model ends in softmax (its outputs are
     probabilities), recorded as ``Global.infer_add_softmax``, the name of
     PaddleClas's own switch; None records nothing. ``crop``: (width, height)
@@ -83,6 +118,12 @@ def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
     """
     import yaml
     from ..files import write_text
+    if (transform is None) == (transform_ops is None):
+        raise ValueError("pass either transform (an EvalTransform) or transform_ops")
+    if transform_ops is not None:
+        _build_ops(transform_ops, "transform_ops")
+    else:
+        transform_ops = eval_transform_ops(transform, crop)
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"model_name={model_name!r}: expected a model name such as ReXNet_1_0")
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
@@ -95,7 +136,7 @@ def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
     topk_config = {"topk": topk}
     if label_list:
         topk_config["label_list"] = list(label_list)
-    data = {"Global": glob, "PreProcess": {"transform_ops": transform_ops(transform, crop)},
+    data = {"Global": glob, "PreProcess": {"transform_ops": transform_ops},
             "PostProcess": {"Topk": topk_config}}
     path = Path(model_dir) / INFER_CONFIG_FILENAME
     header = ("# Preprocessing and post-processing of the model in this folder, in\n"

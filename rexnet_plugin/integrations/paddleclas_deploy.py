@@ -14,8 +14,7 @@ kept memory optimisation on; it then runs the PIR pass pipeline, in which
 the legacy ``memory_optimize_pass`` never runs, and still asks for that
 pass's reuse table (paddle/fluid/inference/api/analysis_predictor.cc). The
 same happens to PaddleClas's own models. The PIR executor frees
-intermediate tensors itself, so turning the option off loses nothing; the
-outputs are identical (docs/deployment.md).
+intermediate tensors itself, so turning the option off loses nothing.
 
 ``register(module)``, the entry point of group ``paddleclas.deploy.plugins``,
 runs once that module has been imported (``integrations/autoload.py``). It
@@ -71,8 +70,9 @@ def _announce(module) -> None:
     paddle = sys.modules.get("paddle")
     message = (f"rexnet-plugin: PaddleClas's predictor ({module.__name__}) loads a PIR model "
                f"(inference.json) on Paddle {getattr(paddle, '__version__', '?')}, which "
-               f"cannot run it with enable_memory_optim(): memory optimisation is off for "
-               f"it (same outputs). {ENV_SWITCH}=0 leaves PaddleClas's settings as they are.")
+               f"cannot run it with enable_memory_optim(): turned off for it (the PIR executor "
+               f"frees intermediate tensors itself). {ENV_SWITCH}=0 leaves PaddleClas's "
+               f"settings as they are.")
     host_logger = sys.modules.get(module.__name__.rsplit(".", 2)[0] + ".utils.logger")
     if host_logger is not None and hasattr(host_logger, "info"):
         host_logger.info(message)  # PaddleClas's deploy log
