@@ -65,7 +65,7 @@ def val_images(work):
 def test_train(trained):
     checkpoint, log = trained
     assert "[Train][Epoch 2/2]" in log and "[Eval][Epoch 2][Avg]" in log
-    assert re.search(r"rexnet-plugin: ReXNet_1_0, .* are rexnet-plugin's", log)
+    assert re.search(r"rexnet-plugin: ReXNet_1_0, .* build rexnet-plugin's ReXNet", log)
     state = paddle.load(f"{checkpoint}.pdparams")
     assert list(state) == list(create_model(NAME, class_num=NUM_CLASSES).state_dict())
 

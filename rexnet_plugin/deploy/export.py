@@ -76,7 +76,8 @@ def _is_stale_temp(path: Path) -> bool:
     match = _TEMP_NAME.fullmatch(path.name)
     if match is None:  # an older version's mkdtemp name: by its contents and age
         try:
-            ours = all(p.name in EXPORT_FILES or p.name.startswith(".") for p in path.iterdir())
+            owned = EXPORT_FILES + STALE_EXPORT_FILES
+            ours = all(p.name in owned or p.name.startswith(".") for p in path.iterdir())
             return ours and time.time() - path.stat().st_mtime > _STALE_SECONDS
         except OSError:
             return False
