@@ -38,7 +38,7 @@ def _configs(args) -> int:
     from .integrations import configs
     if args.toolkit == "ppdet":
         if args.names:
-            print("rexnet-plugin configs: --names is for --toolkit ppcls; the "
+            print("rexnet-plugin configs: --names is for --toolkit ppcls and tipc; the "
                   "PaddleDetection configs are written together", file=sys.stderr)
             return 2
         kind = configs.PPDET_STANDALONE if args.standalone else configs.PPDET_CHECKOUT
@@ -56,6 +56,12 @@ def _configs(args) -> int:
         print(f"rexnet-plugin configs: unknown variant(s) {', '.join(unknown)}; "
               f"valid names: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    if args.toolkit == "tipc":
+        warning = configs.tipc_destination_warning(args.dest, args.names)
+        if warning:
+            print(f"rexnet-plugin configs: warning: {warning}")
+        report = configs.copy_tipc_configs(args.dest, force=args.force, names=args.names)
+        return configs.print_report(report, "copy a file under another name")
     report = configs.copy_ppcls_configs(args.dest, force=args.force, names=args.names)
     return configs.print_report(report, "pass -o overrides to PaddleClas's tools")
 
@@ -126,9 +132,16 @@ def _export(args) -> int:
     try:
         result = export_model(args.model, args.weights, args.output, onnx=args.onnx,
                               image_size=args.image_size, class_num=args.class_num,
-                              opset=args.opset, untrained=args.untrained)
+                              opset=args.opset, untrained=args.untrained,
+                              softmax=not args.logits, label_list=args.label_list)
     except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
+        # files.FolderNotWritableError is a ValueError
         print(f"rexnet-plugin export: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills up while writing, for instance
+        print(f"rexnet-plugin export: error: {err.strerror or err}"
+              f"{f' ({err.filename})' if err.filename else ''}; the output folder was left "
+              f"as it was", file=sys.stderr)
         return 2
     print(result.describe())
     return 0
@@ -203,20 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_variants)
 
     p = sub.add_parser(
-        "configs", help="write the PaddleClas or PaddleDetection configs into a folder",
+        "configs", help="write the PaddleClas, TIPC or PaddleDetection configs into a folder",
         description="Copy the configs shipped with the package into DIR: PaddleClas's "
-                    "(ppcls_configs/*.yaml) or, with --toolkit ppdet, PaddleDetection's "
+                    "(ppcls_configs/*.yaml); with --toolkit tipc, PaddleClas's TIPC chain's "
+                    "(tipc_configs/*.txt); with --toolkit ppdet, PaddleDetection's "
                     "(ppdet_configs/). A file you edited is kept unless --force.")
-    p.add_argument("--toolkit", choices=["ppcls", "ppdet"], default="ppcls",
-                   help="ppcls (default): PaddleClas configs; ppdet: PaddleDetection "
+    p.add_argument("--toolkit", choices=["ppcls", "tipc", "ppdet"], default="ppcls",
+                   help="ppcls (default): PaddleClas configs; tipc: TIPC configs for "
+                        "<PaddleClas>/test_tipc/configs/rexnet_plugin; ppdet: PaddleDetection "
                         "configs for <PaddleDetection>/configs/rexnet")
     p.add_argument("--dest", required=True, metavar="DIR",
                    help="target folder, e.g. ppcls_configs inside your PaddleClas checkout, "
-                        "or configs/rexnet inside your PaddleDetection checkout")
+                        "test_tipc/configs/rexnet_plugin there, or configs/rexnet inside your "
+                        "PaddleDetection checkout")
     p.add_argument("--force", action="store_true",
                    help="overwrite files that differ from the shipped configs")
     p.add_argument("--names", nargs="+", metavar="NAME",
-                   help="only these variants (default: all; ppcls only)")
+                   help="only these variants (default: all; ppcls and tipc only)")
     p.add_argument("--standalone", action="store_true",
                    help="ppdet only: the one-file configs for the pip wheel paddledet, "
                         "instead of the checkout configs that _BASE_ on PaddleDetection's")
@@ -254,8 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="export to Paddle Inference (and ONNX with --onnx)",
         description="Build a variant (or the model of a PaddleClas config), load its weights "
-                    "and export it for Paddle Inference; --onnx adds an ONNX file converted "
-                    "by paddle2onnx and checked against Paddle Inference with ONNX Runtime.")
+                    "and export it for Paddle Inference, with its preprocessing in "
+                    "inference.yml (PaddleClas deploy / PaddleX / FastDeploy format); --onnx "
+                    "adds an ONNX file converted by paddle2onnx and checked against Paddle "
+                    "Inference with ONNX Runtime. A re-export replaces the folder's whole "
+                    "export (files it does not write again are deleted).")
     p.add_argument("model", metavar="MODEL",
                    help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
                         "Arch.name, Arch.class_num, Global.image_shape, "
@@ -272,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size: 224, HxW or dynamic (default: the config's "
                         "Global.image_shape, else 224)")
     p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
+    p.add_argument("--label-list", metavar="FILE",
+                   help="class names for inference.yml: PaddleClas's class_id_map_file format "
+                        "('<id> <name>' lines) or one name per line (default: the config's "
+                        "Infer.PostProcess.class_id_map_file; ImageNet's for 1000 classes)")
+    p.add_argument("--logits", action="store_true",
+                   help="output raw logits; by default the model ends in softmax and outputs "
+                        "probabilities, as PaddleClas's export_model.py does")
     p.set_defaults(func=_export)
 
     p = sub.add_parser(

@@ -40,6 +40,18 @@ def paddleclas_root() -> Path:
     return root
 
 
+def sample_photos(folder: Path) -> list[Path]:
+    """Real photos: scikit-learn's two samples (640x427), and a portrait crop of
+    odd width (287x427) written into ``folder``."""
+    from importlib import resources
+    from PIL import Image
+    images = resources.files("sklearn.datasets") / "images"
+    paths = [Path(str(images / "china.jpg")), Path(str(images / "flower.jpg"))]
+    portrait = Path(folder) / "portrait.png"
+    Image.open(paths[0]).convert("RGB").crop((101, 0, 388, 427)).save(portrait)
+    return [*paths, portrait]
+
+
 def seed_transform(path, resize_short: int | None = None, crop: int | None = None) -> np.ndarray:
     """The seed's validation transform, written out with PIL and numpy: CHW float32.
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -12,8 +13,10 @@ from conftest import ROOT, load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import runtime
+from ppcls_support import sample_photos
 from rexnet_plugin.deploy.export import (ONNX_ATOL, export_inference, export_model, export_onnx,
                                          read_export_source)
+from rexnet_plugin.deploy.infer_config import read_infer_config
 from rexnet_plugin.deploy.runtime import (UnsupportedCPUError, create_onnx_session,
                                           create_predictor, run_onnx, run_predictor)
 from rexnet_plugin.weights import to_canonical
@@ -63,27 +66,88 @@ def test_export_cli_writes_onnx_and_leaves_the_environment_unchanged(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert _pip_freeze() == before
     assert sorted(p.name for p in out.iterdir()) == ["inference.json", "inference.onnx",
-                                                     "inference.pdiparams"]
+                                                     "inference.pdiparams", "inference.yml"]
+    assert not list(tmp_path.glob(".export-*"))
     assert "x: float32 [N, 3, 224, 224]" in run.stdout
-    assert "[N, 1000] logits" in run.stdout
-    for name in ("inference.json", "inference.pdiparams", "inference.onnx"):
+    assert "[N, 1000] probabilities (softmax" in run.stdout
+    for name in ("inference.json", "inference.pdiparams", "inference.onnx", "inference.yml"):
         assert str(out / name) in run.stdout
+    config = read_infer_config(out)
+    assert (config.model_name, config.softmax, config.topk) == ("ReXNet_1_0", True, 5)
+    assert config.label_list[0] == "tench, Tinca tinca" and len(config.label_list) == 1000
+    assert "labels: 1000 names from " in run.stdout
 
 
 def test_export_from_a_paddleclas_config(tmp_path):
     paddle.seed(2)
     weights = tmp_path / "finetuned.pdparams"
-    paddle.save(create_model("ReXNet_1_3", class_num=10).state_dict(), str(weights))
+    model = create_model("ReXNet_1_3", class_num=10)
+    paddle.save(model.state_dict(), str(weights))
+    (tmp_path / "labels.txt").write_text("".join(f"{i} class {i}\n" for i in range(10)))
     config = tmp_path / "ReXNet_1_3.yaml"
     config.write_text(yaml.safe_dump({
         "Global": {"image_shape": [3, 192, 192], "pretrained_model": str(weights),
                    "save_inference_dir": str(tmp_path / "out")},
-        "Arch": {"name": "ReXNet_1_3", "class_num": 10, "dropout_ratio": 0.2}}))
+        "Arch": {"name": "ReXNet_1_3", "class_num": 10, "dropout_ratio": 0.2},
+        # relative to the config's folder (or to the working folder, as PaddleClas reads it)
+        "Infer": {"PostProcess": {"name": "Topk", "topk": 5, "class_id_map_file": "labels.txt"}}}))
     result = export_model(str(config), None)
     assert (result.variant, result.class_num, result.input_shape) == ("ReXNet_1_3", 10, [None, 3, 192, 192])
     assert result.model_dir == tmp_path / "out"
-    got = run_predictor(create_predictor(result.model_dir), np.zeros((3, 3, 192, 192), "float32"))
-    assert got.shape == (3, 10)
+    x = np.random.default_rng(0).standard_normal((3, 3, 192, 192)).astype("float32")
+    got = run_predictor(create_predictor(result.model_dir), x)
+    model.eval()
+    expected = paddle.nn.functional.softmax(model(paddle.to_tensor(x))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # softmax, as PaddleClas's
+    # inference.yml: the input size with the variant's crop ratio (192 / 0.875 = 219.4)
+    infer = read_infer_config(result.model_dir)
+    assert infer.transform_ops[:2] == [
+        {"ResizeImage": {"resize_short": 219, "interpolation": "bicubic", "backend": "pil"}},
+        {"CropImage": {"size": 192}}]
+    assert infer.label_list == [f"class {i}" for i in range(10)]
+    assert (infer.model_name, infer.softmax) == ("ReXNet_1_3", True)
+
+
+def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_path):
+    """Deploy operators that fit the input: inference.yml takes them, as
+    PaddleClas's dump_infer_config would; ones that do not fit are not taken."""
+    infer = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
+             {"ResizeImage": {"size": 32}},
+             {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.5, 0.5, 0.5],
+                                 "std": [0.5, 0.5, 0.5], "order": ""}},
+             {"ToCHWImage": None}]
+    config = tmp_path / "digits.yaml"
+    config.write_text(yaml.safe_dump({
+        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNet_1_0", "class_num": 10},
+        "Infer": {"transforms": infer}}))
+    result = export_model(str(config), None, tmp_path / "a", untrained=True)
+    assert read_infer_config(result.model_dir).transform_ops == [
+        {"ResizeImage": {"size": 32}},
+        {"NormalizeImage": {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                            "order": "", "channel_num": 3}},
+        {"ToCHWImage": None}]
+    assert "the config's Infer.transforms: ResizeImage(size=32), NormalizeImage" in result.describe()
+
+    # the same config exported at 48 px: its transforms no longer fit
+    result = export_model(str(config), None, tmp_path / "b", untrained=True, image_size=48)
+    ops = read_infer_config(result.model_dir).transform_ops
+    assert ops[1] == {"CropImage": {"size": 48}}  # the variant's transform, fitted
+    assert "not the config's Infer.transforms: they give 32x32, the model takes 48x48" in (
+        result.describe())
+
+
+def test_non_square_and_dynamic_sizes_get_a_preprocessing_that_fits(tmp_path):
+    result = export_model("ReXNetLite_1_0", None, tmp_path / "hw", image_size=(128, 96),
+                          untrained=True, class_num=4)
+    ops = read_infer_config(result.model_dir).transform_ops
+    # the short side covers the crop's longer side: floor(128 / 0.875)
+    assert ops[:2] == [{"ResizeImage": {"resize_short": 146, "interpolation": "bicubic",
+                                        "backend": "pil"}}, {"CropImage": {"size": [96, 128]}}]
+    assert "labels: none (pass --label-list FILE)" in result.describe()  # not 1000 classes
+    photo = sample_photos(tmp_path)[0]
+    x = read_infer_config(result.model_dir).preprocess(photo)
+    assert x.shape == (3, 128, 96)
+    assert run_predictor(create_predictor(result.model_dir), x[None]).shape == (1, 4)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ppcls_configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -128,3 +192,184 @@ def test_bf16_is_opt_in_and_close_to_fp32(reference_export):
     bf16 = run_predictor(create_predictor(model_dir, precision="bf16"), x)
     diff = np.abs(bf16 - fp32).max()
     assert 0 < diff < 0.1 * (fp32.max() - fp32.min())  # really bf16, and still close
+
+
+# -- the export folder: whole sets, no orphans, no stale temp folders -------------------
+
+def _weights(tmp_path, name, class_num, seed):
+    paddle.seed(seed)
+    path = tmp_path / f"{name}_{class_num}.pdparams"
+    paddle.save(create_model(name, class_num=class_num).state_dict(), str(path))
+    return path
+
+
+def test_a_re_export_replaces_the_whole_set(tmp_path):
+    """A 10-class model with ONNX, then a 5-class one without, into one folder:
+    no inference.onnx of the 10-class model may stay beside the new model."""
+    out = tmp_path / "model"
+    ten = _weights(tmp_path, "ReXNetLite_1_0", 10, 0)
+    export_model("ReXNetLite_1_0", str(ten), out, onnx=True, image_size=64, class_num=10)
+    (out / "README.txt").write_text("the user's own notes")
+    (out / "inference.pdmodel").write_text("an old-IR program of some earlier export")
+    assert run_onnx(create_onnx_session(out / "inference.onnx"),
+                    np.zeros((1, 3, 64, 64), "float32")).shape == (1, 10)
+
+    five = _weights(tmp_path, "ReXNetLite_1_0", 5, 1)
+    result = export_model("ReXNetLite_1_0", str(five), out, image_size=64, class_num=5,
+                          softmax=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.txt", "inference.json", "inference.pdiparams", "inference.yml"]
+    assert (out / "README.txt").read_text() == "the user's own notes"  # not ours: kept
+    assert run_predictor(create_predictor(out), np.zeros((1, 3, 64, 64), "float32")).shape == (1, 5)
+    config = read_infer_config(out)
+    assert config.softmax is False and config.label_list is None
+    assert "logits (no softmax)" in result.describe()
+
+
+def test_a_failed_re_export_leaves_the_folder_as_it_was(tmp_path):
+    out = tmp_path / "model"
+    export_model("ReXNetLite_1_0", None, out, image_size=64, class_num=3, untrained=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    wrong = _weights(tmp_path, "ReXNetLite_1_0", 7, 0)  # 7 classes for a 3-class export
+    with pytest.raises(Exception, match="class"):
+        export_model("ReXNetLite_1_0", str(wrong), out, image_size=64, class_num=3)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(tmp_path.glob(".export-*")) and not list(out.glob(".export-*"))
+    with pytest.raises(ValueError):  # and no new, empty folder from a failed first export
+        export_model("ReXNetLite_1_0", str(wrong), tmp_path / "new", class_num=3)
+    assert not (tmp_path / "new").exists()
+
+
+def test_stale_temp_folders_are_swept_and_live_ones_kept(tmp_path):
+    import fcntl
+    import os
+    import time
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    killed = tmp_path / f".export-{dead_pid}-0badc0de"  # what SIGKILL leaves
+    killed.mkdir()
+    (killed / ".lock").write_text("")
+    (killed / "inference.pdiparams").write_bytes(b"half")
+    live = tmp_path / f".export-{os.getpid()}-00c0ffee"  # an export running right now
+    live.mkdir()
+    lock = open(live / ".lock", "wb")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    old_style = tmp_path / ".export-k3j2x9a"  # an earlier version's mkdtemp name, a day old
+    old_style.mkdir()
+    (old_style / "inference.json").write_text("{}")
+    os.utime(old_style, (time.time() - 86400,) * 2)
+    users = tmp_path / ".export-notes"  # not an export's: never touched
+    users.mkdir()
+    (users / "mine.txt").write_text("keep")
+    os.utime(users, (time.time() - 86400,) * 2)
+    try:
+        export_inference(create_model("ReXNetLite_1_0", class_num=2), tmp_path / "out", 64)
+        assert not killed.exists() and not old_style.exists()
+        assert live.is_dir() and (users / "mine.txt").read_text() == "keep"
+    finally:
+        lock.close()
+
+
+def test_a_killed_export_is_swept_by_the_next_one(tmp_path):
+    """SIGKILL in the middle of rexnet-plugin export, then export again."""
+    import signal
+    import time
+    cmd = [sys.executable, "-m", "rexnet_plugin.cli", "export", "ReXNetLite_1_0", "--untrained",
+           "--class-num", "2", "--image-size", "64", "-o", str(tmp_path / "a")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".export-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".export-*")), "the export never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert list(tmp_path.glob(".export-*"))  # left behind
+    export_model("ReXNetLite_1_0", None, tmp_path / "b", image_size=64, class_num=2,
+                 untrained=True)
+    assert not list(tmp_path.glob(".export-*"))
+    assert not (tmp_path / "a").exists()
+
+
+def test_export_onnx_writes_atomically_under_a_fresh_name(reference_export, monkeypatch):
+    """No fixed temp name (two runs would share it), nothing left on failure."""
+    model_dir, _ = reference_export
+    target = model_dir / "failing.onnx"
+    target.write_bytes(b"the previous file")
+    real_write_bytes = Path.write_bytes
+    used = []
+
+    def write_half_then_fail(self, data):
+        used.append(self)
+        real_write_bytes(self, data[:1000])
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        export_onnx(model_dir, target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"the previous file"
+    assert used and used[0].parent == model_dir and used[0].name != ".failing.onnx.tmp"
+    assert not used[0].exists()
+    leftovers = [p.name for p in model_dir.iterdir() if p.name.startswith(".")]
+    assert not leftovers, leftovers
+
+
+def test_a_folder_holding_an_int8_model_is_refused(tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "inference_int8.pdiparams").write_bytes(b"x")
+    assert main(["export", "ReXNetLite_1_0", "--untrained", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "inference_int8.pdiparams" in err and "another folder" in err
+    assert sorted(p.name for p in out.iterdir()) == ["inference_int8.pdiparams"]
+
+
+def test_an_output_under_a_file_names_the_folder(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "model"
+    assert main(["export", "ReXNetLite_1_0", "--untrained", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "a file is in the way" in err and "Traceback" not in err
+
+
+def test_a_read_only_output_folder_names_the_folder_and_the_fix(tmp_path, capsys, monkeypatch):
+    """Exit code 2, the folder and the fix, no traceback. Root writes into
+    read-only folders, so as root the refusal is simulated where the check
+    writes its probe file (the same EACCES a normal user gets)."""
+    import errno
+    import os
+    import tempfile
+    out = tmp_path / "read-only"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.geteuid() == 0:
+        real_mkstemp = tempfile.mkstemp
+
+        def refuse_in_out(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == out:
+                raise PermissionError(errno.EACCES, "Permission denied", str(out))
+            return real_mkstemp(*args, dir=dir, **kwargs)
+        monkeypatch.setattr(tempfile, "mkstemp", refuse_in_out)
+    try:
+        code = main(["export", "ReXNetLite_1_0", "--untrained", "-o", str(out)])
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"cannot write to the output folder {out}: Permission denied" in err
+    assert "chmod u+w" in err and "Traceback" not in err
+    assert not list(out.iterdir())
+
+
+def test_label_list_option(tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nfish\n")
+    out = tmp_path / "model"
+    assert main(["export", "ReXNetLite_1_0", "--untrained", "--class-num", "3",
+                 "--image-size", "64", "--label-list", str(labels), "-o", str(out)]) == 0
+    assert read_infer_config(out).label_list == ["cat", "dog", "fish"]
+    assert main(["export", "ReXNetLite_1_0", "--untrained", "--class-num", "4",
+                 "--label-list", str(labels), "-o", str(tmp_path / "other")]) == 2
+    assert "has 3 names; the model has 4 classes" in capsys.readouterr().err

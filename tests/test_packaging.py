@@ -32,6 +32,13 @@ def test_the_wheel_ships_the_paddleclas_configs(wheel):
         assert shipped == (ROOT / "ppcls_configs" / f"{name}.yaml").read_text()
 
 
+def test_the_wheel_ships_the_tipc_configs(wheel):
+    configs = sorted((ROOT / "tipc_configs").glob("*.txt"))
+    assert len(configs) == 2 * len(VARIANTS)
+    for config in configs:
+        assert wheel.read(f"rexnet_plugin/tipc_configs/{config.name}").decode() == config.read_text()
+
+
 def test_the_wheel_ships_the_paddledetection_configs(wheel):
     configs = sorted((ROOT / "ppdet_configs").rglob("*.yml"))
     assert configs
@@ -46,6 +53,8 @@ def test_the_wheel_ships_the_autoload_hook_and_entry_points(wheel):
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[paddleclas.plugins]" in text and "[ppdet.plugins]" in text
+    assert ("[paddleclas.deploy.plugins]\npir-memory-optim = "
+            "rexnet_plugin.integrations.paddleclas_deploy:register") in text
     assert "rexnet-plugin = rexnet_plugin.cli:main" in text
 
 

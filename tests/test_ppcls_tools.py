@@ -17,8 +17,10 @@ import pytest
 from ppcls_support import (BATCH, CONFIG_DIR, CROP, NUM_CLASSES, RESIZE, TRAIN_PER_CLASS,
                            data_overrides, make_dataset, paddleclas_root, run_tool,
                            seed_transform)
+from rexnet_plugin.deploy.infer_config import read_infer_config, write_infer_config
 from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
 from rexnet_plugin.factories import create_model
+from rexnet_plugin.zoo import EvalTransform
 
 NAME = "ReXNet_1_0"
 CONFIG = CONFIG_DIR / f"{NAME}.yaml"
@@ -63,7 +65,7 @@ def val_images(work):
 def test_train(trained):
     checkpoint, log = trained
     assert "[Train][Epoch 2/2]" in log and "[Eval][Epoch 2][Avg]" in log
-    assert re.search(r"rexnet-plugin: ReXNet_1_0, .* are rexnet-plugin's", log)
+    assert re.search(r"rexnet-plugin: ReXNet_1_0, .* build rexnet-plugin's ReXNet", log)
     state = paddle.load(f"{checkpoint}.pdparams")
     assert list(state) == list(create_model(NAME, class_num=NUM_CLASSES).state_dict())
 
@@ -121,19 +123,24 @@ def test_exported_model_matches_the_trained_weights(work, trained, exported, mkl
 
 
 def test_infer(root, work, trained):
+    """tools/infer.py runs the Infer section: the deploy operators of inference.yml."""
     checkpoint, _ = trained
     saved = work / "infer_result.json"
     run_tool(root, "infer", CONFIG, cwd=work, overrides=[
         "Global.device=cpu", f"Arch.class_num={NUM_CLASSES}",
         f"Global.pretrained_model={checkpoint}",
         f"Infer.infer_imgs={work / 'data' / 'val'}", f"Infer.save_dir={saved}",
-        f"Infer.transforms.1.Resize.size={RESIZE}", f"Infer.transforms.2.CenterCrop.size={CROP}",
+        f"Infer.transforms.1.ResizeImage.resize_short={RESIZE}",
+        f"Infer.transforms.2.CropImage.size={CROP}",
         "Infer.PostProcess.topk=2", "Infer.PostProcess.class_id_map_file=None"])
     results = {r["file_name"]: r for r in json.loads(saved.read_text())}
     images = val_images(work)
     assert sorted(results) == sorted(str(p) for p in images)
     model = trained_model(checkpoint)
-    x = np.stack([seed_transform(p, RESIZE, CROP) for p in images])
+    write_infer_config(work / "deploy", model_name=NAME,
+                       transform=EvalTransform(resize_short=RESIZE, crop_size=CROP))
+    preprocessing = read_infer_config(work / "deploy")
+    x = np.stack([preprocessing.preprocess(p) for p in images])
     probs = paddle.nn.functional.softmax(model(paddle.to_tensor(x))).numpy()
     for path, p in zip(images, probs):
         r = results[str(path)]

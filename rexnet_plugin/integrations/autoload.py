@@ -33,6 +33,8 @@ TRIGGERS = {
     "paddleclas.ppcls.arch": "paddleclas.plugins",  # the paddleclas pip wheel
     # PaddleDetection's tools import the whole package before load_config.
     "ppdet": "ppdet.plugins",
+    # PaddleClas's deploy predictor (deploy/python/*.py import it from the wheel).
+    "paddleclas.deploy.utils.predictor": "paddleclas.deploy.plugins",
 }
 
 _failed_plugins: set = set()  # entry points that already logged their warning

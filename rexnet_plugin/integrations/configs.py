@@ -1,11 +1,13 @@
 """The configs shipped with the package, and ``rexnet-plugin configs``.
 
-PaddleClas configs live in ``ppcls_configs/`` (one plain YAML per variant)
+PaddleClas configs live in ``ppcls_configs/`` (one plain YAML per variant),
+PaddleClas TIPC configs in ``tipc_configs/`` (two per variant: GPU and CPU),
 and PaddleDetection configs in ``ppdet_configs/`` (``rexnet/`` for a source
 checkout, whose ``_BASE_`` paths start with ``../``; ``standalone/`` for the
-pip wheel). Both folders ship inside the wheel (``rexnet_plugin/ppcls_configs``
-and ``rexnet_plugin/ppdet_configs`` link to them). ``rexnet-plugin configs
---dest DIR`` copies them out; a file the user edited is kept unless ``force``.
+pip wheel). The folders ship inside the wheel (``rexnet_plugin/ppcls_configs``,
+``rexnet_plugin/tipc_configs`` and ``rexnet_plugin/ppdet_configs`` link to
+them). ``rexnet-plugin configs --dest DIR`` copies them out; a file the user
+edited is kept unless ``force``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..files import write_text
 from ..zoo import VARIANTS
 
 PPCLS = "ppcls"
+TIPC = "tipc"
 PPDET_CHECKOUT = "rexnet"        # ppdet_configs/rexnet: _BASE_ on <checkout>/configs
 PPDET_STANDALONE = "standalone"  # ppdet_configs/standalone: self-contained
 
@@ -25,6 +28,18 @@ PPDET_STANDALONE = "standalone"  # ppdet_configs/standalone: self-contained
 def ppcls_dir():
     """The PaddleClas configs inside the installed package (a Traversable)."""
     return resources.files("rexnet_plugin") / "ppcls_configs"
+
+
+def tipc_dir():
+    """The PaddleClas TIPC configs inside the installed package (a Traversable)."""
+    return resources.files("rexnet_plugin") / "tipc_configs"
+
+
+def tipc_filenames(names: list[str] | None = None) -> list[str]:
+    """The TIPC configs (GPU and CPU) of ``names`` (default: every variant)."""
+    wanted = set(names or VARIANTS)
+    return sorted(p.name for p in tipc_dir().iterdir() if p.name.endswith(".txt")
+                  and p.name.split("_train_infer_python")[0] in wanted)
 
 
 def ppdet_dir(kind: str = PPDET_CHECKOUT):
@@ -70,6 +85,32 @@ def copy_ppcls_configs(dest: str | os.PathLike, force: bool = False,
                        names: list[str] | None = None) -> dict[str, list[Path]]:
     """Copy the PaddleClas configs (all variants, or ``names``) into ``dest``."""
     return copy_shipped(ppcls_dir(), [ppcls_filename(n) for n in names or VARIANTS], dest, force)
+
+
+def copy_tipc_configs(dest: str | os.PathLike, force: bool = False,
+                      names: list[str] | None = None) -> dict[str, list[Path]]:
+    """Copy the TIPC configs (all variants, or ``names``) into ``dest``."""
+    return copy_shipped(tipc_dir(), tipc_filenames(names), dest, force)
+
+
+def tipc_destination_warning(dest: str | os.PathLike, names: list[str] | None = None) -> str | None:
+    """A warning when TIPC configs go where the chain will not find what they
+    name: their paths (tools/train.py, ppcls_configs/<variant>.yaml) are
+    relative to the PaddleClas root, where the chain runs."""
+    dest = Path(dest).resolve()
+    root = dest.parent.parent.parent
+    if dest.parent.name != "configs" or dest.parent.parent.name != "test_tipc" or not (
+            root / "test_tipc" / "test_train_inference_python.sh").is_file():
+        return (f"{dest} is not inside a PaddleClas checkout's test_tipc/configs/: the "
+                f"chain runs from the PaddleClas root and reads tools/ and "
+                f"ppcls_configs/ from there. Use --dest <PaddleClas>/test_tipc/configs/"
+                f"rexnet_plugin.")
+    missing = [n for n in names or VARIANTS if not (root / "ppcls_configs" / ppcls_filename(n)).is_file()]
+    if missing:
+        return (f"{root / 'ppcls_configs'} lacks {', '.join(ppcls_filename(n) for n in missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}, which the TIPC configs train with: run "
+                f"rexnet-plugin configs --dest {root / 'ppcls_configs'}")
+    return None
 
 
 def copy_ppdet_configs(dest: str | os.PathLike, kind: str = PPDET_CHECKOUT,
