@@ -164,6 +164,11 @@ def _bench(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .deploy.predict import run_from_args
+    return run_from_args(args)
+
+
 def _demo(args) -> int:
     from .demo.run import run_from_args
     return run_from_args(args)
@@ -207,6 +212,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .deploy.artifacts import DEFAULT_OPSET
     from .deploy.bench import MODES as bench_modes  # stdlib-only module: cheap to import
+    from .deploy import predict as predict_mod  # numpy, no paddle
     parser = argparse.ArgumentParser(
         prog="rexnet-plugin",
         description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
@@ -317,6 +323,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="bench-results",
                    help="directory for the JSON (default ./bench-results)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "predict", help="classify images with an exported model folder (fp32, bf16, int8)",
+        description="Classify images with a model folder written by rexnet-plugin export "
+                    "or quantize, or by PaddleClas's tools/export_model.py with "
+                    "Global.export_for_fd=True, using the folder's own preprocessing "
+                    "(inference.yml). Runs Paddle Inference (oneDNN) when the folder has "
+                    "inference.json, else ONNX Runtime on inference.onnx (an int8 folder).")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="the model folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of images (searched recursively), or "
+                        "ImageNet-format list files (*.txt: '<relative path> <label>' lines, "
+                        "paths relative to the list's folder)")
+    p.add_argument("--topk", type=int, default=None, metavar="K",
+                   help="classes per image (default: inference.yml's PostProcess.Topk.topk)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"image", "class_id", "score", "topk": '
+                        '[[class_id, score], ...]}')
+    p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
+                   metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
+    p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
+                   help="bf16: an fp32 model run in bfloat16 by Paddle Inference (oneDNN; "
+                        "needs AVX512-BF16 or AMX). Default fp32 (an int8 folder runs int8)")
+    p.add_argument("--runtime", choices=predict_mod.RUNTIMES, default=None,
+                   help="paddle: Paddle Inference with oneDNN; onnx: ONNX Runtime on "
+                        "inference.onnx (default: paddle when the folder has inference.json, "
+                        "else onnx)")
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser(
         "demo", help="train, evaluate, export and predict on bundled digits (offline)",

@@ -8,6 +8,8 @@ ONNX_FILENAME = "inference.onnx"
 # PaddleClas writes with Global.export_for_fd=True; PaddleX and FastDeploy
 # read it): deploy/infer_config.py.
 INFER_CONFIG_FILENAME = "inference.yml"
+# Written beside an int8 model by rexnet-plugin quantize: how it was quantized.
+QUANTIZATION_FILENAME = "quantization.json"
 # What an export writes. A new export replaces this whole set in its folder:
 # a file of the set that the new export does not write is deleted, so that no
 # inference.onnx of an earlier model stays beside a new inference.json.
