@@ -46,6 +46,8 @@ CALIBRATION_BATCH = 8
 # Operators quantized; the rest (Sigmoid, GlobalAveragePool, Softmax, Clip,
 # Relu, Split, Concat, Reshape) stay float32 between them.
 QUANTIZED_OPS = ("Conv",)
+# onnxruntime.quantization.CalibrationMethod member.
+CALIBRATION_METHOD = "MinMax"
 # PIL modes of single-channel images.
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 _FIX_MODEL = ("pass a folder written by `rexnet-plugin export` or by PaddleClas's "
@@ -222,13 +224,13 @@ def quantize_onnx(fp32_path: Path, data: np.ndarray, out_path: Path, workdir: Pa
     name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
     settings = {"format": "QDQ", "weights": "int8, per channel, symmetric",
                 "activations": "uint8, per tensor, asymmetric",
-                "calibration": "MinMax", "quantized_ops": list(QUANTIZED_OPS),
+                "calibration": CALIBRATION_METHOD, "quantized_ops": list(QUANTIZED_OPS),
                 "runtime": "onnxruntime"}
     quantize_static(str(prepared), str(out_path), _Batches(name, data, progress),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True, reduce_range=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
+                    calibrate_method=CalibrationMethod[CALIBRATION_METHOD],
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return settings
 
