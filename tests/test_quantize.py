@@ -282,3 +282,24 @@ def test_sigterm_stops_the_command_and_leaves_nothing(fp32_folder, calib_list, t
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "terminated" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_channel_alignment_is_exact_in_float(fp32_folder, tmp_path, int8_run):
+    """deploy/channel_align.py pads the blocks' expanded channels (162 -> 176, ...)
+    with zero channels: the float outputs stay the same."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from rexnet_plugin.deploy.channel_align import ALIGN, align_channels
+    from rexnet_plugin.deploy.export import export_onnx
+    source = export_onnx(fp32_folder, tmp_path / "fp32.onnx")
+    quant_pre_process(str(source), str(tmp_path / "prepared.onnx"), skip_symbolic_shape=True)
+    model, padded = align_channels(onnx.load(str(tmp_path / "prepared.onnx")))
+    assert (162, 176) in padded and all(new % ALIGN == 0 < new - old for old, new in padded)
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype("float32")
+    before = ort.InferenceSession(str(tmp_path / "prepared.onnx")).run(None, {"x": x})[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, atol=1e-4, rtol=0)
+    record = json.loads((int8_run["out"] / QUANTIZATION_FILENAME).read_text())
+    assert record["method"]["channels_padded"] == [f"{a}->{b}" for a, b in padded]
