@@ -86,6 +86,26 @@ def require_paddlex():
     return paddlex
 
 
+def registered_engines(model_name: str) -> tuple[str, ...]:
+    """The PaddleX engines bound to ``model_name`` (imports PaddleX); raises
+    PaddleXError when PaddleX is missing or has no binding for it."""
+    require_paddlex()
+    version = paddlex_version()
+    try:
+        from paddlex.inference.models import bindings
+        engines = tuple(bindings.try_get_supported_engines(model_name) or ())
+    except Exception as exc:
+        raise PaddleXError(f"cannot ask PaddleX {version} which engines run {model_name} "
+                           f"({type(exc).__name__}: {exc}); rexnet-plugin was tested with "
+                           f"PaddleX {TESTED_PADDLEX}") from None
+    if not engines:
+        raise PaddleXError(
+            f"PaddleX {version} has no binding for {model_name}: the registration failed "
+            f"(see the warning above; tested with PaddleX {TESTED_PADDLEX}) or the autoload "
+            f"hook is off (REXNET_PLUGIN_AUTOLOAD=0, or rexnet-plugin not installed with pip)")
+    return engines
+
+
 def _warn_once(key: str, message: str) -> None:
     if key in _warned:
         return
