@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_reference_npz
-from ppcls_support import paddleclas_root, run_tool, sample_photos, subprocess_env
+from ppcls_support import (NUM_CLASSES, make_dataset, paddleclas_root, run_tool,
+                           sample_photos, subprocess_env)
 from rexnet_plugin.integrations import paddlex as pdx
 from rexnet_plugin.zoo import VARIANTS
 
@@ -336,6 +337,50 @@ def test_paddleclas_export_for_fd_runs_in_paddlex(paddlex_module, photos, tmp_pa
     model = paddlex_module.create_model(VARIANT, model_dir=str(out), device="cpu")
     results = paddlex_top5(model.predict([str(p) for p in photos]))
     assert_same_top5(results, our_top5(out, photos), "export_for_fd")
+
+
+@needs_paddlex
+def test_training_through_paddlex_build_trainer(photos, tmp_path):
+    """PaddleX's own trainer (its PaddleClas runner, PaddleClas's tools/train.py
+    in PADDLE_PDX_PADDLECLAS_PATH) trains ReXNet one epoch and exports a folder
+    PaddleX predicts with; without a PaddleClas tree the names stay unregistered."""
+    import shutil
+    root = paddleclas_root()
+    data = make_dataset(tmp_path / "data")  # ImageNet layout -> PaddleX's ClsDataset names
+    shutil.copy(data / "train_list.txt", data / "train.txt")
+    shutil.copy(data / "val_list.txt", data / "val.txt")
+    (data / "label.txt").write_text("".join(f"{i} class{i}\n" for i in range(NUM_CLASSES)))
+    code = f"""
+        import paddlex, yaml
+        from paddlex.utils.config import AttrDict
+        from paddlex.repo_apis.base.register import get_registered_model_info
+        try:
+            get_registered_model_info('{VARIANT}')
+        except KeyError:
+            print('not registered'); raise SystemExit
+        base = paddlex.__path__[0] + '/configs/modules/image_classification/ResNet50.yaml'
+        cfg = yaml.safe_load(open(base))
+        cfg['Global'].update(model='{VARIANT}', mode='train', dataset_dir=r'{data}',
+                             device='cpu', output=r'{tmp_path / "out"}')
+        cfg['Train'].update(num_classes={NUM_CLASSES}, epochs_iters=1, batch_size=8,
+                            pretrain_weight_path='', warmup_steps=0, learning_rate=0.01)
+        to_attr = lambda d: AttrDict({{k: to_attr(v) if isinstance(v, dict) else v
+                                       for k, v in d.items()}})
+        paddlex.build_trainer(to_attr(cfg)).train()
+        model = paddlex.create_model('{VARIANT}', device='cpu',
+                                     model_dir=r'{tmp_path / "out/best_model/inference"}')
+        print('predicted', next(model.predict(r'{photos[0]}'))['label_names'])
+    """
+    without = run_python(code)
+    assert without.returncode == 0, without.stderr[-3000:]
+    assert without.stdout.splitlines()[-1] == "not registered"
+    result = run_python(code, env=subprocess_env(PADDLE_PDX_PADDLECLAS_PATH=str(root)),
+                        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch 1/1" in result.stdout + result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("predicted [") and "class" in last
+    assert pdx.folder_model_name(tmp_path / "out/best_model/inference") == VARIANT
 
 
 # -- bad input ---------------------------------------------------------------------

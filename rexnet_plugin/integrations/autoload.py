@@ -41,6 +41,8 @@ TRIGGERS = {
     # PaddleX 3: its inference models package, once its own bindings are made
     # (`import paddlex` imports it; so do create_model and create_pipeline).
     "paddlex.inference.models": "paddlex.plugins",
+    # ... and its training modules (trainer, evaluator, exporter by model name).
+    "paddlex.modules": "paddlex.modules.plugins",
 }
 
 _failed_plugins: set = set()  # entry points that already logged their warning

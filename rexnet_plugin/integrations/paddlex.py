@@ -17,6 +17,20 @@ is missing or behaves differently, one warning names the PaddleX version
 and PaddleX carries on without ReXNet; nothing raises, and nothing here
 imports paddle (``import paddlex`` refuses to have paddle imported under it).
 
+Training through PaddleX (``paddlex.build_trainer``, its PaddleClas runner):
+``register_training(modules_module)``, the entry point of group
+``paddlex.modules.plugins``, runs once ``paddlex.modules`` has been imported.
+PaddleX trains a model only if it knows the name twice: in its PaddleClas
+suite's model table (``paddlex.repo_apis.base.register.register_model_info``:
+the name and its PaddleClas config, here the shipped
+``ppcls_configs/<name>.yaml``) and in the name -> class maps of its
+trainer, evaluator, exporter and dataset checker (filled by each class's
+``entities`` list at class creation). It then runs PaddleClas's own
+``tools/train.py`` in a PaddleClas source tree, which PaddleX takes from
+``paddlex --install PaddleClas`` (a git clone from GitHub) or from
+``PADDLE_PDX_PADDLECLAS_PATH``; without either, PaddleX never loads its
+PaddleClas suite, and the ReXNet names are left out (logged at debug level).
+
 For a ReXNet model folder, PaddleX's terse errors about ``inference.yml``
 (missing, or a model name that differs from ``Global.model_name``) become
 errors that name the file, the key and the fix (``check_model_dir``).
@@ -190,6 +204,59 @@ def _wrap_model_resolver(module) -> None:
 
     setattr(resolve_model_name, _MARK, True)
     module.resolve_model_name = resolve_model_name
+
+
+# -- training ----------------------------------------------------------------------
+
+# PaddleX's image-classification module classes, each registered by name.
+_CLS_MODULE_CLASSES = ("ClsTrainer", "ClsEvaluator", "ClsExportor", "ClsDatasetChecker")
+_CLS_SUITE_MODULE = "paddlex.repo_apis.PaddleClas_api"
+_PADDLECLAS_PATH_ENV = "PADDLE_PDX_PADDLECLAS_PATH"
+
+
+def register_training(module) -> list[str]:
+    """Entry point of group ``paddlex.modules.plugins`` (``module``:
+    ``paddlex.modules``). Returns the names made trainable; never raises."""
+    version = paddlex_version()
+    try:
+        return _register_training(module, version)
+    except Exception as exc:
+        _warn_once("training", (
+            f"rexnet-plugin: cannot register the ReXNet models for training with PaddleX "
+            f"{version} ({type(exc).__name__}: {exc}); PaddleX runs as usual and its "
+            f"inference still knows ReXNet if registered. Tested with PaddleX "
+            f"{TESTED_PADDLEX}; train with PaddleClas's tools instead (docs/paddlex.md)."))
+        return []
+
+
+def _register_training(module, version: str) -> list[str]:
+    import importlib
+    from .configs import ppcls_dir, ppcls_filename
+    if _CLS_SUITE_MODULE not in sys.modules:
+        if not os.environ.get(_PADDLECLAS_PATH_ENV):
+            _log.debug("PaddleX has no PaddleClas suite (no `paddlex --install PaddleClas`, "
+                       "%s unset): ReXNet is not registered for training", _PADDLECLAS_PATH_ENV)
+            return []
+        importlib.import_module(_CLS_SUITE_MODULE)  # registers the suite with that root
+    register = importlib.import_module("paddlex.repo_apis.base.register")
+    classifier = importlib.import_module(module.__name__ + ".image_classification")
+    classes = [getattr(classifier, name) for name in _CLS_MODULE_CLASSES]
+    maps = [getattr(cls, "__registered_map") for cls in classes]
+    registered = []
+    for name in VARIANTS:
+        try:
+            register.get_registered_model_info(name)
+            continue  # PaddleX's own, or already ours
+        except KeyError:
+            pass
+        config = ppcls_dir() / ppcls_filename(name)
+        register.register_model_info({
+            "model_name": name, "suite": "Cls", "config_path": str(config),
+            "supported_apis": ["train", "evaluate", "predict", "export"]})
+        for cls, table in zip(classes, maps):
+            table.setdefault(name, cls)
+        registered.append(name)
+    return registered
 
 
 # -- model folders -------------------------------------------------------------------
