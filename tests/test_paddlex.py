@@ -12,7 +12,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-import tomllib
 import types
 from pathlib import Path
 
@@ -109,6 +108,7 @@ def paddlex_top5(results):
 # -- the extra and its environment ---------------------------------------------------
 
 def test_extra_pins_the_tested_paddlex_and_one_opencv_release():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extra = extras["optional-dependencies"]["paddlex"]
     assert f"paddlex=={pdx.TESTED_PADDLEX}" in extra
