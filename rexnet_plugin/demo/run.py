@@ -255,16 +255,17 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     from ..deploy.runtime import create_predictor
     tick = time.perf_counter()
     model_dir = out / "model"
+    eval_ops = config["DataLoader"]["Eval"]["dataset"]["transform_ops"]
     with atomic_dir(model_dir) as tmp:
         export_inference(network, tmp, image_size=settings.image_size)
         (tmp / data_mod.LABEL_LIST).write_text(folder.label_list_text())
+        _write_infer_config(tmp, settings.variant, eval_ops, folder.class_names)
     timings["export_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     from .report import evaluate, write_plots
     predictor = create_predictor(model_dir, mkldnn=True)
-    evaluation = evaluate(network, predictor, folder,
-                          config["DataLoader"]["Eval"]["dataset"]["transform_ops"])
+    evaluation = evaluate(network, predictor, folder, eval_ops)
     timings["evaluate_and_predict_s"] = time.perf_counter() - tick
 
     # 5. report ---------------------------------------------------------
@@ -330,6 +331,19 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
          f"metrics.json, model/)")
     _say(f"total time: {timings['total_s']:.0f} s ({timings['total_s'] / 60:.1f} min)")
     return metrics
+
+
+def _write_infer_config(model_dir: Path, variant: str, eval_ops: list,
+                        class_names: list[str]) -> None:
+    """inference.yml for model/: the recipe's eval transform as PaddleClas's deploy
+    operators (what rexnet-plugin predict and quantize read), logits out."""
+    from ..deploy.infer_config import ops_from_paddleclas, write_infer_config
+    ops = ops_from_paddleclas(eval_ops, "DataLoader.Eval.dataset.transform_ops")
+    if not any("ToCHWImage" in op for op in ops):  # PaddleClas's dataset transposes itself
+        ops.append({"ToCHWImage": None})
+    write_infer_config(model_dir, model_name=variant, transform_ops=ops,
+                       topk=min(5, len(class_names)), label_list=list(class_names),
+                       softmax=False)
 
 
 def _build_network(arch: dict):
