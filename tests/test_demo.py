@@ -102,6 +102,24 @@ def test_exported_model_alone_reproduces_the_reported_top1(reduced_run):
     assert float((logits.argmax(1) == labels).mean()) == pytest.approx(metrics["top1"])
 
 
+def test_predict_on_the_model_folder_reproduces_the_reported_top1(reduced_run, capsys):
+    """`rexnet-plugin predict model/ data/val_list.txt`: model/'s inference.yml
+    carries the recipe's eval transform, so predict gets the same classes."""
+    out, metrics = reduced_run
+    code = main(["predict", str(out / "model"), str(out / "data" / "val_list.txt"), "--json",
+                 "--batch-size", "64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 360
+    folder = demo_data.read_image_folder(out / "data")
+    records = [json.loads(line) for line in lines]
+    assert [r["image"] for r in records] == [str(folder.root / rel) for rel, _ in folder.val]
+    hits = [r["class_id"] == label for r, (_, label) in zip(records, folder.val)]
+    assert sum(hits) / 360 == pytest.approx(metrics["top1"])
+    # model/ outputs logits; predict's scores are their softmax (max of ten at least 1/10).
+    assert all(0 < s <= 1 for r in records for _, s in r["topk"])
+    assert all(r["score"] >= 0.1 for r in records)
+
+
 def test_checkpoint_loads_into_a_fresh_model(reduced_run):
     import paddle
     from rexnet_plugin import create_model
