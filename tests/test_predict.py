@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -337,3 +339,41 @@ def test_a_paddleclas_export_model_folder(exported, photos, tmp_path):
     ours = predict_mod.predict(model_dir, photos)
     assert [p.topk[0][0] for p in theirs] == [p.topk[0][0] for p in ours]
     assert [[c for c, _ in p.topk] for p in theirs] == [[c for c, _ in p.topk] for p in ours]
+
+
+# -- PaddleClas's predict_cls.py with the same inference.yml -------------------------------
+
+PPCLS_LINE = re.compile(r"^(?P<name>\S+):\s+class id\(s\): \[(?P<ids>[\d, ]+)\], score\(s\): "
+                        r"\[(?P<scores>[\d., ]+)\]", re.M)
+
+
+def test_predict_cls_with_the_same_inference_yml_gives_the_same_top5(exported, photos,
+                                                                     tmp_path):
+    """PaddleClas's unmodified deploy/python/predict_cls.py, -c the export's
+    inference.yml (docs/deployment.md): the same five classes, the same scores to the
+    two decimals it prints."""
+    root = paddleclas_root()
+    model_dir, _ = exported
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in photos:  # JPEGs stay JPEGs: cv2 and PIL decode these identically
+        shutil.copy(photo, images / photo.name)
+    cmd = [sys.executable, str(root / "deploy" / "python" / "predict_cls.py"),
+           "-c", str(model_dir / INFER_CONFIG_FILENAME),
+           "-o", f"Global.inference_model_dir={model_dir}", "-o", f"Global.infer_imgs={images}",
+           "-o", "Global.batch_size=2", "-o", "Global.use_gpu=False",
+           "-o", "Global.enable_mkldnn=True", "-o", "Global.cpu_num_threads=2",
+           "-o", "Global.use_fp16=False", "-o", "Global.use_tensorrt=False",
+           "-o", "Global.enable_profile=False", "-o", "Global.ir_optim=True",
+           "-o", "PostProcess.main_indicator=Topk"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env=subprocess_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = {m["name"]: ([int(i) for i in m["ids"].split(",")],
+                          [float(s) for s in m["scores"].split(",")])
+              for m in PPCLS_LINE.finditer(run.stdout)}
+    assert sorted(theirs) == sorted(p.name for p in photos)
+    for prediction in predict_mod.predict(model_dir, sorted(images.iterdir())):
+        ids, scores = theirs[Path(prediction.image).name]
+        assert ids == [c for c, _ in prediction.topk], prediction.image
+        assert np.allclose(scores, [s for _, s in prediction.topk], atol=0.005)  # it prints 0.12
