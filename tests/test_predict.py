@@ -27,7 +27,8 @@ from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import predict as predict_mod
 from rexnet_plugin.deploy import runtime
-from rexnet_plugin.deploy.artifacts import (INFER_CONFIG_FILENAME, MODEL_FILENAME,
+from rexnet_plugin.deploy.artifacts import (INFER_CONFIG_FILENAME, LEGACY_MODEL_FILENAME,
+                                            MODEL_FILENAME,
                                             ONNX_FILENAME, PARAMS_FILENAME,
                                             QUANTIZATION_FILENAME)
 from rexnet_plugin.deploy.export import export_model
@@ -247,7 +248,8 @@ def bad_inputs(exported, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing image", "not an image", "empty list",
                                   "list of missing files", "no inference.yml",
-                                  "not a model", "missing model folder", "no onnx",
+                                  "not a model", "old-IR model", "missing model folder",
+                                  "no onnx",
                                   "bf16 on int8"])
 def test_errors_name_the_path_and_the_fix(case, bad_inputs, photos, tmp_path, capsys):
     model_dir, not_image, no_yml, no_onnx, not_model = bad_inputs
@@ -256,6 +258,9 @@ def test_errors_name_the_path_and_the_fix(case, bad_inputs, photos, tmp_path, ca
     (tmp_path / "missing.txt").write_text("nowhere/a.jpg 0\n")
     int8 = partial_copy(model_dir, tmp_path / "int8", [ONNX_FILENAME, INFER_CONFIG_FILENAME])
     (int8 / QUANTIZATION_FILENAME).write_text("{}")
+    old_ir = tmp_path / "old_ir"
+    old_ir.mkdir()
+    (old_ir / LEGACY_MODEL_FILENAME).write_bytes(b"\0")
     argv, expected = {
         "missing image": ([model_dir, tmp_path / "nope.jpg"],
                           [f"image {tmp_path / 'nope.jpg'} not found", "check the path"]),
@@ -271,6 +276,8 @@ def test_errors_name_the_path_and_the_fix(case, bad_inputs, photos, tmp_path, ca
                               "Global.export_for_fd=True"]),
         "not a model": ([not_model, photo],
                         [f"{not_model} is not a model folder", "rexnet-plugin export"]),
+        "old-IR model": ([old_ir, photo], [f"{old_ir} holds an old-IR model",
+                                           "re-export it on Paddle 3"]),
         "missing model folder": ([tmp_path / "nowhere", photo],
                                  [f"{tmp_path / 'nowhere'} not found"]),
         "no onnx": ([no_onnx, photo, "--runtime", "onnx"],
