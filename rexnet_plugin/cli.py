@@ -169,6 +169,24 @@ def _predict(args) -> int:
     return run_from_args(args)
 
 
+def _quantize(args) -> int:
+    from .deploy.quantize import QuantizeError, quantize_export
+    try:
+        out = quantize_export(args.model_dir, args.calib, args.out, num_images=args.num_images,
+                              progress=True)
+    except (QuantizeError, ValueError, ImportError) as err:
+        # files.FolderNotWritableError is a ValueError
+        print(f"rexnet-plugin quantize: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills up while writing, for instance
+        print(f"rexnet-plugin quantize: error: {err.strerror or err}"
+              f"{f' ({err.filename})' if err.filename else ''}; nothing was written to "
+              f"{args.out}", file=sys.stderr)
+        return 2
+    print(f"int8 model: {out} (ONNX Runtime; run it with rexnet-plugin predict {out} IMAGE...)")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo.run import run_from_args
     return run_from_args(args)
@@ -213,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy.artifacts import DEFAULT_OPSET
     from .deploy.bench import MODES as bench_modes  # stdlib-only module: cheap to import
     from .deploy import predict as predict_mod  # numpy, no paddle
+    from .deploy import quantize as quantize_mod  # numpy, no paddle
     parser = argparse.ArgumentParser(
         prog="rexnet-plugin",
         description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
@@ -351,6 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "inference.onnx (default: paddle when the folder has inference.json, "
                         "else onnx)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "quantize", help="int8 post-training quantization of an exported model folder",
+        description="Quantize an exported fp32 model folder (rexnet-plugin export, or "
+                    "PaddleClas's tools/export_model.py with Global.export_for_fd=True) to "
+                    "int8 for ONNX Runtime: per-channel int8 weights, uint8 activations "
+                    "calibrated on your images preprocessed by the folder's inference.yml. "
+                    "OUT_DIR gets inference.onnx, inference.yml and quantization.json; it is "
+                    "written whole or not at all.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="the fp32 model folder")
+    p.add_argument("--calib", required=True, metavar="LIST_OR_DIR",
+                   help="calibration images: an ImageNet-format list file ('<relative path> "
+                        "<label>' lines, paths relative to the list's folder) or a folder of "
+                        f"images; at least {quantize_mod.MIN_CALIBRATION_IMAGES}, RGB")
+    p.add_argument("--out", required=True, metavar="OUT_DIR",
+                   help="a new (or empty) folder for the int8 model")
+    p.add_argument("--num-images", type=int, default=quantize_mod.DEFAULT_CALIBRATION_IMAGES,
+                   metavar="N", help=f"calibration images used, spread evenly over --calib "
+                                     f"(default {quantize_mod.DEFAULT_CALIBRATION_IMAGES}, "
+                                     f"at least {quantize_mod.MIN_CALIBRATION_IMAGES})")
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser(
         "demo", help="train, evaluate, export and predict on bundled digits (offline)",

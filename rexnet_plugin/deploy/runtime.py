@@ -142,13 +142,31 @@ def run_predictor(predictor, images: np.ndarray) -> np.ndarray:
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
+# ONNX Runtime's worker threads spin while waiting for work by default.
+# Set to 1 to allow that: it pays only on cores nobody else needs.
+ORT_SPINNING_ENV = "REXNET_ORT_SPINNING"
+
+
+def ort_spinning() -> bool:
+    return os.environ.get(ORT_SPINNING_ENV, "0").strip() == "1"
+
+
 def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with every graph optimisation on."""
+    """An ONNX Runtime CPU session with every graph optimisation on.
+
+    Its intra-op threads sleep between runs and between operators instead
+    of spinning (ONNX Runtime's default): on a few shared cores a spinning
+    thread takes the core that the work, or another process, needed.
+    ``REXNET_ORT_SPINNING=1`` restores spinning (docs/deployment.md).
+    """
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # paddle2onnx leaves unused initializers: no warnings
+    spinning = "1" if ort_spinning() else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
