@@ -154,7 +154,7 @@ def test_text_output_names_the_classes_of_the_label_list(exported, photos, capsy
     code, out, err = run_cli(capsys, model_dir, photos[0])
     assert code == 0, err
     prediction, = predict_mod.predict(model_dir, [photos[0]])
-    assert out.startswith(f"{photos[0]}: {prediction.class_id} {names[prediction.class_id]} ")
+    assert out.startswith(f'{photos[0]}: {prediction.class_id} "{names[prediction.class_id]}" ')
     assert "top-5:" in out  # inference.yml's Topk.topk
 
 

@@ -161,8 +161,8 @@ class Prediction:
                 "topk": [list(pair) for pair in self.topk]}
 
     def as_text(self, label_list: list[str] | None = None) -> str:
-        def name(i):
-            return f" {label_list[i]}" if label_list and i < len(label_list) else ""
+        def name(i):  # quoted: ImageNet's names hold commas
+            return f' "{label_list[i]}"' if label_list and i < len(label_list) else ""
         best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
         return f"{self.image}: {self.class_id}{name(self.class_id)} ({self.score:.4f})  " \
                f"top-{len(self.topk)}: {best}"
