@@ -187,6 +187,25 @@ def _quantize(args) -> int:
     return 0
 
 
+def _paddlex_pipeline(args) -> int:
+    from .integrations import paddlex as pdx
+    try:
+        name = pdx.check_model_dir(args.model_dir, args.model_name)
+        engines = pdx.registered_engines(name)  # PaddleX installed, ReXNet bound
+        output = args.output or f"{name}_pipeline.yaml"
+        path = pdx.write_pipeline_config(output, args.model_dir, name, args.batch_size,
+                                         args.topk)
+    except (pdx.PaddleXError, ValueError, OSError) as err:
+        print(f"rexnet-plugin paddlex-pipeline: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (PaddleX {pdx.paddlex_version()}, {name}; engines: "
+          f"{', '.join(engines)})")
+    print(f"  paddlex --pipeline {path} --input photo.jpg --device cpu")
+    print(f"  python -c \"import paddlex; [r.print() for r in "
+          f"paddlex.create_pipeline('{path}').predict('photo.jpg')]\"")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo.run import run_from_args
     return run_from_args(args)
@@ -401,6 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "training images and report its top-1. Writes a report folder (--out).")
     _add_demo_arguments(p)
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "paddlex-pipeline", help="write a PaddleX image_classification pipeline YAML for "
+                                 "an export (needs the [paddlex] extra)",
+        description="Check that PaddleX can run an export folder (its inference.yml names "
+                    "a ReXNet variant that PaddleX has bound), then write the pipeline YAML "
+                    "that `paddlex --pipeline FILE` and paddlex.create_pipeline(FILE) read.")
+    p.add_argument("model_dir", help="folder written by rexnet-plugin export (or PaddleClas's "
+                                     "export_model.py -o Global.export_for_fd=True)")
+    p.add_argument("-o", "--output", help="YAML to write (default ./<model>_pipeline.yaml)")
+    p.add_argument("--model-name", help="check the folder holds this variant (default: the "
+                                        "folder's Global.model_name)")
+    p.add_argument("--batch-size", type=int, default=1, help="default 1")
+    p.add_argument("--topk", type=int, help="classes per image (default: inference.yml's)")
+    p.set_defaults(func=_paddlex_pipeline)
     return parser
 
 

@@ -162,7 +162,8 @@ def _number(value: float) -> str:
 def speed_section() -> str:
     """The speed table and its context, from the committed benchmark JSON."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from report import bf16_summary, machine_text, markdown_table
+    from report import (bf16_summary, fastest_fp32, int8_summary, limits_table, machine_text,
+                        markdown_table)
     path = ROOT / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
     if not path.is_file():
         return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
@@ -172,6 +173,11 @@ def speed_section() -> str:
         f"Command: `{doc['command']}` ({doc['created']}, {doc['duration_s'] / 60:.0f} min). "
         f"Weights: {doc['weights']}.", "",
         "Machine: " + machine_text(doc), "",
+        "int8 (`rexnet-plugin quantize`, ONNX Runtime) against the built-in's fp32 Paddle "
+        "Inference:", "", int8_summary(doc) or "(no int8 rows in this run)", "",
+        "Fastest fp32 runtime per batch size (median ms/img, fastest first):", "",
+        fastest_fp32(doc), "",
+        "Distance to the machine's limit:", "", limits_table(doc) or "(no peak in this run)", "",
         "bf16 against fp32:", "", bf16_summary(doc)])
 
 

@@ -153,3 +153,51 @@ def test_startup_cost_command_runs():
                             env=subprocess_env())
     assert result.returncode == 0, result.stderr
     assert "hook on" in result.stdout and "hook off" in result.stdout
+
+
+@pytest.mark.parametrize("other_pth", ["aaa_other_plugin.pth", "zzz_other_plugin.pth"])
+def test_a_second_packages_triggers_add_to_ours_whatever_the_pth_order(tmp_path, other_pth):
+    """Two .pth files in one site dir, the other package's sorting first or
+    last: its install(triggers) adds to the defaults, and both plugins run."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "rexnet_plugin_autoload.pth").write_text(PTH.read_text())
+    (site_dir / other_pth).write_text(
+        "import rexnet_plugin.integrations.autoload as a; "
+        "a.install({'otherhost': 'otherhost.plugins', 'ppdet': 'other.ppdet.plugins'})\n")
+    # Fake hosts: `ppdet` (one of our default triggers) and the other package's host.
+    for host in ("ppdet", "otherhost"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "__init__.py").write_text("SEEN = []\n")
+    make_plugin_dist(tmp_path, "ours_probe", "ppdet.plugins", "ours_probe:register",
+                     "def register(module):\n    module.SEEN.append('default group')\n")
+    make_plugin_dist(tmp_path, "their_probe", "otherhost.plugins", "their_probe:register",
+                     "def register(module):\n    module.SEEN.append('their group')\n")
+    make_plugin_dist(tmp_path, "their_ppdet", "other.ppdet.plugins", "their_ppdet:register",
+                     "def register(module):\n    module.SEEN.append('their ppdet group')\n")
+    # -S: no site-packages (so only these distributions are found); the site
+    # dir's .pth files then run in site.addsitedir's (sorted) order.
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    result = run_python(f"""
+        import site
+        site.addsitedir({str(site_dir)!r})
+        import ppdet, otherhost
+        from rexnet_plugin.integrations import autoload
+        print(ppdet.SEEN, otherhost.SEEN)
+        print(autoload.installed_finder().triggers['ppcls.arch'])
+    """, env=env, args=("-S",))
+    assert result.returncode == 0, result.stderr
+    seen, ppcls = result.stdout.splitlines()[-2:]
+    assert seen == "['default group', 'their ppdet group'] ['their group']"
+    assert ppcls == "['paddleclas.plugins']"
+
+
+def test_install_twice_adds_nothing_twice():
+    result = run_python("""
+        from rexnet_plugin.integrations import autoload
+        first = autoload.install({'x.y': 'x.plugins'})
+        second = autoload.install({'x.y': 'x.plugins'})
+        print(first is second, first.triggers['x.y'], len(first.triggers) == len(autoload.TRIGGERS) + 1)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "True ['x.plugins'] True"

@@ -53,6 +53,9 @@ def test_the_wheel_ships_the_autoload_hook_and_entry_points(wheel):
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[paddleclas.plugins]" in text and "[ppdet.plugins]" in text
+    assert "[paddlex.plugins]\nrexnet = rexnet_plugin.integrations.paddlex:register\n" in text
+    assert ("[paddlex.modules.plugins]\nrexnet = "
+            "rexnet_plugin.integrations.paddlex:register_training") in text
     assert ("[paddleclas.deploy.plugins]\npir-memory-optim = "
             "rexnet_plugin.integrations.paddleclas_deploy:register") in text
     assert "rexnet-plugin = rexnet_plugin.cli:main" in text

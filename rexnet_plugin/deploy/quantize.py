@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channel_align import align_channels
 from .artifacts import (INFER_CONFIG_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
                         QUANTIZATION_FILENAME)
 from .images import ImageInputError, collect_images, check_image
@@ -43,11 +44,18 @@ from .infer_config import InferConfigError, read_infer_config
 MIN_CALIBRATION_IMAGES = 32
 DEFAULT_CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 8
-# Operators quantized; the rest (Sigmoid, GlobalAveragePool, Softmax, Clip,
-# Relu, Split, Concat, Reshape) stay float32 between them.
-QUANTIZED_OPS = ("Conv",)
-# onnxruntime.quantization.CalibrationMethod member.
+# Operators quantized: the convs, and SiLU's and the SE gate's Sigmoid and Mul
+# (int8 there saves a dequantize/quantize pair around each; measured faster
+# than convs alone, and than also quantizing Add/Concat/Split). The rest stay
+# float32: the SE block's average pooling, the partial shortcut (Split, Add,
+# Concat), Softmax and the head's Reshape.
+QUANTIZED_OPS = ("Conv", "Sigmoid", "Mul")
+# onnxruntime.quantization.CalibrationMethod member. MinMax: Percentile and
+# Entropy agreed no better with fp32 on the reference weights, and keep every
+# activation in memory (minutes and GBs at 256 images; docs/deployment.md).
 CALIBRATION_METHOD = "MinMax"
+# Zero-pad the blocks' expanded channels (deploy/channel_align.py) first.
+ALIGN_CHANNELS = True
 # PIL modes of single-channel images.
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 _FIX_MODEL = ("pass a folder written by `rexnet-plugin export` or by PaddleClas's "
@@ -221,11 +229,17 @@ def quantize_onnx(fp32_path: Path, data: np.ndarray, out_path: Path, workdir: Pa
     # shapes (ONNX's; the symbolic pass stops at paddle2onnx's Shape/Slice head).
     prepared = workdir / "prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    model = onnx.load(str(prepared))
+    name = model.graph.input[0].name
+    padded = []
+    if ALIGN_CHANNELS:
+        model, padded = align_channels(model)
+        onnx.save(model, str(prepared))
     settings = {"format": "QDQ", "weights": "int8, per channel, symmetric",
                 "activations": "uint8, per tensor, asymmetric",
                 "calibration": CALIBRATION_METHOD, "quantized_ops": list(QUANTIZED_OPS),
-                "runtime": "onnxruntime"}
+                "runtime": "onnxruntime",
+                "channels_padded": [f"{a}->{b}" for a, b in padded]}
     quantize_static(str(prepared), str(out_path), _Batches(name, data, progress),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True, reduce_range=False,

@@ -7,13 +7,16 @@ start-up. ``install()`` only adds a small ``sys.meta_path`` finder: nothing
 heavy is imported until a watched module is imported.
 
 When a watched module (a key of ``TRIGGERS``) has finished executing, every
-entry point of its group is loaded and called with the module object::
+entry point of its group(s) is loaded and called with the module object::
 
     [project.entry-points."paddleclas.plugins"]
     my_models = "my_package.ppcls:register"     # register(arch_module)
 
 Any package can use these groups; nothing here is specific to ReXNet. A
-plugin that fails logs one warning and the host carries on without it.
+package can also watch more modules: ``install({"host.module": "host.plugins"})``
+(from its own .pth) adds to the triggers already installed, whatever the
+order the .pth files run in; nothing replaces anything. A plugin that fails
+logs one warning and the host carries on without it.
 ``REXNET_PLUGIN_AUTOLOAD=0`` turns the whole mechanism off.
 
 This module imports only ``os`` and ``sys`` at start-up; keep it that way
@@ -35,6 +38,11 @@ TRIGGERS = {
     "ppdet": "ppdet.plugins",
     # PaddleClas's deploy predictor (deploy/python/*.py import it from the wheel).
     "paddleclas.deploy.utils.predictor": "paddleclas.deploy.plugins",
+    # PaddleX 3: its inference models package, once its own bindings are made
+    # (`import paddlex` imports it; so do create_model and create_pipeline).
+    "paddlex.inference.models": "paddlex.plugins",
+    # ... and its training modules (trainer, evaluator, exporter by model name).
+    "paddlex.modules": "paddlex.modules.plugins",
 }
 
 _failed_plugins: set = set()  # entry points that already logged their warning
@@ -91,9 +99,9 @@ def run_plugins(group: str, module) -> None:
 class _RunPluginsAfterExec:
     """Wraps a module's loader: execute the module, then run the plugins."""
 
-    def __init__(self, loader, group: str):
+    def __init__(self, loader, groups):
         self.loader = loader
-        self.group = group
+        self.groups = tuple(groups)
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -104,25 +112,36 @@ class _RunPluginsAfterExec:
         module.__loader__ = self.loader
         if getattr(module, "__spec__", None) is not None:
             module.__spec__.loader = self.loader
-        run_plugins(self.group, module)
+        for group in self.groups:
+            run_plugins(group, module)
 
     def __getattr__(self, name):  # get_source, is_package, resource readers ...
         return getattr(self.loader, name)
 
 
 class TriggerFinder:
-    """A ``sys.meta_path`` finder that only ever acts on the TRIGGERS modules.
+    """A ``sys.meta_path`` finder that only ever acts on the watched modules.
 
-    It asks the other finders for the real spec and wraps its loader; it
-    never imports anything itself.
+    ``triggers`` maps a module name to the entry-point groups run once it
+    has executed (several packages may watch the same module). It asks the
+    other finders for the real spec and wraps its loader; it never imports
+    anything itself.
     """
 
-    def __init__(self, triggers: dict[str, str]):
-        self.triggers = dict(triggers)
+    def __init__(self, triggers: dict[str, str] | None = None):
+        self.triggers: dict[str, list[str]] = {}
+        self.add(triggers or {})
+
+    def add(self, triggers: dict[str, str]) -> None:
+        """Watch more modules, or run more groups for a watched one."""
+        for name, group in triggers.items():
+            groups = self.triggers.setdefault(name, [])
+            if group not in groups:
+                groups.append(group)
 
     def find_spec(self, fullname, path=None, target=None):
-        group = self.triggers.get(fullname)
-        if group is None:
+        groups = self.triggers.get(fullname)
+        if not groups:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -134,7 +153,7 @@ class TriggerFinder:
             return None
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec  # namespace package or legacy loader: leave it alone
-        spec.loader = _RunPluginsAfterExec(spec.loader, group)
+        spec.loader = _RunPluginsAfterExec(spec.loader, groups)
         return spec
 
     def __repr__(self):
@@ -146,22 +165,29 @@ def installed_finder() -> TriggerFinder | None:
 
 
 def install(triggers: dict[str, str] | None = None) -> TriggerFinder | None:
-    """Add the finder (once). Returns it, or None when autoload is switched off.
+    """Add the finder (once) watching ``TRIGGERS`` plus ``triggers``; a later
+    call adds its ``triggers`` to the installed finder. Returns the finder, or
+    None when autoload is switched off.
 
-    A watched module that is already imported (fully executed) gets its
-    plugins run right away.
+    A newly watched module that is already imported (fully executed) gets
+    the plugins of its new groups run right away.
     """
     if not enabled():
         return None
     finder = installed_finder()
     if finder is None:
-        finder = TriggerFinder(TRIGGERS if triggers is None else triggers)
+        finder = TriggerFinder()
         sys.meta_path.insert(0, finder)
-    elif triggers:
-        finder.triggers.update(triggers)
-    for name, group in list(finder.triggers.items()):
+    new: dict[str, list[str]] = {}
+    for name, group in [*TRIGGERS.items(), *(triggers or {}).items()]:
+        if group not in finder.triggers.get(name, ()) and group not in new.get(name, ()):
+            new.setdefault(name, []).append(group)
+    for name, groups in new.items():
+        for group in groups:
+            finder.add({name: group})
         module = sys.modules.get(name)
         spec = getattr(module, "__spec__", None)
         if module is not None and not getattr(spec, "_initializing", False):
-            run_plugins(group, module)
+            for group in groups:
+                run_plugins(group, module)
     return finder
