@@ -194,11 +194,16 @@ def test_ctrl_c_after_epoch_1_evaluates_and_exports_that_epoch(tmp_path):
 
     # Rerunning into the same folder (written by the demo: no --force needed)
     # starts afresh: nothing of the interrupted run is taken for this one's.
-    metrics = run_demo(DemoSettings(out=out, epochs=1, train_images=32, engine="paddle",
+    # With 16 training images, fewer than quantize calibrates on, the int8 step
+    # is skipped and says why; the previous run's model_int8/ is not left behind.
+    assert (out / "model_int8" / "inference.onnx").is_file()
+    metrics = run_demo(DemoSettings(out=out, epochs=1, train_images=16, engine="paddle",
                                     progress=False))
-    assert not metrics["interrupted"] and metrics["data"]["train_images"] == 32
+    assert not metrics["interrupted"] and metrics["data"]["train_images"] == 16
     assert sorted(p.name for p in (out / "checkpoints").glob("epoch_*")) == [
         "epoch_1.pdopt", "epoch_1.pdparams"]
+    assert "at least 32 images" in metrics["int8"]["skipped"]
+    assert not (out / "model_int8").exists()
 
 
 def test_ctrl_c_before_any_epoch_says_what_to_rerun(tmp_path, monkeypatch, capsys):
