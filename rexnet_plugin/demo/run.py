@@ -319,8 +319,8 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
         # model/ quantized (rexnet-plugin quantize) and run on the held-out images.
         "int8": ({"top1": evaluation.int8_top1,
                   "agreement_with_fp32": evaluation.int8_agreement,
-                  "backend": "ONNX Runtime, CPU" if int8_model.runtime == "onnx"
-                             else int8_model.describe(),
+                  "backend": {"onnx": "ONNX Runtime, CPU",
+                              "paddle": "Paddle Inference, CPU, oneDNN"}[int8_model.runtime],
                   "model_dir": str(int8_dir), "calibration": calibration}
                  if int8_model else {"skipped": int8_skipped}),
         # The engine's own held-out top-1 at the last epoch (PaddleClas's or
