@@ -30,9 +30,10 @@ from rexnet_plugin.demo import train_paddle
 # chance (10%).
 REDUCED = dict(epochs=2, batch_size=32, image_size=32)
 REDUCED_TOP1_THRESHOLD = 0.65
-# int8 (model/ quantized on 256 training images) against fp32 in that run:
-# CALIBRATION_PLACEHOLDER
-INT8_MAX_TOP1_DROP = 0.03
+# int8 (model/ quantized on 256 training images) against fp32 in that run, over
+# seeds 0-2: from 0.83 points above to 0.28 below fp32, 97.2% to 98.6% the same
+# class (python scripts/calibrate_demo.py --reduced --seeds 0 1 2).
+INT8_MAX_TOP1_DROP = 0.02
 INT8_MIN_AGREEMENT = 0.95
 
 REPORT_FILES = ("metrics.json", "report.png", "training_curves.png", "confusion_matrix.png",
