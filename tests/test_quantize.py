@@ -303,3 +303,21 @@ def test_channel_alignment_is_exact_in_float(fp32_folder, tmp_path, int8_run):
     np.testing.assert_allclose(after, before, atol=1e-4, rtol=0)
     record = json.loads((int8_run["out"] / QUANTIZATION_FILENAME).read_text())
     assert record["method"]["channels_padded"] == [f"{a}->{b}" for a, b in padded]
+
+
+def test_split_batches_give_the_outputs_of_one_session(int8_run, monkeypatch):
+    """runtime.SplitBatchSession: a batch of >= threads images runs as slices in
+    single-threaded sessions; the rows come back in order, as one session gives them."""
+    from rexnet_plugin.deploy import runtime
+    x = agreement.sample_photos()[:5]
+    path = int8_run["out"] / ONNX_FILENAME
+    split = runtime.create_onnx_session(path, threads=2)
+    assert isinstance(split, runtime.SplitBatchSession)
+    monkeypatch.setenv(runtime.ORT_SPLIT_BATCH_ENV, "0")
+    whole = runtime.create_onnx_session(path, threads=2)
+    assert not isinstance(whole, runtime.SplitBatchSession)
+    np.testing.assert_allclose(runtime.run_onnx(split, x), runtime.run_onnx(whole, x),
+                               atol=1e-5, rtol=0)
+    assert split._parts is not None and len(split._parts) == 2  # it did split
+    np.testing.assert_allclose(runtime.run_onnx(split, x[:1]), runtime.run_onnx(whole, x[:1]),
+                               atol=1e-5, rtol=0)
