@@ -1,4 +1,4 @@
-"""bf16 against fp32: top-1 agreement on real inputs (benchmarks/run.py).
+"""bf16 and int8 against fp32: top-1 agreement on real inputs (benchmarks/run.py).
 
 Reads the official test vectors (``../shared/reference`` or
 ``$REXNET_REFERENCE_DIR``): a development tool, not part of the package.
@@ -108,6 +108,71 @@ def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None)
                 logits16 = np.concatenate([run_predictor(bf16, x) for x in inputs])
                 row[key] = _agreement(logits32, logits16)
         rows.append(row)
+    return rows
+
+
+def photo_crops(folder: Path, count: int, seed: int = 0) -> Path:
+    """``count`` random square crops of the two sample photos as JPEG files in
+    ``folder``: calibration images, other crops than ``sample_photos``'."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        photo = photos[i % 2]
+        side = int(rng.integers(180, 400))
+        left = int(rng.integers(0, photo.width - side))
+        top = int(rng.integers(0, photo.height - side))
+        crop = photo.crop((left, top, left + side, top + side))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop.save(folder / f"{i:03d}.jpg", quality=90)
+    return folder
+
+
+def int8_agreement(reference_dir: str | os.PathLike, threads: int | None = None,
+                   calibration_images: int = 64) -> list[dict]:
+    """Top-1 agreement of the int8 model (rexnet-plugin quantize, ONNX Runtime)
+    with fp32 Paddle Inference, on the sample photos, for the V1 test-vector
+    weights; calibrated on other crops of the same photos."""
+    import numpy as np
+    from rexnet_plugin.deploy.artifacts import ONNX_FILENAME
+    from rexnet_plugin.deploy.export import export_inference
+    from rexnet_plugin.deploy.infer_config import write_infer_config
+    from rexnet_plugin.deploy.quantize import quantize_export
+    from rexnet_plugin.deploy.runtime import (create_onnx_session, create_predictor, run_onnx,
+                                              run_predictor)
+    from rexnet_plugin.model import ReXNet
+    from rexnet_plugin.weights import inspect_state, to_canonical
+    from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS
+    photos = sample_photos()
+    rows = []
+    for path in sorted(Path(reference_dir).glob("rexnet_v1_*.npz")):
+        data = np.load(path)
+        state = to_canonical({k: data[k].astype("float32") for k in data.files
+                              if not k.startswith(("a.", "b."))})
+        info = inspect_state(state)
+        model = ReXNet(**VARIANTS[info.variant].arch, class_num=info.class_num)
+        model.set_state_dict(state)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            export_inference(model, tmp / "fp32", 224)
+            write_infer_config(tmp / "fp32", model_name=info.variant, transform=EVAL_TRANSFORM,
+                               softmax=False)
+            calib = photo_crops(tmp / "calib", calibration_images)
+            out = quantize_export(tmp / "fp32", calib, tmp / "int8",
+                                  num_images=calibration_images, progress=False)
+            fp32 = create_predictor(tmp / "fp32", threads=threads)
+            int8 = create_onnx_session(out / ONNX_FILENAME, threads=threads)
+            batches = [photos[i:i + 8] for i in range(0, len(photos), 8)]
+            logits32 = np.concatenate([run_predictor(fp32, x) for x in batches])
+            logits8 = np.concatenate([run_onnx(int8, x) for x in batches])
+        rows.append({"variant": info.variant,
+                     "weights": f"the weights of the test vectors {path.name}",
+                     "calibration": f"{calibration_images} other crops of the same photos",
+                     "sample_photos": _agreement(logits32, logits8)})
     return rows
 
 

@@ -81,6 +81,83 @@ def bf16_summary(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def int8_summary(doc: dict) -> str:
+    """int8 (ours, quantized) against the built-in's fp32 Paddle Inference, and agreement."""
+    lines = []
+    for m in doc["modes"]:
+        if m.get("skipped") or m.get("precision") != "int8":
+            continue
+        o, b = (m["results"][i]["ms_per_image"]["median"] for i in ("ours", "builtin"))
+        met = "met" if m["goal_met"] else "not met"
+        lines.append(f"- batch {m['batch']}: int8 {o:.2f} ms/img against the built-in's fp32 "
+                     f"Paddle Inference {b:.2f} ms/img: **{m['ratio']:.2f}x** the built-in's "
+                     f"latency (goal ≤ {m['goal']:.2f}: {met}).")
+    for row in doc.get("int8_agreement", []):
+        a = row["sample_photos"]
+        lines.append(f"- `{row['variant']}` with {row['weights']}, the sample photos (int8 "
+                     f"calibrated on {row['calibration']}): top-1 agrees with fp32 on "
+                     f"{a['top1_agree']}/{a['images']} ({a['distinct_fp32_top1']} distinct fp32 "
+                     f"classes; median fp32 top-1/top-2 margin {a['median_fp32_margin']:.2f}); "
+                     f"max |logit diff| {a['max_abs_logit_diff']:.2f} for a logit range of "
+                     f"{a['fp32_logit_range']:.1f}.")
+    return "\n".join(lines)
+
+
+def _runs(doc: dict):
+    """(batch, label, precision, runtime, stats) of every exported-model run."""
+    for m in doc["modes"]:
+        if m.get("skipped") or m["runtime"] not in ("paddle_inference", "onnxruntime") \
+                or m.get("stock_allocator"):
+            continue
+        names = {"paddle_inference": "Paddle Inference oneDNN", "onnxruntime": "ONNX Runtime"}
+        yield m["batch"], f"ours, {names[m['runtime']]} {m['precision']}", m["precision"], \
+            m["results"]["ours"], m
+        builtin_runtime = m.get("builtin_runtime") or m["runtime"]
+        builtin_precision = "fp32" if m.get("builtin_runtime") else m["precision"]
+        yield m["batch"], f"built-in, {names[builtin_runtime]} {builtin_precision}", \
+            builtin_precision, m["results"]["builtin"], m
+
+
+def fastest_fp32(doc: dict) -> str:
+    """The fastest fp32 runtime per batch size, ours and the built-in's."""
+    best = {}
+    for batch, label, precision, stats, _ in _runs(doc):
+        if precision != "fp32":
+            continue
+        ms = stats["ms_per_image"]["median"]
+        best.setdefault(batch, {})
+        best[batch][label] = min(ms, best[batch].get(label, ms))
+    lines = []
+    for batch in sorted(best):
+        ranked = sorted(best[batch].items(), key=lambda kv: kv[1])
+        lines.append(f"- batch {batch}: " + "; ".join(
+            f"{'**' + label + '**' if i == 0 else label} {ms:.2f} ms/img"
+            for i, (label, ms) in enumerate(ranked)))
+    return "\n".join(lines)
+
+
+def limits_table(doc: dict) -> str:
+    """Each exported run's conv throughput against the machine's peak (doc["peak"])."""
+    peak = doc.get("peak")
+    if not peak:
+        return ""
+    rows = ["| Run | Batch | G(FL)OP/s | measured peak | % of it | nominal peak | % of it |",
+            "|---|---|---|---|---|---|---|"]
+    for batch, label, precision, stats, _ in _runs(doc):
+        key = "int8_gop_per_s" if precision == "int8" else "fp32_gflop_per_s"
+        measured = peak["measured"][key]["best"]
+        nominal = (peak.get("nominal") or {}).get(key)
+        rate = stats["gflop_per_s"]
+        rows.append(f"| {label} | {batch} | {rate:.0f} | {measured:.0f} | {100 * rate / measured:.0f}% "
+                    f"| {'' if nominal is None else f'{nominal:.0f}'} "
+                    f"| {'' if nominal is None else f'{100 * rate / nominal:.0f}%'} |")
+    kinds = ("int8: ONNX Runtime's MatMulInteger (uint8 x int8); fp32 and bf16: its fp32 MatMul")
+    return "\n".join(rows + ["", f"Peaks from `benchmarks/peak.py` in the same run "
+                              f"({peak['threads']} threads; measured = best 2048³ matrix product, "
+                              f"{kinds}; nominal = {peak['nominal']['assumes'] if peak.get('nominal') else 'n/a'}). "
+                              f"Conv work only (2 ops per multiply-accumulate), bf16 runs against the fp32 peak."])
+
+
 def machine_text(doc: dict) -> str:
     m = doc["machine"]
     v = m["versions"]
@@ -107,6 +184,16 @@ def markdown_report(doc: dict) -> str:
     bf16 = bf16_summary(doc)
     if bf16:
         text += ["bf16 (opt-in, `precision=\"bf16\"`):", "", bf16, ""]
+    int8 = int8_summary(doc)
+    if int8:
+        text += ["int8 (`rexnet-plugin quantize`, ONNX Runtime):", "", int8, ""]
+    fastest = fastest_fp32(doc)
+    if fastest:
+        text += ["Fastest fp32 runtime per batch size (median ms/img, fastest first):", "",
+                 fastest, ""]
+    limits = limits_table(doc)
+    if limits:
+        text += ["Distance to the machine's limit:", "", limits, ""]
     return "\n".join(text)
 
 

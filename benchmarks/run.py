@@ -5,8 +5,8 @@
     python benchmarks/run.py --all          # also ablation.py and profiles.py
 
 Runs the measurement (rexnet_plugin/deploy/bench.py, the same as
-`rexnet-plugin bench`), adds the bf16 agreement on real inputs
-(agreement.py), writes benchmarks/results/<variant>.json and .md
+`rexnet-plugin bench`), adds the machine's peak rates (peak.py) and the
+bf16 and int8 agreement on real inputs (agreement.py), writes benchmarks/results/<variant>.json and .md
 (report.py), then regenerates the generated sections of the README and
 docs/ (scripts/update_docs.py), whose speed tables are made from that JSON.
 """
@@ -26,7 +26,8 @@ RESULTS = HERE / "results"
 
 
 def main() -> int:
-    from agreement import default_reference_dir, run_agreement
+    from agreement import default_reference_dir, int8_agreement, run_agreement
+    from peak import peaks
     from report import write_markdown
 
     from rexnet_plugin.deploy.bench import parse_modes, run_benchmark, write_results
@@ -46,7 +47,12 @@ def main() -> int:
 
     doc = run_benchmark(args.variant, args.weights, parse_modes(args.modes), warmup=args.warmup,
                         repeats=args.repeats, threads=args.threads, command=command)
+    doc["peak"] = peaks(doc["settings"]["threads"])
     reference = default_reference_dir()
+    if reference is not None and any(m.get("precision") == "int8" and not m.get("skipped")
+                                     for m in doc["modes"]):
+        print(f"int8 vs fp32 top-1 agreement (reference vectors in {reference}, sample photos)")
+        doc["int8_agreement"] = int8_agreement(reference, doc["settings"]["threads"])
     if bf16_supported() and reference is not None:
         print(f"bf16 vs fp32 top-1 agreement (reference vectors in {reference}, sample photos)")
         with tempfile.TemporaryDirectory() as logs:

@@ -164,6 +164,29 @@ def _bench(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .deploy.predict import run_from_args
+    return run_from_args(args)
+
+
+def _quantize(args) -> int:
+    from .deploy.quantize import QuantizeError, quantize_export
+    try:
+        out = quantize_export(args.model_dir, args.calib, args.out, num_images=args.num_images,
+                              progress=True)
+    except (QuantizeError, ValueError, ImportError) as err:
+        # files.FolderNotWritableError is a ValueError
+        print(f"rexnet-plugin quantize: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills up while writing, for instance
+        print(f"rexnet-plugin quantize: error: {err.strerror or err}"
+              f"{f' ({err.filename})' if err.filename else ''}; nothing was written to "
+              f"{args.out}", file=sys.stderr)
+        return 2
+    print(f"int8 model: {out} (ONNX Runtime; run it with rexnet-plugin predict {out} IMAGE...)")
+    return 0
+
+
 def _paddlex_pipeline(args) -> int:
     from .integrations import paddlex as pdx
     try:
@@ -226,6 +249,8 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .deploy.artifacts import DEFAULT_OPSET
     from .deploy.bench import MODES as bench_modes  # stdlib-only module: cheap to import
+    from .deploy import predict as predict_mod  # numpy, no paddle
+    from .deploy import quantize as quantize_mod  # numpy, no paddle
     parser = argparse.ArgumentParser(
         prog="rexnet-plugin",
         description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
@@ -338,10 +363,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(
-        "demo", help="train, evaluate, export and predict on bundled digits (offline)",
+        "predict", help="classify images with an exported model folder (fp32, bf16, int8)",
+        description="Classify images with a model folder written by rexnet-plugin export "
+                    "or quantize, or by PaddleClas's tools/export_model.py with "
+                    "Global.export_for_fd=True, using the folder's own preprocessing "
+                    "(inference.yml). Runs Paddle Inference (oneDNN) when the folder has "
+                    "inference.json, else ONNX Runtime on inference.onnx (an int8 folder).")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="the model folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of images (searched recursively), or "
+                        "ImageNet-format list files (*.txt: '<relative path> <label>' lines, "
+                        "paths relative to the list's folder)")
+    p.add_argument("--topk", type=int, default=None, metavar="K",
+                   help="classes per image (default: inference.yml's PostProcess.Topk.topk)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"image", "class_id", "score", "topk": '
+                        '[[class_id, score], ...]}')
+    p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
+                   metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
+    p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
+                   help="bf16: an fp32 model run in bfloat16 by Paddle Inference (oneDNN; "
+                        "needs AVX512-BF16 or AMX). Default fp32 (an int8 folder runs int8)")
+    p.add_argument("--runtime", choices=predict_mod.RUNTIMES, default=None,
+                   help="paddle: Paddle Inference with oneDNN; onnx: ONNX Runtime on "
+                        "inference.onnx (default: paddle when the folder has inference.json, "
+                        "else onnx)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "quantize", help="int8 post-training quantization of an exported model folder",
+        description="Quantize an exported fp32 model folder (rexnet-plugin export, or "
+                    "PaddleClas's tools/export_model.py with Global.export_for_fd=True) to "
+                    "int8 for ONNX Runtime: per-channel int8 weights, uint8 activations "
+                    "calibrated on your images preprocessed by the folder's inference.yml. "
+                    "OUT_DIR gets inference.onnx, inference.yml and quantization.json; it is "
+                    "written whole or not at all.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="the fp32 model folder")
+    p.add_argument("--calib", required=True, metavar="LIST_OR_DIR",
+                   help="calibration images: an ImageNet-format list file ('<relative path> "
+                        "<label>' lines, paths relative to the list's folder) or a folder of "
+                        f"images; at least {quantize_mod.MIN_CALIBRATION_IMAGES}, RGB")
+    p.add_argument("--out", required=True, metavar="OUT_DIR",
+                   help="a new (or empty) folder for the int8 model")
+    p.add_argument("--num-images", type=int, default=quantize_mod.DEFAULT_CALIBRATION_IMAGES,
+                   metavar="N", help=f"calibration images used, spread evenly over --calib "
+                                     f"(default {quantize_mod.DEFAULT_CALIBRATION_IMAGES}, "
+                                     f"at least {quantize_mod.MIN_CALIBRATION_IMAGES})")
+    p.set_defaults(func=_quantize)
+
+    p = sub.add_parser(
+        "demo", help="train, evaluate, export, quantize and predict on bundled digits "
+                     "(offline)",
         description="Train a ReXNet from scratch on scikit-learn's bundled handwritten "
                     "digits (or --data DIR), report held-out top-1, export to Paddle "
-                    "Inference and predict with it. Writes a report folder (--out).")
+                    "Inference and predict with it, quantize to int8 (ONNX Runtime) on the "
+                    "training images and report its top-1. Writes a report folder (--out).")
     _add_demo_arguments(p)
     p.set_defaults(func=_demo)
 

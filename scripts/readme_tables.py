@@ -162,7 +162,8 @@ def _number(value: float) -> str:
 def speed_section() -> str:
     """The speed table and its context, from the committed benchmark JSON."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from report import bf16_summary, machine_text, markdown_table
+    from report import (bf16_summary, fastest_fp32, int8_summary, limits_table, machine_text,
+                        markdown_table)
     path = ROOT / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
     if not path.is_file():
         return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
@@ -172,7 +173,44 @@ def speed_section() -> str:
         f"Command: `{doc['command']}` ({doc['created']}, {doc['duration_s'] / 60:.0f} min). "
         f"Weights: {doc['weights']}.", "",
         "Machine: " + machine_text(doc), "",
+        "int8 (`rexnet-plugin quantize`, ONNX Runtime) against the built-in's fp32 Paddle "
+        "Inference:", "", int8_summary(doc) or "(no int8 rows in this run)", "",
+        "Fastest fp32 runtime per batch size (median ms/img, fastest first):", "",
+        fastest_fp32(doc), "",
+        "Distance to the machine's limit:", "", limits_table(doc) or "(no peak in this run)", "",
         "bf16 against fp32:", "", bf16_summary(doc)])
+
+
+def speed_summary() -> str:
+    """The README's lines on int8 and bf16, from the committed benchmark JSON."""
+    path = ROOT / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
+    if not path.is_file():
+        return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
+    doc = json.loads(path.read_text())
+    modes = {m["key"]: m for m in doc["modes"] if not m.get("skipped")}
+    lines = []
+    int8 = [modes.get(f"onnxruntime_int8_b{b}") for b in (1, 8)]
+    if all(int8):
+        lines.append(
+            f"Measured ({DEFAULT_VARIANT}, 2 shared cores, docs/speed.md): int8 takes "
+            f"{int8[0]['ratio']:.2f}x (batch 1) and {int8[1]['ratio']:.2f}x (batch 8) the "
+            f"latency of PaddleClas's built-in ReXNet in fp32 Paddle Inference, same weights, "
+            f"same run.")
+    fp32 = [modes.get(f"paddle_fp32_b{b}") for b in (1, 8)]
+    bf16 = [modes.get(f"paddle_bf16_b{b}") for b in (1, 8)]
+    if all(fp32) and all(bf16):
+        speed = [f["results"]["ours"]["ms_per_image"]["median"]
+                 / h["results"]["ours"]["ms_per_image"]["median"] for f, h in zip(fp32, bf16)]
+        if speed[1] < 1.5:
+            lines.append(
+                f"bf16 (`--precision bf16`) is not a speed-up worth having here: "
+                f"{speed[1]:.2f}x its own fp32 speed at batch 8 and {speed[0]:.2f}x at "
+                f"batch 1. What it gives is fp32's answers at about bf16's precision "
+                f"(top-1 agreement in docs/speed.md); for speed, use int8.")
+        else:
+            lines.append(f"bf16 (`--precision bf16`): {speed[1]:.2f}x its own fp32 speed at "
+                         f"batch 8, {speed[0]:.2f}x at batch 1.")
+    return "\n".join(lines)
 
 
 # README section name -> generator. A section is the text between
@@ -185,4 +223,5 @@ SECTIONS = {
     "feature-channels": feature_channels_table,
     "ppcls-recipe": ppcls_recipe_table,
     "speed": speed_section,
+    "speed-summary": speed_summary,
 }

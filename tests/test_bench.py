@@ -112,3 +112,34 @@ def test_bf16_agreement_reports_both_reference_models():
             assert (a["largest_flipped_margin"] is None) == (a["top1_agree"] == images)
             assert 0 < a["max_abs_logit_diff"] < a["fp32_logit_range"]  # bf16 ran, and is close
     assert rows["ReXNet_1_0"]["sample_photos"]["distinct_fp32_top1"] > 1  # inputs matter
+
+
+def test_int8_mode_runs_ours_quantized_against_the_builtins_fp32_paddle_inference():
+    """A tiny int8 mode (batch 2, 64x64, 3 timed batches): the report, never the speed."""
+    pytest.importorskip("onnxruntime.quantization", reason="needs pip install 'rexnet-plugin[onnx]'")
+    tiny = Mode("onnxruntime_int8_b2", "onnxruntime", 2, 64, "int8", goal=0.5,
+                builtin_runtime="paddle_inference")
+    doc = run_benchmark("ReXNet_1_0", modes=[tiny], warmup=1, repeats=3, threads=1,
+                        log=lambda *_: None)
+    mode, = doc["modes"]
+    assert mode["title"] == "ONNX Runtime int8 (quantize); built-in: Paddle Inference oneDNN fp32"
+    medians = {impl: mode["results"][impl]["ms_per_image"]["median"] for impl in bench.IMPLEMENTATIONS}
+    assert mode["ratio"] == pytest.approx(medians["ours"] / medians["builtin"])
+    assert mode["goal_met"] == (mode["ratio"] <= 0.5)
+    assert all(len(mode["results"][i]["batches_ms"]) == 3 for i in bench.IMPLEMENTATIONS)
+    summary = report.int8_summary(doc)
+    assert f"**{mode['ratio']:.2f}x** the built-in's latency (goal ≤ 0.50" in summary
+    # The built-in's fp32 Paddle Inference of this mode is an fp32 run of its batch size.
+    assert "built-in, Paddle Inference oneDNN fp32" in report.fastest_fp32(doc)
+    doc["peak"] = {"threads": 1, "measured": {"fp32_gflop_per_s": {"best": 100.0},
+                                              "int8_gop_per_s": {"best": 400.0}}, "nominal": None}
+    rate = mode["results"]["ours"]["gflop_per_s"]
+    assert f"| ours, ONNX Runtime int8 | 2 | {rate:.0f} | 400 | {100 * rate / 400:.0f}% |" in \
+        report.limits_table(doc)
+
+
+def test_int8_modes_are_listed_with_the_issue_goal():
+    for batch in (1, 8):
+        mode = MODES[f"onnxruntime_int8_b{batch}"]
+        assert (mode.precision, mode.goal, mode.builtin_runtime, mode.batch) == \
+            ("int8", 0.5, "paddle_inference", batch)

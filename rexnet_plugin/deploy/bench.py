@@ -6,6 +6,10 @@ variant with the same weights on the same machine in the same run:
 * the exported model in Paddle Inference (CPU, oneDNN) in fp32 and, where
   the CPU runs it natively, bf16, at batch 1 and 8;
 * ONNX Runtime on the paddle2onnx export, at batch 1 and 8;
+* our export quantized to int8 (``rexnet-plugin quantize``, ONNX Runtime)
+  against the built-in's fp32 Paddle Inference, the issue's baseline, at
+  batch 1 and 8 (the built-in worker of these modes runs fp32 Paddle
+  Inference: ``Mode.builtin_runtime``);
 * the dygraph eval forward and the dygraph training step.
 
 How it measures. Every (mode, implementation) pair runs in its own worker
@@ -75,11 +79,16 @@ class Mode:
     goal: float | None = None  # the issue's target for ours/built-in latency
     # Paddle Inference as configured by default, without export.retain_freed_memory().
     stock_allocator: bool = False
+    # The built-in's worker runs this instead (fp32): the int8 modes compare
+    # with the built-in's fp32 Paddle Inference, which has no int8 of its own here.
+    builtin_runtime: str | None = None
 
     @property
     def title(self) -> str:
         if self.stock_allocator:
             return f"Paddle Inference oneDNN {self.precision}, stock allocator"
+        if self.precision == "int8":
+            return "ONNX Runtime int8 (quantize); built-in: Paddle Inference oneDNN fp32"
         return {"paddle_inference": f"Paddle Inference oneDNN {self.precision}",
                 "onnxruntime": "ONNX Runtime (paddle2onnx)",
                 "dygraph_eval": "dygraph eval forward",
@@ -95,6 +104,10 @@ MODES = {m.key: m for m in [
     Mode("paddle_bf16_b8", "paddle_inference", 8, 224, "bf16"),
     Mode("onnxruntime_b1", "onnxruntime", 1, 224),
     Mode("onnxruntime_b8", "onnxruntime", 8, 224),
+    Mode("onnxruntime_int8_b1", "onnxruntime", 1, 224, "int8", goal=0.5,
+         builtin_runtime="paddle_inference"),
+    Mode("onnxruntime_int8_b8", "onnxruntime", 8, 224, "int8", goal=0.5,
+         builtin_runtime="paddle_inference"),
     Mode("dygraph_eval_b8", "dygraph_eval", 8, 224),
     Mode("dygraph_train_b16", "dygraph_train", 16, 160, goal=0.85),
 ]}
@@ -221,6 +234,8 @@ def _setup_step(impl: str, job: dict):
     """Build what ``impl`` runs in ``job``'s mode; return a function running one batch."""
     mode = Mode(**job["mode"])
     images, labels = _inputs(mode.batch, mode.image_size)
+    if impl == "builtin" and mode.builtin_runtime:
+        mode = Mode(mode.key, mode.builtin_runtime, mode.batch, mode.image_size)
     if mode.runtime == "paddle_inference":
         from .runtime import create_predictor, run_predictor
         predictor = create_predictor(job["model_dirs"][impl], threads=job["threads"],
@@ -229,7 +244,8 @@ def _setup_step(impl: str, job: dict):
         return lambda: run_predictor(predictor, images)
     if mode.runtime == "onnxruntime":
         from .runtime import create_onnx_session, run_onnx
-        session = create_onnx_session(job["onnx_files"][impl], threads=job["threads"])
+        files = job["int8_files"] if mode.precision == "int8" else job["onnx_files"]
+        session = create_onnx_session(files[impl], threads=job["threads"])
         return lambda: run_onnx(session, images)
 
     import paddle
@@ -428,7 +444,7 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
         diff = float((ours(x) - builtin(x)).abs().max())
 
     job = {"arch": v.arch, "class_num": ours.class_num, "weights_file": str(weights_file),
-           "threads": None, "model_dirs": {}, "onnx_files": {}}
+           "threads": None, "model_dirs": {}, "onnx_files": {}, "int8_files": {}}
     sizes = {m.image_size for m in modes if m.runtime in ("paddle_inference", "onnxruntime")}
     if len(sizes) > 1:
         raise ValueError(f"exported modes must share one image size; got {sorted(sizes)}")
@@ -437,11 +453,36 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
             job["model_dirs"][impl] = str(export_inference(model, workdir / impl, next(iter(sizes))))
         if any(m.runtime == "onnxruntime" for m in modes):
             job["onnx_files"][impl] = str(export_onnx(workdir / impl))
+    if any(m.precision == "int8" for m in modes):
+        job["int8_files"]["ours"] = str(_quantize_for_bench(v, workdir, next(iter(sizes))))
     macs = {size: count_conv_macs(ours, size)["total"] for size in {m.image_size for m in modes}}
     info = {"variant": v.name, "width_mult": v.width_mult, "class_num": ours.class_num,
             "weights": str(weights) if weights else "random init (paddle.seed(0)), copied into both",
             "outputs_max_abs_diff": diff}
     return job, info, macs
+
+
+def _quantize_for_bench(v, workdir: Path, size: int) -> Path:
+    """Our export quantized by ``quantize_export``, calibrated on fabricated
+    images (the calibration data sets the int8 ranges, not the speed)."""
+    import numpy as np
+    from PIL import Image
+    from .artifacts import ONNX_FILENAME
+    from .infer_config import write_infer_config
+    from .quantize import MIN_CALIBRATION_IMAGES, quantize_export
+    write_infer_config(workdir / "ours", model_name=v.name, transform=v.eval_transform,
+                       crop=(size, size))
+    calib = workdir / "calibration"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(MIN_CALIBRATION_IMAGES):
+        # Smooth colour images: noise upsampled, not pixel noise.
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size + 32, size + 32), Image.BICUBIC).save(
+            calib / f"{i:03d}.png")
+    out = quantize_export(workdir / "ours", calib, workdir / "ours_int8",
+                          num_images=MIN_CALIBRATION_IMAGES, progress=False)
+    return out / ONNX_FILENAME
 
 
 def _skip_reason(mode: Mode) -> str | None:
@@ -451,7 +492,7 @@ def _skip_reason(mode: Mode) -> str | None:
     if mode.precision == "bf16" and not bf16_supported():
         return "the CPU has no AVX512-BF16/AMX-BF16"
     if mode.runtime == "onnxruntime" and not all(
-            importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime")):
+            importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime", "ml_dtypes")):
         return "needs paddle2onnx and onnxruntime: pip install 'rexnet-plugin[onnx]'"
     return None
 

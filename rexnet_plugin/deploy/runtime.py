@@ -142,14 +142,87 @@ def run_predictor(predictor, images: np.ndarray) -> np.ndarray:
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
-def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with every graph optimisation on."""
+# ONNX Runtime's worker threads spin while waiting for work by default.
+# Set to 1 to allow that: it pays only on cores nobody else needs.
+ORT_SPINNING_ENV = "REXNET_ORT_SPINNING"
+# Set to 0 to run a batch as one piece on all threads (see SplitBatchSession).
+ORT_SPLIT_BATCH_ENV = "REXNET_ORT_SPLIT_BATCH"
+
+
+def ort_spinning() -> bool:
+    return os.environ.get(ORT_SPINNING_ENV, "0").strip() == "1"
+
+
+def _ort_session(onnx_path, threads: int):
     import onnxruntime as ort
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # paddle2onnx leaves unused initializers: no warnings
+    spinning = "1" if ort_spinning() else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+class SplitBatchSession:
+    """An ONNX Runtime session that runs a batch of at least ``threads`` images
+    as ``threads`` slices at once, each in a single-threaded session of its
+    own, and smaller batches on all threads in one session.
+
+    Each slice then runs its ops without waiting for other threads at every
+    op's end; on the 2-core benchmark machine that was faster for the int8
+    model at batch 8 (docs/deployment.md). Same outputs: the rows are
+    independent. The slices' sessions are made on the first large batch.
+    Offers what the code here uses of an InferenceSession: run, get_inputs,
+    get_outputs.
+    """
+
+    def __init__(self, onnx_path, threads: int):
+        self._path, self._threads = onnx_path, threads
+        self._whole = _ort_session(onnx_path, threads)
+        self._parts = None
+        self._pool = None
+        batch = self._whole.get_inputs()[0].shape[0]
+        self._splittable = (threads > 1 and len(self._whole.get_inputs()) == 1
+                            and not isinstance(batch, int))
+
+    def get_inputs(self):
+        return self._whole.get_inputs()
+
+    def get_outputs(self):
+        return self._whole.get_outputs()
+
+    def run(self, output_names, feeds: dict, run_options=None):
+        (name, x), = feeds.items() if len(feeds) == 1 else ((None, None),)
+        if not self._splittable or name is None or len(x) < self._threads:
+            return self._whole.run(output_names, feeds, run_options)
+        if self._parts is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._parts = [_ort_session(self._path, 1) for _ in range(self._threads)]
+            self._pool = ThreadPoolExecutor(self._threads)
+        slices = np.array_split(x, self._threads)
+        results = list(self._pool.map(
+            lambda part: part[0].run(output_names, {name: part[1]}, run_options),
+            zip(self._parts, slices)))
+        return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
+
+
+def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation on.
+
+    Its intra-op threads sleep between runs and between operators instead
+    of spinning (ONNX Runtime's default): on a few shared cores a spinning
+    thread takes the core that the work, or another process, needed.
+    ``REXNET_ORT_SPINNING=1`` restores spinning. A batch of at least
+    ``threads`` images is split over one single-threaded session per thread
+    (``SplitBatchSession``); ``REXNET_ORT_SPLIT_BATCH=0`` turns that off.
+    See docs/deployment.md.
+    """
+    threads = threads or os.cpu_count() or 1
+    if os.environ.get(ORT_SPLIT_BATCH_ENV, "1").strip() == "0":
+        return _ort_session(onnx_path, threads)
+    return SplitBatchSession(onnx_path, threads)
 
 
 def run_onnx(session, images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""Classify images with an exported model folder (``rexnet-plugin predict``).
+
+A model folder is what this package writes (``rexnet-plugin export``, the
+int8 folder of ``rexnet-plugin quantize``) or what PaddleClas's
+``tools/export_model.py -o Global.export_for_fd=True`` writes: a model
+(``inference.json`` + ``inference.pdiparams`` for Paddle Inference,
+``inference.onnx`` for ONNX Runtime) and its ``inference.yml``, whose
+preprocessing and Topk settings are followed.
+
+``load_model`` is the one place that picks the runtime for a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
+                        QUANTIZATION_FILENAME)
+from .images import ImageInputError, ImageItem, check_image, collect_images, open_rgb
+from .infer_config import InferConfig, InferConfigError, read_infer_config
+from .runtime import PRECISIONS
+
+RUNTIMES = ("paddle", "onnx")
+DEFAULT_BATCH_SIZE = 8
+# Fewer images than this finish before a progress bar would help.
+PROGRESS_MIN_IMAGES = 32
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be run as asked; the message names the
+    folder, what is missing and the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A model folder ready to run: its runtime session and its inference.yml."""
+
+    folder: Path
+    runtime: str       # "paddle" (Paddle Inference, oneDNN) or "onnx" (ONNX Runtime)
+    precision: str     # "fp32", "bf16" (Paddle Inference) or "int8" (quantized folder)
+    config: InferConfig
+    _session: object
+    _fixed_batch: int | None = None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, 3, H, W] -> the model's outputs [N, classes]."""
+        from .runtime import run_onnx, run_predictor
+        run = run_predictor if self.runtime == "paddle" else run_onnx
+        if not self._fixed_batch or len(images) == self._fixed_batch:
+            return run(self._session, images)
+        # A graph with a fixed batch size: feed it that many at a time, padded.
+        b, outs = self._fixed_batch, []
+        for start in range(0, len(images), b):
+            chunk = images[start:start + b]
+            pad = b - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+            outs.append(run(self._session, chunk)[:b - pad])
+        return np.concatenate(outs)
+
+    def scores(self, outputs: np.ndarray) -> np.ndarray:
+        """The outputs as PaddleClas's Topk reads them: as they are for a model
+        ending in softmax (the default of both exports), softmax of the logits
+        for one exported with ``--logits`` (``infer_add_softmax: false``)."""
+        outputs = np.asarray(outputs, dtype=np.float32)
+        if self.config.softmax is False:
+            shifted = outputs - outputs.max(axis=1, keepdims=True)
+            e = np.exp(shifted)
+            return e / e.sum(axis=1, keepdims=True)
+        return outputs
+
+    def describe(self) -> str:
+        names = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime"}
+        return f"{self.folder}: {self.precision}, {names[self.runtime]}"
+
+
+def _is_int8(folder: Path) -> bool:
+    return (folder / QUANTIZATION_FILENAME).is_file()
+
+
+def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
+               precision: str = "fp32", threads: int | None = None) -> LoadedModel:
+    """Open a model folder for inference; the runtime is chosen here.
+
+    ``runtime=None`` picks Paddle Inference (oneDNN) when the folder has
+    ``inference.json`` + ``inference.pdiparams``, else ONNX Runtime on
+    ``inference.onnx`` (an int8 folder of ``rexnet-plugin quantize``).
+    ``precision="bf16"`` needs Paddle Inference and a CPU with bf16
+    (UnsupportedCPUError otherwise). Raises ModelFolderError or
+    InferConfigError (naming the folder and the fix) before loading anything.
+    """
+    folder = Path(model_dir)
+    if runtime not in (None, *RUNTIMES):
+        raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "not found"
+        raise ModelFolderError(f"model folder {folder} {what}: pass the folder that "
+                               f"rexnet-plugin export (or quantize, or PaddleClas's "
+                               f"tools/export_model.py) wrote")
+    has_paddle = (folder / MODEL_FILENAME).is_file() and (folder / PARAMS_FILENAME).is_file()
+    has_onnx = (folder / ONNX_FILENAME).is_file()
+    if not has_paddle and not has_onnx and (folder / LEGACY_MODEL_FILENAME).is_file():
+        raise ModelFolderError(
+            f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x), which this "
+            f"command does not load: re-export it on Paddle 3 (rexnet-plugin export, or "
+            f"PaddleClas's tools/export_model.py), which writes {MODEL_FILENAME}")
+    if not has_paddle and not has_onnx:
+        raise ModelFolderError(
+            f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
+            f"{PARAMS_FILENAME} (Paddle Inference) nor {ONNX_FILENAME} (ONNX Runtime). Pass "
+            f"a folder written by rexnet-plugin export or quantize, or export one: "
+            f"rexnet-plugin export ReXNet_1_0 --weights CKPT -o {folder}")
+    int8 = _is_int8(folder)
+    if runtime is None:
+        runtime = "paddle" if has_paddle else "onnx"
+    if precision == "bf16" and (runtime == "onnx" or int8):
+        raise ModelFolderError(
+            f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
+            f"(oneDNN); {folder} is {'an int8 model' if int8 else 'asked for ONNX Runtime'}. "
+            f"Drop --precision bf16{'' if int8 else ' or --runtime onnx'}.")
+    if runtime == "onnx" and not has_onnx:
+        raise ModelFolderError(
+            f"--runtime onnx: {folder} has no {ONNX_FILENAME}. Export with --onnx "
+            f"(rexnet-plugin export ... --onnx -o {folder}), or use --runtime paddle.")
+    if runtime == "paddle" and not has_paddle:
+        raise ModelFolderError(
+            f"--runtime paddle: {folder} has no {MODEL_FILENAME} + {PARAMS_FILENAME} "
+            f"(only {ONNX_FILENAME}); use --runtime onnx, or export the Paddle Inference "
+            f"model with rexnet-plugin export")
+    config = read_infer_config(folder)  # InferConfigError says how to write one
+    from . import runtime as rt
+    fixed_batch = None
+    if runtime == "paddle":
+        session = rt.create_predictor(folder, mkldnn=True, threads=threads, precision=precision)
+    else:
+        session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
+        batch_dim = session.get_inputs()[0].shape[0]
+        fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+    return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,
+                       fixed_batch)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    class_id: int
+    score: float
+    topk: list  # [[class_id, score], ...], best first
+    label: int | None = None  # the list file's label, when one was given
+
+    def as_json(self) -> dict:
+        """Exactly the documented schema: image, class_id, score, topk."""
+        return {"image": self.image, "class_id": self.class_id, "score": self.score,
+                "topk": [list(pair) for pair in self.topk]}
+
+    def as_text(self, label_list: list[str] | None = None) -> str:
+        def name(i):  # quoted: ImageNet's names hold commas
+            return f' "{label_list[i]}"' if label_list and i < len(label_list) else ""
+        best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
+        return f"{self.image}: {self.class_id}{name(self.class_id)} ({self.score:.4f})  " \
+               f"top-{len(self.topk)}: {best}"
+
+
+def _topk(scores: np.ndarray, k: int) -> list[list]:
+    # Stable descending order: ties keep the lower class id first.
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [[int(i), float(scores[i])] for i in order]
+
+
+def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, progress: bool | None = None):
+    """Yield a Prediction per image, in order, batch by batch.
+
+    ``topk`` defaults to the inference.yml's ``PostProcess.Topk.topk``.
+    ``progress``: a tqdm bar on stderr; None shows it for at least
+    PROGRESS_MIN_IMAGES images when stderr is a terminal.
+    """
+    k = topk or model.config.topk
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: expected at least 1")
+    if progress is None:
+        progress = len(items) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(items), unit="img", file=sys.stderr, leave=False)
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            images = np.stack([model.config.preprocess(open_rgb(item.path)) for item in batch])
+            scores = model.scores(model.run(images))
+            if k > scores.shape[1]:
+                k = scores.shape[1]
+            for item, row in zip(batch, scores):
+                best = _topk(row, k)
+                yield Prediction(str(item.path), best[0][0], best[0][1], best, item.label)
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def predict(model_dir: str | os.PathLike, inputs, topk: int | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, runtime: str | None = None,
+            precision: str = "fp32", progress: bool | None = False) -> list[Prediction]:
+    """Classify ``inputs`` (image files, folders, list files) with a model folder."""
+    items = prepare_inputs(inputs)
+    model = load_model(model_dir, runtime=runtime, precision=precision)
+    return list(predict_items(model, items, topk=topk, batch_size=batch_size,
+                              progress=progress))
+
+
+def prepare_inputs(inputs) -> list[ImageItem]:
+    """The images of ``inputs``, each checked readable (header only) up front,
+    so a bad file is reported before any output."""
+    items = collect_images(inputs)
+    for item in items:
+        check_image(item.path)
+    return items
+
+
+def run_from_args(args) -> int:
+    """``rexnet-plugin predict``: exit 0, or 2 on bad input (message on stderr)."""
+    import json
+    from .runtime import UnsupportedCPUError
+
+    def fail(message) -> int:
+        print(f"rexnet-plugin predict: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.topk is not None and args.topk < 1:
+        return fail(f"--topk {args.topk}: expected at least 1")
+    if args.batch_size < 1:
+        return fail(f"--batch-size {args.batch_size}: expected at least 1")
+    try:
+        items = prepare_inputs(args.inputs)
+        model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
+        labels = model.config.label_list
+        for prediction in predict_items(model, items, topk=args.topk,
+                                        batch_size=args.batch_size):
+            print(json.dumps(prediction.as_json()) if args.json
+                  else prediction.as_text(labels), flush=True)
+    except (ImageInputError, ModelFolderError, InferConfigError, UnsupportedCPUError) as err:
+        return fail(err)
+    except BrokenPipeError:  # `| head`: the reader has all it wants
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+__all__ = ["LoadedModel", "ModelFolderError", "Prediction",
+           "load_model", "predict", "predict_items", "prepare_inputs", "run_from_args"]

@@ -1,0 +1,323 @@
+"""rexnet-plugin quantize: the int8 folder, its agreement with fp32, every bad input, interruption.
+
+The model is ReXNet_1_0 with the weights of the official test vectors
+(shared/reference: random but input-dependent logits); calibration images
+are crops of scikit-learn's two sample photos, made here.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_reference_npz
+from rexnet_plugin.cli import main
+from rexnet_plugin.deploy import quantize
+from rexnet_plugin.deploy.artifacts import (INFER_CONFIG_FILENAME, ONNX_FILENAME,
+                                            QUANTIZATION_FILENAME)
+
+pytest.importorskip("onnxruntime.quantization", reason="needs pip install 'rexnet-plugin[onnx]'")
+pytest.importorskip("paddle2onnx", reason="needs pip install 'rexnet-plugin[onnx]'")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import agreement  # noqa: E402  (the sample photos and the agreement figures)
+
+CALIB_IMAGES = quantize.MIN_CALIBRATION_IMAGES
+
+
+def _pip_freeze() -> str:
+    return subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _photo_crops(folder, count, seed=0):
+    """``count`` RGB crops of the sample photos, saved as JPEG, with a list file."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    (folder / "images").mkdir(parents=True)
+    lines = []
+    for i in range(count):
+        photo = photos[i % 2]
+        side = int(rng.integers(180, 400))
+        left = int(rng.integers(0, photo.width - side))
+        top = int(rng.integers(0, photo.height - side))
+        name = f"images/{i:03d}.jpg"
+        photo.crop((left, top, left + side, top + side)).save(folder / name, quality=90)
+        lines.append(f"{name} {i % 2}")
+    (folder / "calib_list.txt").write_text("\n".join(lines) + "\n")
+    return folder / "calib_list.txt"
+
+
+@pytest.fixture(scope="module")
+def fp32_folder(tmp_path_factory):
+    """The reference weights exported for Paddle Inference (no inference.onnx:
+    quantize converts with paddle2onnx), with inference.yml, logits out."""
+    from rexnet_plugin.deploy.export import export_inference
+    from rexnet_plugin.deploy.infer_config import write_infer_config
+    from rexnet_plugin.model import ReXNet
+    from rexnet_plugin.weights import to_canonical
+    from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS
+    state, _ = load_reference_npz("ReXNet_1_0")
+    model = ReXNet(**VARIANTS["ReXNet_1_0"].arch, class_num=1000)
+    model.set_state_dict(to_canonical(state))
+    folder = tmp_path_factory.mktemp("fp32") / "model"
+    export_inference(model, folder, 224)
+    write_infer_config(folder, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM, softmax=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calib_list(tmp_path_factory):
+    return _photo_crops(tmp_path_factory.mktemp("calib"), CALIB_IMAGES)
+
+
+@pytest.fixture(scope="module")
+def int8_run(fp32_folder, calib_list, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "int8"
+    before = _pip_freeze()
+    started = time.perf_counter()
+    result = quantize.quantize_export(fp32_folder, calib_list, out, num_images=CALIB_IMAGES,
+                                      progress=False)
+    return {"out": result, "seconds": time.perf_counter() - started,
+            "freeze_before": before, "freeze_after": _pip_freeze()}
+
+
+def test_the_int8_folder_holds_the_model_its_preprocessing_and_how_it_was_made(
+        int8_run, fp32_folder, calib_list):
+    out = int8_run["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [ONNX_FILENAME, INFER_CONFIG_FILENAME, QUANTIZATION_FILENAME])
+    assert (out / INFER_CONFIG_FILENAME).read_bytes() == \
+        (fp32_folder / INFER_CONFIG_FILENAME).read_bytes()
+    record = json.loads((out / QUANTIZATION_FILENAME).read_text())
+    assert record["precision"] == "int8"
+    assert record["calibration"]["images"] == CALIB_IMAGES
+    assert record["calibration"]["source"] == str(calib_list.resolve())
+    assert record["calibration"]["input_shape"] == [3, 224, 224]
+    assert record["source"] == {"folder": str(fp32_folder.resolve()), "model": "inference.json"}
+    assert record["versions"]["onnxruntime"]
+    # Nothing left beside it: no temp folder.
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_weights_are_int8_per_channel_and_float_ops_stay_float(int8_run):
+    import onnx
+    model = onnx.load(str(int8_run["out"] / ONNX_FILENAME))
+    ops = [n.op_type for n in model.graph.node]
+    inits = {t.name: t for t in model.graph.initializer}
+    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    # In QDQ form each conv weight comes from a DequantizeLinear of an int8 tensor
+    # with one scale per output channel.
+    producers = {n.output[0]: n for n in model.graph.node}
+    for name in conv_weights:
+        dq = producers[name]
+        assert dq.op_type == "DequantizeLinear"
+        assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+        scale = onnx.numpy_helper.to_array(inits[dq.input[1]])
+        assert scale.ndim == 1 and scale.size == inits[dq.input[0]].dims[0]
+    assert len(conv_weights) == 76
+    # Left in float32 (exported with logits: no Softmax).
+    for op in ("Sigmoid", "GlobalAveragePool"):
+        assert op in ops and f"QLinear{op}" not in ops
+
+
+def test_int8_top1_agrees_with_fp32_on_the_sample_photos(int8_run, fp32_folder):
+    """fp32 Paddle Inference against the int8 model on 40 crops of real photos.
+
+    These weights are random (the test vectors'), so the logits have many
+    near-ties (median top-1/top-2 margin about 0.4 for a range of 16):
+    bf16 agrees on 37/40 here. The bound below is what int8 keeps on them
+    (measured 24-31/40 over calibration sets); a broken quantization (wrong
+    scales, a lost channel) agrees on a few at most.
+    """
+    from rexnet_plugin.deploy.runtime import (create_onnx_session, create_predictor, run_onnx,
+                                              run_predictor)
+    photos = agreement.sample_photos()
+    fp32 = create_predictor(fp32_folder, threads=2)
+    int8 = create_onnx_session(int8_run["out"] / ONNX_FILENAME, threads=2)
+    batches = [photos[i:i + 8] for i in range(0, len(photos), 8)]
+    logits32 = np.concatenate([run_predictor(fp32, x) for x in batches])
+    logits8 = np.concatenate([run_onnx(int8, x) for x in batches])
+    result = agreement._agreement(logits32, logits8)
+    assert result["distinct_fp32_top1"] >= 5
+    assert result["top1_agree"] >= 20, result
+    assert result["max_abs_logit_diff"] < 0.2 * result["fp32_logit_range"], result
+    # The int8 top-5 holds the fp32 top-1 nearly always.
+    top5 = np.argsort(-logits8, axis=1)[:, :5]
+    assert np.mean([t in row for t, row in zip(logits32.argmax(1), top5)]) >= 0.9
+
+
+def test_quantizing_leaves_the_environment_unchanged(int8_run):
+    assert int8_run["freeze_after"] == int8_run["freeze_before"]
+
+
+def test_a_folder_of_images_works_and_num_images_picks_evenly(fp32_folder, calib_list, tmp_path):
+    paths = quantize.calibration_images(calib_list.parent / "images", num_images=CALIB_IMAGES)
+    assert len(paths) == CALIB_IMAGES
+    more = _photo_crops(tmp_path / "more", 3 * CALIB_IMAGES, seed=1)
+    picked = quantize.calibration_images(more, num_images=CALIB_IMAGES)
+    names = [p.name for p in picked]
+    assert len(names) == CALIB_IMAGES and names[0] == "000.jpg" and names[-1] == "095.jpg"
+
+
+# -- bad input: a clear error naming the path or option, exit 2, nothing written ------
+
+def _fail(capsys, *args):
+    code = main(["quantize", *map(str, args)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    return err
+
+
+def _images(folder, count, mode="RGB"):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new(mode, (64, 48), color=(i * 7) % 255 if mode == "L" else (i, 90, 200)).save(
+            folder / f"{i:03d}.png")
+    return folder
+
+
+def test_missing_calibration_list(fp32_folder, tmp_path, capsys):
+    err = _fail(capsys, fp32_folder, "--calib", tmp_path / "nope.txt", "--out", tmp_path / "o")
+    assert "--calib" in err and "nope.txt" in err and "not found" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_calibration_list(fp32_folder, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n")
+    err = _fail(capsys, fp32_folder, "--calib", tmp_path / "empty.txt", "--out", tmp_path / "o")
+    assert "empty.txt" in err and "lists no images" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_few_images(fp32_folder, tmp_path, capsys):
+    few = _images(tmp_path / "few", 5)
+    err = _fail(capsys, fp32_folder, "--calib", few, "--out", tmp_path / "o")
+    assert str(few) in err and "5 image(s)" in err and f"at least {CALIB_IMAGES}" in err
+    err = _fail(capsys, fp32_folder, "--calib", few, "--out", tmp_path / "o",
+                "--num-images", 8)
+    assert "--num-images 8" in err and f"at least {CALIB_IMAGES}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_that_is_not_an_image(fp32_folder, tmp_path, capsys):
+    folder = _images(tmp_path / "calib", CALIB_IMAGES)
+    (folder / "notes.jpg").write_text("not a picture")
+    err = _fail(capsys, fp32_folder, "--calib", folder, "--out", tmp_path / "o")
+    assert "notes.jpg" in err and "not an image" in err and "remove it" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_grayscale_image_is_refused_with_the_fix(fp32_folder, tmp_path, capsys):
+    folder = _images(tmp_path / "calib", CALIB_IMAGES)
+    _images(tmp_path / "calib" / "gray", 2, mode="L")
+    err = _fail(capsys, fp32_folder, "--calib", folder, "--out", tmp_path / "o")
+    assert "2 grayscale image(s)" in err and "gray/000.png" in err
+    assert "convert them to RGB" in err and "remove them" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_that_is_not_a_model(calib_list, tmp_path, capsys):
+    (tmp_path / "notamodel").mkdir()
+    err = _fail(capsys, tmp_path / "notamodel", "--calib", calib_list, "--out", tmp_path / "o")
+    assert "notamodel is not a model folder" in err and "rexnet-plugin export" in err
+    err = _fail(capsys, tmp_path / "missing", "--calib", calib_list, "--out", tmp_path / "o")
+    assert "missing not found" in err
+
+
+def test_a_model_folder_without_inference_yml(fp32_folder, calib_list, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(fp32_folder, bare)
+    (bare / INFER_CONFIG_FILENAME).unlink()
+    err = _fail(capsys, bare, "--calib", calib_list, "--out", tmp_path / "o")
+    assert f"has no {INFER_CONFIG_FILENAME}" in err and "export" in err
+
+
+def test_an_existing_non_empty_out_is_left_alone(fp32_folder, calib_list, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    err = _fail(capsys, fp32_folder, "--calib", calib_list, "--out", out)
+    assert "--out" in err and str(out) in err and "not empty" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_an_interrupted_run_leaves_nothing(fp32_folder, calib_list, tmp_path, monkeypatch):
+    """Ctrl-C during the quantization: no OUT_DIR, no temp folder beside it."""
+    def interrupted(source, data, out_path, workdir, progress=True):
+        out_path.write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(quantize, "quantize_onnx", interrupted)
+    out = tmp_path / "parent" / "int8"
+    out.parent.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        quantize.quantize_export(fp32_folder, calib_list, out, num_images=CALIB_IMAGES,
+                                 progress=False)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_sigterm_stops_the_command_and_leaves_nothing(fp32_folder, calib_list, tmp_path):
+    out = tmp_path / "int8"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rexnet_plugin.cli", "quantize", str(fp32_folder), "--calib",
+         str(calib_list), "--out", str(out), "--num-images", str(CALIB_IMAGES)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".int8.tmp-*")):
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "quantize finished before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_channel_alignment_is_exact_in_float(fp32_folder, tmp_path, int8_run):
+    """deploy/channel_align.py pads the blocks' expanded channels (162 -> 176, ...)
+    with zero channels: the float outputs stay the same."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from rexnet_plugin.deploy.channel_align import ALIGN, align_channels
+    from rexnet_plugin.deploy.export import export_onnx
+    source = export_onnx(fp32_folder, tmp_path / "fp32.onnx")
+    quant_pre_process(str(source), str(tmp_path / "prepared.onnx"), skip_symbolic_shape=True)
+    model, padded = align_channels(onnx.load(str(tmp_path / "prepared.onnx")))
+    assert (162, 176) in padded and all(new % ALIGN == 0 < new - old for old, new in padded)
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype("float32")
+    before = ort.InferenceSession(str(tmp_path / "prepared.onnx")).run(None, {"x": x})[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, atol=1e-4, rtol=0)
+    record = json.loads((int8_run["out"] / QUANTIZATION_FILENAME).read_text())
+    assert record["method"]["channels_padded"] == [f"{a}->{b}" for a, b in padded]
+
+
+def test_split_batches_give_the_outputs_of_one_session(int8_run, monkeypatch):
+    """runtime.SplitBatchSession: a batch of >= threads images runs as slices in
+    single-threaded sessions; the rows come back in order, as one session gives them."""
+    from rexnet_plugin.deploy import runtime
+    x = agreement.sample_photos()[:5]
+    path = int8_run["out"] / ONNX_FILENAME
+    split = runtime.create_onnx_session(path, threads=2)
+    assert isinstance(split, runtime.SplitBatchSession)
+    monkeypatch.setenv(runtime.ORT_SPLIT_BATCH_ENV, "0")
+    whole = runtime.create_onnx_session(path, threads=2)
+    assert not isinstance(whole, runtime.SplitBatchSession)
+    np.testing.assert_allclose(runtime.run_onnx(split, x), runtime.run_onnx(whole, x),
+                               atol=1e-5, rtol=0)
+    assert split._parts is not None and len(split._parts) == 2  # it did split
+    np.testing.assert_allclose(runtime.run_onnx(split, x[:1]), runtime.run_onnx(whole, x[:1]),
+                               atol=1e-5, rtol=0)
