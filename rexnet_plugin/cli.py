@@ -412,10 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_quantize)
 
     p = sub.add_parser(
-        "demo", help="train, evaluate, export and predict on bundled digits (offline)",
+        "demo", help="train, evaluate, export, quantize and predict on bundled digits "
+                     "(offline)",
         description="Train a ReXNet from scratch on scikit-learn's bundled handwritten "
                     "digits (or --data DIR), report held-out top-1, export to Paddle "
-                    "Inference and predict with it. Writes a report folder (--out).")
+                    "Inference and predict with it, quantize to int8 (ONNX Runtime) on the "
+                    "training images and report its top-1. Writes a report folder (--out).")
     _add_demo_arguments(p)
     p.set_defaults(func=_demo)
 

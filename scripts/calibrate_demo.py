@@ -49,7 +49,9 @@ def run_one(seed: int, extra: list[str], out: Path) -> dict:
     return {"seed": seed, "top1": metrics["top1"], "wall_s": wall, "cpu_s": cpu,
             "epochs": metrics["epochs_completed"],
             "val_top1_per_epoch": [h.get("val_top1") for h in metrics["history"]],
-            "agreement": metrics["predictor"]["agreement_with_dygraph"]}
+            "agreement": metrics["predictor"]["agreement_with_dygraph"],
+            "int8_top1": metrics["int8"].get("top1"),
+            "int8_agreement": metrics["int8"].get("agreement_with_fp32")}
 
 
 def main() -> int:
@@ -68,7 +70,11 @@ def main() -> int:
         for seed in args.seeds:
             row = run_one(seed, extra, Path(tmp) / f"seed{seed}")
             rows.append(row)
-            print(f"seed {seed}: top-1 {100 * row['top1']:.2f}%, wall {row['wall_s']:.0f} s, "
+            int8 = ("" if row["int8_top1"] is None else
+                    f" (int8 {100 * row['int8_top1']:.2f}%, "
+                    f"{100 * row['int8_agreement']:.2f}% same class as fp32)")
+            print(f"seed {seed}: top-1 {100 * row['top1']:.2f}%{int8}, "
+                  f"wall {row['wall_s']:.0f} s, "
                   f"CPU {row['cpu_s']:.0f} s, held-out top-1 per epoch "
                   f"{[round(100 * v, 1) for v in row['val_top1_per_epoch'] if v is not None]}",
                   flush=True)
@@ -77,6 +83,12 @@ def main() -> int:
     cpu = [r["cpu_s"] for r in rows]
     print(f"top-1 %: min {min(top1):.2f}, median {statistics.median(top1):.2f}, "
           f"max {max(top1):.2f} over {len(rows)} seeds")
+    if all(r["int8_top1"] is not None for r in rows):
+        gap = [100 * (r["top1"] - r["int8_top1"]) for r in rows]
+        agree = [100 * r["int8_agreement"] for r in rows]
+        print(f"fp32 - int8 top-1 (points): min {min(gap):.2f}, max {max(gap):.2f}; int8 "
+              f"agreement with fp32 %: min {min(agree):.2f}, median "
+              f"{statistics.median(agree):.2f}")
     print(f"wall s: min {min(wall):.0f}, median {statistics.median(wall):.0f}, "
           f"max {max(wall):.0f}; CPU s: median {statistics.median(cpu):.0f}; load average now "
           f"{os.getloadavg()[0]:.1f}")

@@ -30,10 +30,16 @@ from rexnet_plugin.demo import train_paddle
 # chance (10%).
 REDUCED = dict(epochs=2, batch_size=32, image_size=32)
 REDUCED_TOP1_THRESHOLD = 0.65
+# int8 (model/ quantized on 256 training images) against fp32 in that run, over
+# seeds 0-2: from 0.83 points above to 0.28 below fp32, 97.2% to 98.6% the same
+# class (python scripts/calibrate_demo.py --reduced --seeds 0 1 2).
+INT8_MAX_TOP1_DROP = 0.02
+INT8_MIN_AGREEMENT = 0.95
 
 REPORT_FILES = ("metrics.json", "report.png", "training_curves.png", "confusion_matrix.png",
                 "config.yaml", "model/inference.json", "model/inference.pdiparams",
-                "model/label_list.txt")
+                "model/label_list.txt", "model/inference.yml", "model_int8/inference.onnx",
+                "model_int8/inference.yml", "model_int8/quantization.json")
 
 
 def _no_temp_files(out: Path) -> list[Path]:
@@ -102,6 +108,46 @@ def test_exported_model_alone_reproduces_the_reported_top1(reduced_run):
     assert float((logits.argmax(1) == labels).mean()) == pytest.approx(metrics["top1"])
 
 
+def test_predict_on_the_model_folder_reproduces_the_reported_top1(reduced_run, capsys):
+    """`rexnet-plugin predict model/ data/val_list.txt`: model/'s inference.yml
+    carries the recipe's eval transform, so predict gets the same classes."""
+    out, metrics = reduced_run
+    code = main(["predict", str(out / "model"), str(out / "data" / "val_list.txt"), "--json",
+                 "--batch-size", "64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 360
+    folder = demo_data.read_image_folder(out / "data")
+    records = [json.loads(line) for line in lines]
+    assert [r["image"] for r in records] == [str(folder.root / rel) for rel, _ in folder.val]
+    hits = [r["class_id"] == label for r, (_, label) in zip(records, folder.val)]
+    assert sum(hits) / 360 == pytest.approx(metrics["top1"])
+    # model/ outputs logits; predict's scores are their softmax (max of ten at least 1/10).
+    assert all(0 < s <= 1 for r in records for _, s in r["topk"])
+    assert all(r["score"] >= 0.1 for r in records)
+
+
+def test_int8_model_is_reported_and_close_to_fp32(reduced_run, capsys):
+    """The int8 step: model/ quantized on training images; its held-out top-1 and
+    its agreement with the fp32 predictor are in metrics.json, and model_int8/
+    alone, run by `rexnet-plugin predict`, reproduces them."""
+    out, metrics = reduced_run
+    int8 = metrics["int8"]
+    assert int8["model_dir"] == str(out / "model_int8")
+    assert int8["calibration"]["images"] >= 32
+    size = REDUCED["image_size"]
+    assert int8["calibration"]["input_shape"] == [3, size, size]
+    assert INT8_MAX_TOP1_DROP >= metrics["top1"] - int8["top1"]
+    assert int8["agreement_with_fp32"] >= INT8_MIN_AGREEMENT
+    assert "quantize_s" in metrics["timings_s"]
+    code = main(["predict", str(out / "model_int8"), str(out / "data" / "val_list.txt"),
+                 "--json", "--batch-size", "64"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and len(records) == 360
+    folder = demo_data.read_image_folder(out / "data")
+    int8_top1 = np.mean([r["class_id"] == label for r, (_, label) in zip(records, folder.val)])
+    assert int8_top1 == pytest.approx(int8["top1"])
+
+
 def test_checkpoint_loads_into_a_fresh_model(reduced_run):
     import paddle
     from rexnet_plugin import create_model
@@ -149,11 +195,16 @@ def test_ctrl_c_after_epoch_1_evaluates_and_exports_that_epoch(tmp_path):
 
     # Rerunning into the same folder (written by the demo: no --force needed)
     # starts afresh: nothing of the interrupted run is taken for this one's.
-    metrics = run_demo(DemoSettings(out=out, epochs=1, train_images=32, engine="paddle",
+    # With 16 training images, fewer than quantize calibrates on, the int8 step
+    # is skipped and says why; the previous run's model_int8/ is not left behind.
+    assert (out / "model_int8" / "inference.onnx").is_file()
+    metrics = run_demo(DemoSettings(out=out, epochs=1, train_images=16, engine="paddle",
                                     progress=False))
-    assert not metrics["interrupted"] and metrics["data"]["train_images"] == 32
+    assert not metrics["interrupted"] and metrics["data"]["train_images"] == 16
     assert sorted(p.name for p in (out / "checkpoints").glob("epoch_*")) == [
         "epoch_1.pdopt", "epoch_1.pdparams"]
+    assert "at least 32 images" in metrics["int8"]["skipped"]
+    assert not (out / "model_int8").exists()
 
 
 def test_ctrl_c_before_any_epoch_says_what_to_rerun(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,9 @@
    from the shipped PaddleClas config plus the recipe's overrides;
 3. top-1 on the held-out split;
 4. export to Paddle Inference, prediction with oneDNN, agreement with dygraph;
-5. a report folder: curves, confusion matrix, metrics.json, the model.
+5. int8: the exported model quantized on training images (deploy.quantize),
+   its held-out top-1 and agreement with fp32;
+6. a report folder: curves, confusion matrix, metrics.json, the models.
 """
 
 from .errors import DataError, DemoError, DemoInterrupted, RecipeError, TrainingError

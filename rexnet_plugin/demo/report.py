@@ -17,6 +17,7 @@ class Evaluation:
     labels: np.ndarray            # [N]
     dygraph_logits: np.ndarray    # [N, K] from the trained paddle.nn.Layer
     predictor_logits: np.ndarray  # [N, K] from the exported Paddle Inference model
+    int8_logits: np.ndarray | None = None  # [N, K] from the quantized model, if any
 
     @property
     def predictions(self) -> np.ndarray:
@@ -39,6 +40,19 @@ class Evaluation:
     def max_abs_logit_diff(self) -> float:
         return float(np.abs(self.dygraph_logits - self.predictor_logits).max())
 
+    @property
+    def int8_top1(self) -> float | None:
+        if self.int8_logits is None:
+            return None
+        return float((self.int8_logits.argmax(1) == self.labels).mean())
+
+    @property
+    def int8_agreement(self) -> float | None:
+        """Fraction of images where int8 gives the fp32 predictor's class."""
+        if self.int8_logits is None:
+            return None
+        return float((self.int8_logits.argmax(1) == self.predictions).mean())
+
     def confusion_matrix(self, num_classes: int) -> np.ndarray:
         from sklearn.metrics import confusion_matrix
         return confusion_matrix(self.labels, self.predictions, labels=range(num_classes))
@@ -52,23 +66,27 @@ class Evaluation:
 
 
 def evaluate(network, predictor, folder: ImageFolder, eval_ops: list,
-             batch_size: int = 128) -> Evaluation:
-    """Run the held-out images through the dygraph model and the predictor, batch by batch."""
+             batch_size: int = 128, int8_model=None) -> Evaluation:
+    """Run the held-out images through the dygraph model and the predictor, batch by
+    batch; and through ``int8_model`` (deploy.predict.LoadedModel) when given."""
     import paddle
     from ..deploy.runtime import run_predictor
 
     transform = build_transforms(eval_ops, "DataLoader.Eval.dataset.transform_ops")
     rng = random.Random(0)  # eval ops draw nothing; any generator will do
     network.eval()
-    labels, dygraph, inference = [], [], []
+    labels, dygraph, inference, int8 = [], [], [], []
     for start in range(0, len(folder.val), batch_size):
         batch = folder.val[start:start + batch_size]
         images = np.stack([transform(read_image(folder.root / rel), rng) for rel, _ in batch])
         with paddle.no_grad():
             dygraph.append(network(paddle.to_tensor(images)).numpy())
         inference.append(run_predictor(predictor, images))
+        if int8_model is not None:
+            int8.append(int8_model.run(images))
         labels += [label for _, label in batch]
-    return Evaluation(np.array(labels), np.concatenate(dygraph), np.concatenate(inference))
+    return Evaluation(np.array(labels), np.concatenate(dygraph), np.concatenate(inference),
+                      np.concatenate(int8) if int8 else None)
 
 
 # -------------------------------------------------------------------- plots

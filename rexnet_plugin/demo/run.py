@@ -255,19 +255,37 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     from ..deploy.runtime import create_predictor
     tick = time.perf_counter()
     model_dir = out / "model"
+    eval_ops = config["DataLoader"]["Eval"]["dataset"]["transform_ops"]
     with atomic_dir(model_dir) as tmp:
         export_inference(network, tmp, image_size=settings.image_size)
         (tmp / data_mod.LABEL_LIST).write_text(folder.label_list_text())
+        _write_infer_config(tmp, settings.variant, eval_ops, folder.class_names)
     timings["export_s"] = time.perf_counter() - tick
+
+    # 5. int8: quantize model/ on the training images (rexnet-plugin quantize) --
+    tick = time.perf_counter()
+    int8_dir = out / "model_int8"
+    from ..deploy.quantize import MIN_CALIBRATION_IMAGES
+    int8_model, calibration, int8_skipped = None, None, None
+    shutil.rmtree(int8_dir, ignore_errors=True)  # a previous run's: this run's replaces it
+    if len(folder.train) < MIN_CALIBRATION_IMAGES:
+        int8_skipped = (f"int8 skipped: quantization calibrates on at least "
+                        f"{MIN_CALIBRATION_IMAGES} images, and there are {len(folder.train)} "
+                        f"training images")
+        _say(int8_skipped)
+    else:
+        _say("quantizing model/ to int8 (ONNX Runtime), calibrated on training images")
+        int8_model, calibration = _quantize(model_dir, _calibration_list(folder, out),
+                                            int8_dir, settings.progress)
+    timings["quantize_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     from .report import evaluate, write_plots
     predictor = create_predictor(model_dir, mkldnn=True)
-    evaluation = evaluate(network, predictor, folder,
-                          config["DataLoader"]["Eval"]["dataset"]["transform_ops"])
+    evaluation = evaluate(network, predictor, folder, eval_ops, int8_model=int8_model)
     timings["evaluate_and_predict_s"] = time.perf_counter() - tick
 
-    # 5. report ---------------------------------------------------------
+    # 6. report ---------------------------------------------------------
     names = folder.class_names
     _say(f"\nheld-out predictions (Paddle Inference, oneDNN), first {settings.show_predictions}:")
     shown = range(min(settings.show_predictions, len(folder.val)))
@@ -284,7 +302,9 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     title = (f"{settings.variant} {start} on "
              f"{settings.data.name if settings.data else 'sklearn digits'} "
              f"({settings.image_size} px, {epochs_done} epochs, {engine}): held-out top-1 "
-             f"{100 * evaluation.top1:.1f}% on {len(folder.val)} images")
+             f"{100 * evaluation.top1:.1f}%"
+             + (f" (int8 {100 * evaluation.int8_top1:.1f}%)" if int8_model else "")
+             + f" on {len(folder.val)} images")
     plots = write_plots(out, history, matrix, names, title)
 
     timings["total_s"] = time.perf_counter() - started
@@ -296,6 +316,13 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
         "predictor": {"backend": "Paddle Inference, CPU, oneDNN",
                       "agreement_with_dygraph": evaluation.agreement,
                       "max_abs_logit_diff": evaluation.max_abs_logit_diff},
+        # model/ quantized (rexnet-plugin quantize) and run on the held-out images.
+        "int8": ({"top1": evaluation.int8_top1,
+                  "agreement_with_fp32": evaluation.int8_agreement,
+                  "backend": {"onnx": "ONNX Runtime, CPU",
+                              "paddle": "Paddle Inference, CPU, oneDNN"}[int8_model.runtime],
+                  "model_dir": str(int8_dir), "calibration": calibration}
+                 if int8_model else {"skipped": int8_skipped}),
         # The engine's own held-out top-1 at the last epoch (PaddleClas's or
         # paddle.Model's): a cross-check of the evaluation above.
         "engine_last_val_top1": history[-1].get("val_top1") if history else None,
@@ -326,10 +353,54 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
          f"{epochs_done} epochs)")
     _say(f"Paddle Inference vs dygraph: {100 * evaluation.agreement:.1f}% same class, "
          f"max |logit diff| {evaluation.max_abs_logit_diff:.2e}")
+    if int8_model:
+        agree = round(evaluation.int8_agreement * len(folder.val))
+        _say(f"int8 (ONNX Runtime, calibrated on {calibration['images']} training images): "
+             f"held-out top-1 {100 * evaluation.int8_top1:.2f}%, the fp32 predictor's class "
+             f"on {agree}/{len(folder.val)}")
     _say(f"report: {out} (report.png, training_curves.png, confusion_matrix.png, "
-         f"metrics.json, model/)")
+         f"metrics.json, model/{', model_int8/' if int8_model else ''})")
     _say(f"total time: {timings['total_s']:.0f} s ({timings['total_s'] / 60:.1f} min)")
     return metrics
+
+
+def _calibration_list(folder, out: Path) -> Path:
+    """The training list, with paths relative to the list's own folder (what
+    quantize reads). --train-images writes its list into ``out``, with paths
+    relative to the data folder (PaddleClas's image_root): rewritten here."""
+    if folder.train_list.parent == folder.root:
+        return folder.train_list
+    path = out / "calibration_list.txt"
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{Path(os.path.relpath(folder.root / rel, out)).as_posix()} "
+                               f"{label}\n" for rel, label in folder.train))
+    return path
+
+
+def _quantize(model_dir: Path, calib_list: Path, int8_dir: Path, progress: bool):
+    """model/ quantized to int8 as rexnet-plugin quantize does, calibrated on the
+    training images of ``calib_list`` (quantize's default number, spread over the
+    list); returns it loaded (deploy.predict.load_model) and the calibration record."""
+    import json
+    from ..deploy.artifacts import QUANTIZATION_FILENAME
+    from ..deploy.predict import load_model
+    from ..deploy.quantize import quantize_export
+    quantize_export(model_dir, calib_list, int8_dir, progress=progress)
+    record = json.loads((int8_dir / QUANTIZATION_FILENAME).read_text())
+    return load_model(int8_dir), record["calibration"]
+
+
+def _write_infer_config(model_dir: Path, variant: str, eval_ops: list,
+                        class_names: list[str]) -> None:
+    """inference.yml for model/: the recipe's eval transform as PaddleClas's deploy
+    operators (what rexnet-plugin predict and quantize read), logits out."""
+    from ..deploy.infer_config import ops_from_paddleclas, write_infer_config
+    ops = ops_from_paddleclas(eval_ops, "DataLoader.Eval.dataset.transform_ops")
+    if not any("ToCHWImage" in op for op in ops):  # PaddleClas's dataset transposes itself
+        ops.append({"ToCHWImage": None})
+    write_infer_config(model_dir, model_name=variant, transform_ops=ops,
+                       topk=min(5, len(class_names)), label_list=list(class_names),
+                       softmax=False)
 
 
 def _build_network(arch: dict):

@@ -17,7 +17,8 @@ EXPORT_FILES = (MODEL_FILENAME, PARAMS_FILENAME, ONNX_FILENAME, INFER_CONFIG_FIL
 # Files of an earlier export that tools would read beside (or instead of) a
 # new one, and that the new export therefore deletes too: the old-IR program
 # (Paddle Inference loads it when FLAGS_enable_pir_api=0) and its info file.
-STALE_EXPORT_FILES = ("inference.pdmodel", "inference.pdiparams.info")
+LEGACY_MODEL_FILENAME = "inference.pdmodel"
+STALE_EXPORT_FILES = (LEGACY_MODEL_FILENAME, "inference.pdiparams.info")
 # Opset 13 covers every op of the exported graph and every current ONNX
 # Runtime; paddle2onnx raises it by itself if an op needs more.
 DEFAULT_OPSET = 13

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME, QUANTIZATION_FILENAME
+from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
+                        QUANTIZATION_FILENAME)
 from .images import ImageInputError, ImageItem, check_image, collect_images, open_rgb
 from .infer_config import InferConfig, InferConfigError, read_infer_config
 from .runtime import PRECISIONS
@@ -105,6 +106,11 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                f"tools/export_model.py) wrote")
     has_paddle = (folder / MODEL_FILENAME).is_file() and (folder / PARAMS_FILENAME).is_file()
     has_onnx = (folder / ONNX_FILENAME).is_file()
+    if not has_paddle and not has_onnx and (folder / LEGACY_MODEL_FILENAME).is_file():
+        raise ModelFolderError(
+            f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x), which this "
+            f"command does not load: re-export it on Paddle 3 (rexnet-plugin export, or "
+            f"PaddleClas's tools/export_model.py), which writes {MODEL_FILENAME}")
     if not has_paddle and not has_onnx:
         raise ModelFolderError(
             f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
@@ -155,8 +161,8 @@ class Prediction:
                 "topk": [list(pair) for pair in self.topk]}
 
     def as_text(self, label_list: list[str] | None = None) -> str:
-        def name(i):
-            return f" {label_list[i]}" if label_list and i < len(label_list) else ""
+        def name(i):  # quoted: ImageNet's names hold commas
+            return f' "{label_list[i]}"' if label_list and i < len(label_list) else ""
         best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
         return f"{self.image}: {self.class_id}{name(self.class_id)} ({self.score:.4f})  " \
                f"top-{len(self.topk)}: {best}"
