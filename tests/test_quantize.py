@@ -250,18 +250,22 @@ def test_an_existing_non_empty_out_is_left_alone(fp32_folder, calib_list, tmp_pa
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_an_interrupted_run_leaves_nothing(fp32_folder, calib_list, tmp_path, monkeypatch):
-    """Ctrl-C during the quantization: no OUT_DIR, no temp folder beside it."""
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])
+def test_an_interrupted_run_leaves_nothing(fp32_folder, calib_list, tmp_path, monkeypatch,
+                                           existing):
+    """Ctrl-C during the quantization: nothing under OUT_DIR (an empty one the
+    user made stays, empty), no temp folder beside it."""
     def interrupted(source, data, out_path, workdir, progress=True):
         out_path.write_bytes(b"half")
         raise KeyboardInterrupt
     monkeypatch.setattr(quantize, "quantize_onnx", interrupted)
     out = tmp_path / "parent" / "int8"
-    out.parent.mkdir()
+    out.mkdir(parents=True) if existing else out.parent.mkdir()
     with pytest.raises(KeyboardInterrupt):
         quantize.quantize_export(fp32_folder, calib_list, out, num_images=CALIB_IMAGES,
                                  progress=False)
-    assert list(out.parent.iterdir()) == []
+    assert list(out.parent.iterdir()) == ([out] if existing else [])
+    assert not existing or list(out.iterdir()) == []
 
 
 def test_sigterm_stops_the_command_and_leaves_nothing(fp32_folder, calib_list, tmp_path):

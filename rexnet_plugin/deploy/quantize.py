@@ -39,8 +39,8 @@ from .artifacts import (INFER_CONFIG_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PA
 from .images import ImageInputError, collect_images, check_image
 from .infer_config import InferConfigError, read_infer_config
 
-# Fewer images than this give activation ranges that depend on which images
-# were picked; 256 (the default) is what ONNX Runtime's and Paddle's examples use.
+# Fewer images than this give activation ranges that depend too much on
+# which images were picked.
 MIN_CALIBRATION_IMAGES = 32
 DEFAULT_CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 8
@@ -223,7 +223,8 @@ def quantize_onnx(fp32_path: Path, data: np.ndarray, out_path: Path, workdir: Pa
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    # paddle2onnx leaves unused initializers: ONNX Runtime would warn about each.
+    # paddle2onnx leaves unused initializers: ONNX Runtime would warn about each
+    # (process-wide; create_onnx_session sets the same level on its sessions).
     onnxruntime.set_default_logger_severity(3)
     # Folds BatchNorm into Conv, removes Identity and Constant nodes, infers
     # shapes (ONNX's; the symbolic pass stops at paddle2onnx's Shape/Slice head).
@@ -275,8 +276,7 @@ def quantize_export(model_dir: str | os.PathLike, calib: str | os.PathLike,
     out = check_out_dir(out_dir)
     paths = calibration_images(calib, num_images)
     data = load_calibration(model_dir, paths, progress)
-    if out.is_dir():
-        out.rmdir()  # empty (checked): atomic_dir renames the finished folder onto it
+    # An empty OUT_DIR (checked above) is replaced only once the new one is complete.
     with atomic_dir(out) as tmp:
         work = tmp / ".work"
         work.mkdir()
