@@ -122,9 +122,34 @@ def test_weights_are_int8_per_channel_and_float_ops_stay_float(int8_run):
         scale = onnx.numpy_helper.to_array(inits[dq.input[1]])
         assert scale.ndim == 1 and scale.size == inits[dq.input[0]].dims[0]
     assert len(conv_weights) == 76
-    # Left in float32 (exported with logits: no Softmax).
+    # In QDQ form (exported with logits: no Softmax); the quantizer removed
+    # ReLU6's Clip, its range now set by the quantization of the op before it.
     for op in ("Sigmoid", "GlobalAveragePool"):
         assert op in ops and f"QLinear{op}" not in ops
+    assert "Clip" not in ops
+
+
+def test_onnx_runtime_runs_no_requantizing_pairs(int8_run, tmp_path):
+    """In ONNX Runtime's optimised graph no DequantizeLinear feeds a
+    QuantizeLinear directly: a float op left between two quantized ones
+    (ReLU6's Clip was one) costs two passes over the tensor."""
+    import onnx
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(int8_run["out"] / ONNX_FILENAME), options,
+                         providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimised.onnx")).graph
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QLinearConv") == 76
+    pairs = [n.name for n in graph.node if n.op_type == "DequantizeLinear"
+             and "QuantizeLinear" in consumers.get(n.output[0], [])]
+    assert pairs == []
 
 
 def test_int8_top1_agrees_with_fp32_on_the_sample_photos(int8_run, fp32_folder):
@@ -325,3 +350,33 @@ def test_split_batches_give_the_outputs_of_one_session(int8_run, monkeypatch):
     assert split._parts is not None and len(split._parts) == 2  # it did split
     np.testing.assert_allclose(runtime.run_onnx(split, x[:1]), runtime.run_onnx(whole, x[:1]),
                                atol=1e-5, rtol=0)
+
+
+def test_onnx_runtime_threads_spin_only_during_a_run(int8_run, monkeypatch):
+    """create_onnx_session's threads spin while a run lasts and stop when it
+    returns; REXNET_ORT_SPINNING=0 and =1 choose the other behaviours; a
+    wrong value names the variable and the accepted values."""
+    from rexnet_plugin.deploy import runtime
+    path = int8_run["out"] / ONNX_FILENAME
+
+    def entries(value):
+        if value is None:
+            monkeypatch.delenv(runtime.ORT_SPINNING_ENV, raising=False)
+        else:
+            monkeypatch.setenv(runtime.ORT_SPINNING_ENV, value)
+        options = runtime._ort_session(path, 2).get_session_options()
+
+        def entry(key):
+            try:
+                return options.get_session_config_entry(key)
+            except RuntimeError:  # not set
+                return None
+        return entry("session.intra_op.allow_spinning"), entry("session.force_spinning_stop")
+
+    assert entries(None) == ("1", "1")
+    assert entries("run") == ("1", "1")
+    assert entries("0") == ("0", None)
+    assert entries("1") == ("1", None)
+    monkeypatch.setenv(runtime.ORT_SPINNING_ENV, "yes")
+    with pytest.raises(ValueError, match=r"REXNET_ORT_SPINNING='yes'.*run, 0, 1"):
+        runtime.create_onnx_session(path, threads=2)

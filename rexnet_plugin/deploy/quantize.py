@@ -3,8 +3,8 @@
 The int8 model is an ONNX file run by ONNX Runtime: ONNX Runtime's own
 quantizer (``onnxruntime.quantization.quantize_static``) in QDQ format,
 per-channel int8 weights, uint8 activations with ranges calibrated on real
-images, and the operators that must stay float32 (Sigmoid, the SE block's
-average pooling, Softmax) left in float32. ONNX Runtime was measured against
+images; the partial shortcut (Split, Add, Concat) and Softmax stay float32
+(QUANTIZED_OPS says why). ONNX Runtime was measured against
 Paddle Inference's oneDNN int8 on this model; docs/deployment.md gives the
 figures and the reason for the choice.
 
@@ -46,10 +46,12 @@ DEFAULT_CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 8
 # Operators quantized: the convs, and SiLU's and the SE gate's Sigmoid and Mul
 # (int8 there saves a dequantize/quantize pair around each; measured faster
-# than convs alone, and than also quantizing Add/Concat/Split). The rest stay
-# float32: the SE block's average pooling, the partial shortcut (Split, Add,
+# than convs alone, and than also quantizing Add/Concat/Split), and ReLU6's
+# Clip and the SE block's Relu: the quantizer then drops them and gives the op
+# before each their output range, where a float Clip left a requantizing
+# dequantize/quantize pair in every block. The rest stay float32: the partial shortcut (Split, Add,
 # Concat), Softmax and the head's Reshape.
-QUANTIZED_OPS = ("Conv", "Sigmoid", "Mul")
+QUANTIZED_OPS = ("Conv", "Sigmoid", "Mul", "Clip", "Relu")
 # onnxruntime.quantization.CalibrationMethod member. MinMax: Percentile and
 # Entropy agreed no better with fp32 on the reference weights, and keep every
 # activation in memory (minutes and GBs at 256 images; docs/deployment.md).

@@ -142,15 +142,22 @@ def run_predictor(predictor, images: np.ndarray) -> np.ndarray:
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
-# ONNX Runtime's worker threads spin while waiting for work by default.
-# Set to 1 to allow that: it pays only on cores nobody else needs.
+# How ONNX Runtime's worker threads wait for the next operator:
+#   "run" (default): spin while a run lasts, stop when it returns;
+#   "0": always sleep; "1": ONNX Runtime's own default, spin between runs too.
 ORT_SPINNING_ENV = "REXNET_ORT_SPINNING"
+ORT_SPINNING_VALUES = ("run", "0", "1")
 # Set to 0 to run a batch as one piece on all threads (see SplitBatchSession).
 ORT_SPLIT_BATCH_ENV = "REXNET_ORT_SPLIT_BATCH"
 
 
-def ort_spinning() -> bool:
-    return os.environ.get(ORT_SPINNING_ENV, "0").strip() == "1"
+def ort_spinning() -> str:
+    """The REXNET_ORT_SPINNING setting: one of ORT_SPINNING_VALUES."""
+    value = os.environ.get(ORT_SPINNING_ENV, "run").strip() or "run"
+    if value not in ORT_SPINNING_VALUES:
+        raise ValueError(f"{ORT_SPINNING_ENV}={value!r} is not one of "
+                         f"{', '.join(ORT_SPINNING_VALUES)}; unset it for the default 'run'")
+    return value
 
 
 def _ort_session(onnx_path, threads: int):
@@ -159,9 +166,12 @@ def _ort_session(onnx_path, threads: int):
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # paddle2onnx leaves unused initializers: no warnings
-    spinning = "1" if ort_spinning() else "0"
-    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    spinning = ort_spinning()
+    allow = "0" if spinning == "0" else "1"
+    options.add_session_config_entry("session.intra_op.allow_spinning", allow)
+    options.add_session_config_entry("session.inter_op.allow_spinning", allow)
+    if spinning == "run":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -211,10 +221,11 @@ class SplitBatchSession:
 def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
     """An ONNX Runtime CPU session with every graph optimisation on.
 
-    Its intra-op threads sleep between runs and between operators instead
-    of spinning (ONNX Runtime's default): on a few shared cores a spinning
-    thread takes the core that the work, or another process, needed.
-    ``REXNET_ORT_SPINNING=1`` restores spinning. A batch of at least
+    Its intra-op threads spin between operators while a run lasts and stop
+    when it returns (``session.force_spinning_stop``): spinning hands each
+    operator to the threads at once, and an idle session then takes no core
+    from other work. ``REXNET_ORT_SPINNING=0`` makes them always sleep,
+    ``=1`` restores ONNX Runtime's default. A batch of at least
     ``threads`` images is split over one single-threaded session per thread
     (``SplitBatchSession``); ``REXNET_ORT_SPLIT_BATCH=0`` turns that off.
     See docs/deployment.md.
