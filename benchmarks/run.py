@@ -45,7 +45,11 @@ def main() -> int:
     args = parser.parse_args()
     command = " ".join(["python benchmarks/run.py", shlex.join(sys.argv[1:])]).strip()
 
-    doc = run_benchmark(args.variant, args.weights, parse_modes(args.modes), warmup=args.warmup,
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as error:
+        parser.error(f"--modes: {error}")
+    doc = run_benchmark(args.variant, args.weights, modes, warmup=args.warmup,
                         repeats=args.repeats, threads=args.threads, command=command)
     doc["peak"] = peaks(doc["settings"]["threads"])
     reference = default_reference_dir()
