@@ -64,23 +64,8 @@ def expected_configs() -> dict[Path, str]:
 
 
 def main() -> int:
-    from rexnet_plugin.files import write_text
-    check = "--check" in sys.argv[1:]
-    expected = expected_configs()
-    drifted = [p for p, text in expected.items()
-               if not p.exists() or p.read_text(encoding="utf-8") != text]
-    stale = [p for p in sorted(CONFIG_DIR.glob("*.yaml")) if p not in expected]
-    if check:
-        for path in drifted + stale:
-            print(f"out of date: {path}")
-        return 1 if drifted or stale else 0
-    for path in drifted:
-        write_text(path, expected[path])
-        print(f"wrote {path}")
-    for path in stale:
-        path.unlink()
-        print(f"removed {path} (no such variant in zoo.VARIANTS)")
-    return 0
+    from generated_files import sync
+    return sync(expected_configs(), list(CONFIG_DIR.glob("*.yaml")))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-from ..files import atomic_path, ensure_writable_dir
+from ..files import atomic_path, ensure_writable_dir, process_alive
 from .artifacts import (DEFAULT_OPSET, EXPORT_FILES, INFER_CONFIG_FILENAME, MODEL_FILENAME,
                         ONNX_FILENAME, PARAMS_FILENAME, STALE_EXPORT_FILES)
 from .runtime import create_onnx_session, create_predictor, run_onnx, run_predictor
@@ -58,18 +58,6 @@ def input_spec(image_size: int | tuple[int, int] | None = None) -> InputSpec:
 
 # -- the export folder: temp folders, sweeping, replacing the whole set ----------------
 
-def _process_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill would end the process on Windows
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_stale_temp(path: Path) -> bool:
     """A temp folder whose export is gone: its lock is free and its process is
     dead (SIGKILL, a crash, a power cut)."""
@@ -94,7 +82,7 @@ def _is_stale_temp(path: Path) -> bool:
             pass  # killed before it took the lock
         except OSError:
             return False
-    return not _process_alive(int(match["pid"]))
+    return not process_alive(int(match["pid"]))
 
 
 def sweep_stale_exports(folder: str | os.PathLike) -> list[Path]:

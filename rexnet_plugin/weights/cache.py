@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from .errors import WeightsError
 from .formats import format_of_suffix
-from ..files import write_json
+from ..files import process_alive, write_json
 
 try:
     import fcntl
@@ -196,18 +196,6 @@ def forget(name: str) -> list[str]:
 
 # -- stale temp files ----------------------------------------------------------------
 
-def _process_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill would end the process on Windows; age decides there
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_stale(path: Path, pid: str | None) -> bool:
     try:
         with open(path, "rb") as f:
@@ -221,7 +209,7 @@ def _is_stale(path: Path, pid: str | None) -> bool:
             age = time.time() - os.fstat(f.fileno()).st_mtime
     except OSError:
         return False
-    return age > _STALE_SECONDS or (pid is not None and not _process_alive(int(pid)))
+    return age > _STALE_SECONDS or (pid is not None and not process_alive(int(pid)))
 
 
 def sweep_stale_downloads(folder: Path) -> list[Path]:
