@@ -73,6 +73,23 @@ def _agreement(fp32, bf16) -> dict:
             "fp32_logit_range": float(fp32.max() - fp32.min())}
 
 
+def _reference_models(reference_dir, pattern: str):
+    """(npz path, its arrays, inspect_state's info, the model with those weights)
+    for each test-vector file matching ``pattern``."""
+    import numpy as np
+    from rexnet_plugin.model import ReXNet
+    from rexnet_plugin.weights import inspect_state, to_canonical
+    from rexnet_plugin.zoo import VARIANTS
+    for path in sorted(Path(reference_dir).glob(pattern)):
+        data = np.load(path)
+        state = to_canonical({k: data[k].astype("float32") for k in data.files
+                              if not k.startswith(("a.", "b."))})
+        info = inspect_state(state)  # which variant these weights are
+        model = ReXNet(**VARIANTS[info.variant].arch, class_num=info.class_num)
+        model.set_state_dict(state)
+        yield path, data, info, model
+
+
 def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None) -> list[dict]:
     """Top-1 agreement of bf16 with fp32 Paddle Inference on real inputs.
 
@@ -83,19 +100,10 @@ def bf16_agreement(reference_dir: str | os.PathLike, threads: int | None = None)
     import numpy as np
     from rexnet_plugin.deploy.export import export_inference
     from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
-    from rexnet_plugin.model import ReXNet
-    from rexnet_plugin.weights import inspect_state, to_canonical
-    from rexnet_plugin.zoo import VARIANTS
     photos = sample_photos()
     rows = []
-    for path in sorted(Path(reference_dir).glob("rexnet_*.npz")):
-        data = np.load(path)
-        state = to_canonical({k: data[k].astype("float32") for k in data.files
-                              if not k.startswith(("a.", "b."))})
-        info = inspect_state(state)  # which variant these weights are
+    for path, data, info, model in _reference_models(reference_dir, "rexnet_*.npz"):
         name = info.variant
-        model = ReXNet(**VARIANTS[name].arch, class_num=info.class_num)
-        model.set_state_dict(state)
         with tempfile.TemporaryDirectory() as tmp:
             export_inference(model, tmp)  # dynamic H, W: case b is 161x97
             fp32 = create_predictor(tmp, threads=threads)
@@ -144,18 +152,10 @@ def int8_agreement(reference_dir: str | os.PathLike, threads: int | None = None,
     from rexnet_plugin.deploy.quantize import quantize_export
     from rexnet_plugin.deploy.runtime import (create_onnx_session, create_predictor, run_onnx,
                                               run_predictor)
-    from rexnet_plugin.model import ReXNet
-    from rexnet_plugin.weights import inspect_state, to_canonical
-    from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS
+    from rexnet_plugin.zoo import EVAL_TRANSFORM
     photos = sample_photos()
     rows = []
-    for path in sorted(Path(reference_dir).glob("rexnet_v1_*.npz")):
-        data = np.load(path)
-        state = to_canonical({k: data[k].astype("float32") for k in data.files
-                              if not k.startswith(("a.", "b."))})
-        info = inspect_state(state)
-        model = ReXNet(**VARIANTS[info.variant].arch, class_num=info.class_num)
-        model.set_state_dict(state)
+    for path, _, info, model in _reference_models(reference_dir, "rexnet_v1_*.npz"):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             export_inference(model, tmp / "fp32", 224)

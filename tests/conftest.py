@@ -57,3 +57,20 @@ def load_reference_npz(variant: str):
             "features": {i: data[f"{case}.features.{i}"] for i in REFERENCE_FEATURES},
         }
     return state, cases
+
+
+def export_reference_model(folder: Path):
+    """ReXNet_1_0 with the test-vector weights, exported into ``folder / "model"``
+    as ``rexnet-plugin export --onnx`` does (softmax, inference.yml, ONNX).
+    Returns (model folder, the eval-mode dygraph model)."""
+    import paddle
+    from rexnet_plugin import create_model
+    from rexnet_plugin.deploy.export import export_model
+    from rexnet_plugin.weights import to_canonical
+    state, _ = load_reference_npz("ReXNet_1_0")
+    model = create_model("ReXNet_1_0")
+    model.set_state_dict(to_canonical(state))
+    model.eval()
+    paddle.save(model.state_dict(), str(folder / "weights.pdparams"))
+    export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=True)
+    return folder / "model", model

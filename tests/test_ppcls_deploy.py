@@ -20,13 +20,10 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import load_reference_npz
+from conftest import export_reference_model
 from ppcls_support import paddleclas_root, sample_photos, subprocess_env
-from rexnet_plugin import create_model
-from rexnet_plugin.deploy.export import export_model
 from rexnet_plugin.deploy.infer_config import read_infer_config
 from rexnet_plugin.integrations import paddleclas_deploy
-from rexnet_plugin.weights import to_canonical
 
 MEMORY_OPTIM_ERROR = "Not find predictor_id 0 and pass_name memory_optimize_pass"
 FIX_LOG = "rexnet-plugin: PaddleClas's predictor"
@@ -109,14 +106,7 @@ def photos(tmp_path_factory):
 def exported(tmp_path_factory):
     """ReXNet_1_0 with the official test-vector weights, exported as
     rexnet-plugin export does (softmax, inference.yml, ONNX); and the model."""
-    state, _ = load_reference_npz("ReXNet_1_0")
-    model = create_model("ReXNet_1_0")
-    model.set_state_dict(to_canonical(state))
-    model.eval()
-    folder = tmp_path_factory.mktemp("export")
-    paddle.save(model.state_dict(), str(folder / "weights.pdparams"))
-    export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=True)
-    return folder / "model", model
+    return export_reference_model(tmp_path_factory.mktemp("export"))
 
 
 PREDICT = """

@@ -20,10 +20,9 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import load_reference_npz
+from conftest import export_reference_model
 from ppcls_support import (CONFIG_DIR, paddleclas_root, sample_photos, seed_transform,
                            subprocess_env)
-from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import predict as predict_mod
 from rexnet_plugin.deploy import runtime
@@ -31,10 +30,8 @@ from rexnet_plugin.deploy.artifacts import (INFER_CONFIG_FILENAME, LEGACY_MODEL_
                                             MODEL_FILENAME,
                                             ONNX_FILENAME, PARAMS_FILENAME,
                                             QUANTIZATION_FILENAME)
-from rexnet_plugin.deploy.export import export_model
 from rexnet_plugin.deploy.images import ImageInputError, collect_images
 from rexnet_plugin.deploy.infer_config import read_infer_config, write_infer_config
-from rexnet_plugin.weights import to_canonical
 from rexnet_plugin.zoo import EVAL_TRANSFORM
 
 JSON_KEYS = ["image", "class_id", "score", "topk"]
@@ -55,14 +52,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """ReXNet_1_0 with the test-vector weights, exported with ONNX; and the model."""
-    state, _ = load_reference_npz("ReXNet_1_0")
-    model = create_model("ReXNet_1_0")
-    model.set_state_dict(to_canonical(state))
-    model.eval()
-    folder = tmp_path_factory.mktemp("export")
-    paddle.save(model.state_dict(), str(folder / "weights.pdparams"))
-    export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=True)
-    return folder / "model", model
+    return export_reference_model(tmp_path_factory.mktemp("export"))
 
 
 def dygraph_probs(model, inputs: np.ndarray) -> np.ndarray:
