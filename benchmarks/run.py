@@ -3,6 +3,8 @@
     python benchmarks/run.py                # every mode, default settings
     python benchmarks/run.py --repeats 50   # any `rexnet-plugin bench` option
     python benchmarks/run.py --all          # also ablation.py and profiles.py
+    python benchmarks/run.py --modes onnxruntime_int8_b1   # some modes only: written to
+                                            # results/partial/, the docs left alone
 
 Runs the measurement (rexnet_plugin/deploy/bench.py, the same as
 `rexnet-plugin bench`), adds the machine's peak rates (peak.py) and the
@@ -62,8 +64,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as logs:
             doc["bf16_agreement"] = run_agreement(reference, doc["settings"]["threads"],
                                                   Path(logs))
-    for path in (write_results(doc, RESULTS), write_markdown(doc, RESULTS)):
+    # README.md and docs/ are made from a full run: a --modes run is kept apart.
+    out_dir = RESULTS / "partial" if args.modes else RESULTS
+    out_dir.mkdir(exist_ok=True)
+    for path in (write_results(doc, out_dir), write_markdown(doc, out_dir)):
         print(f"wrote {path}")
+    if args.modes:
+        print("a --modes run: README.md, docs/ and the committed results are left as they are")
+        return 0
     scripts = [ROOT / "scripts" / "update_docs.py"]
     if args.all:
         scripts = [HERE / "ablation.py", HERE / "profiles.py", *scripts]
