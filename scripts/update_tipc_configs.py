@@ -26,7 +26,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-TIPC_DIR = Path(__file__).resolve().parents[1] / "tipc_configs"
+ROOT = Path(__file__).resolve().parents[1]
+TIPC_DIR = ROOT / "tipc_configs"
+# The chain trains at DataLoader.Train.sampler.batch_size 8 (TEMPLATE) on one
+# device; the configs' learning rates are for 64 per GPU on 4 GPUs (their
+# header), so the train line scales them linearly, as that header says.
+TIPC_BATCH = 8
+CONFIG_GPUS = 4
 
 # @field@ is stamped; everything else is literal (${save_log} and ${model_name}
 # are the chain's own shell variables, expanded when it runs the command).
@@ -46,7 +52,7 @@ train_infer_img_dir:./dataset/ILSVRC2012/val
 -o Global.output_dir:${save_log}/${model_name}
 ##
 trainer:norm_train
-norm_train:tools/train.py -c @config@ -o Global.seed=1234 -o DataLoader.Train.sampler.shuffle=False -o DataLoader.Train.loader.num_workers=0 -o DataLoader.Train.loader.use_shared_memory=False -o Global.eval_during_train=False -o Global.save_interval=2
+norm_train:tools/train.py -c @config@ @scaled_lr@ -o Global.seed=1234 -o DataLoader.Train.sampler.shuffle=False -o DataLoader.Train.loader.num_workers=0 -o DataLoader.Train.loader.use_shared_memory=False -o Global.eval_during_train=False -o Global.save_interval=2
 pact_train:null
 fpgm_train:null
 distill_train:null
@@ -109,6 +115,16 @@ def filename(name: str, device: str) -> str:
     return f"{name}_train_infer_python{DEVICES[device]['suffix']}.txt"
 
 
+def scaled_lr(name: str) -> str:
+    """-o overrides of the config's learning rates for TIPC's batch."""
+    import yaml
+    config = yaml.safe_load((ROOT / "ppcls_configs" / f"{name}.yaml").read_text())
+    lr = config["Optimizer"]["lr"]
+    scale = TIPC_BATCH / (config["DataLoader"]["Train"]["sampler"]["batch_size"] * CONFIG_GPUS)
+    return " ".join(f"-o Optimizer.lr.{key}={lr[key] * scale:.6g}"
+                    for key in ("learning_rate", "warmup_start_lr", "eta_min"))
+
+
 def stamp(name: str, device: str) -> str:
     """The TIPC config of variant ``name`` for ``device``."""
     from rexnet_plugin.zoo import VARIANTS
@@ -125,6 +141,7 @@ def stamp(name: str, device: str) -> str:
     fields = {"name": name, "config": f"ppcls_configs/{name}.yaml",
               "pretrained_url": paddleclas.url if paddleclas else "null",
               "preprocess": preprocess, "crop_size": str(t.crop_size),
+              "scaled_lr": scaled_lr(name),
               **{k: v for k, v in DEVICES[device].items() if k != "suffix"}}
     text = TEMPLATE
     for key, value in fields.items():

@@ -133,7 +133,20 @@ def stage_compare(cfg, args) -> dict:
             "exported": [a.tolist() for a in exported]}
 
 
-STAGES = {"resolve": stage_resolve, "eval": stage_eval, "train": stage_train,
+def stage_build(cfg, args) -> dict:
+    """ppdet's create() on the architecture, with every network request refused:
+    building a detector (for eval, export or infer) must work offline."""
+    import urllib.request
+    from ppdet.core.workspace import create
+
+    def refuse(self, request, *a, **k):
+        raise OSError(f"network request during construction: {getattr(request, 'full_url', request)}")
+    urllib.request.OpenerDirector.open = refuse
+    model = create(cfg.architecture)
+    return {"parameters": sum(int(p.size) for p in model.parameters())}
+
+
+STAGES = {"resolve": stage_resolve, "build": stage_build, "eval": stage_eval, "train": stage_train,
           "export": stage_export, "compare": stage_compare}
 
 

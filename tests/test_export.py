@@ -14,7 +14,7 @@ from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import runtime
 from ppcls_support import sample_photos
-from rexnet_plugin.deploy.export import (ONNX_ATOL, export_inference, export_model, export_onnx,
+from rexnet_plugin.deploy.export import (ONNX_RTOL, export_inference, export_model, export_onnx,
                                          read_export_source)
 from rexnet_plugin.deploy.infer_config import read_infer_config
 from rexnet_plugin.deploy.runtime import (UnsupportedCPUError, create_onnx_session,
@@ -45,8 +45,8 @@ def test_onnx_runtime_matches_paddle_inference(reference_export):
         paddle_out = run_predictor(predictor, case["input"])
         onnx_out = run_onnx(session, case["input"])
         assert onnx_out.shape == paddle_out.shape == case["logits"].shape
-        assert np.abs(onnx_out - paddle_out).max() <= ONNX_ATOL
-        assert np.abs(onnx_out - case["logits"]).max() <= ONNX_ATOL  # and the official ones
+        assert np.abs(onnx_out - paddle_out).max() <= 1e-4
+        assert np.abs(onnx_out - case["logits"]).max() <= 1e-4  # and the official ones
 
 
 def _pip_freeze() -> str:
@@ -224,6 +224,51 @@ def test_a_re_export_replaces_the_whole_set(tmp_path):
     config = read_infer_config(out)
     assert config.softmax is False and config.label_list is None
     assert "logits (no softmax)" in result.describe()
+
+
+def _large_logit_weights(tmp_path):
+    """A trained model's scale: the classifier scaled to logits near 600."""
+    paddle.seed(0)
+    model = create_model("ReXNetLite_1_0", class_num=10)
+    model.eval()
+    probe = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 64)),
+                             dtype="float32")
+    factor = 600 / float(paddle.abs(model(probe)).max())
+    state = model.state_dict()
+    for key in [k for k in state if k.startswith("output.")][-2:]:  # the classifier
+        state[key] = state[key] * factor
+    model.set_state_dict(state)
+    path = tmp_path / "large.pdparams"
+    paddle.save(model.state_dict(), str(path))
+    return path, float(paddle.abs(model(probe)).max())
+
+
+@pytest.mark.parametrize("softmax", [False, True], ids=["logits", "softmax"])
+def test_the_onnx_check_accepts_a_healthy_model_with_large_logits(tmp_path, softmax):
+    weights, largest = _large_logit_weights(tmp_path)
+    assert largest > 100  # the case an absolute 1e-4 refused
+    result = export_model("ReXNetLite_1_0", str(weights), tmp_path / "m", onnx=True,
+                          image_size=64, class_num=10, softmax=softmax)
+    assert result.onnx_rel_diff <= ONNX_RTOL
+
+
+@pytest.mark.parametrize("softmax", [False, True], ids=["logits", "softmax"])
+def test_the_onnx_check_refuses_outputs_that_differ(tmp_path, monkeypatch, softmax):
+    """A wrong conversion is refused: a logit moved by 2e-3 of the logit range,
+    or a saturated probability moved by 0.05."""
+    import rexnet_plugin.deploy.export as export_mod
+    weights, _ = _large_logit_weights(tmp_path)
+    real = export_mod.run_onnx
+
+    def off(session, images):
+        out = real(session, images).copy()
+        out[0, 0] += 0.05 if softmax else 2e-3 * np.ptp(out[0])
+        return out
+    monkeypatch.setattr(export_mod, "run_onnx", off)
+    with pytest.raises(RuntimeError, match="differs from Paddle Inference"):
+        export_model("ReXNetLite_1_0", str(weights), tmp_path / "m", onnx=True,
+                     image_size=64, class_num=10, softmax=softmax)
+    assert not (tmp_path / "m" / "inference.json").exists()
 
 
 def test_a_failed_re_export_leaves_the_folder_as_it_was(tmp_path):

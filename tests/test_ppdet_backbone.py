@@ -24,6 +24,7 @@ from rexnet_plugin.integrations.paddledet import (STRIDES, FrozenBatchNorm2D,  #
                                                   ReXNet)
 from rexnet_plugin.weights import WeightsError  # noqa: E402
 from rexnet_plugin.zoo import VARIANTS  # noqa: E402
+from weights_helpers import _server, cache, local_only, server  # noqa: E402,F401
 
 
 def _needs_ppdet():
@@ -178,6 +179,27 @@ def test_pretrained_classification_weights_load_with_the_classifier_skipped(vari
     for key, value in state.items():
         np.testing.assert_array_equal(value.numpy(), imagenet[key[len("body."):]], err_msg=key)
     assert not any(k.startswith("body.output") for k in state)
+
+
+def test_downloaded_weights_wait_for_the_first_training_step(server, cache, tmp_path):
+    """Building the detector (eval, export, infer) never needs the network: a URL
+    is fetched at the first forward in training mode, as ppdet's trainer loads
+    its pretrain_weights; then every backbone tensor holds the checkpoint's."""
+    imagenet = _classification_checkpoint("ReXNet_1_0", tmp_path / "w.pdparams")
+    url = server.add("/w.pdparams", tmp_path / "w.pdparams")
+    backbone = ReXNet(variant="ReXNet_1_0", return_idx=[0, 1], pretrained=url)
+    backbone.eval()
+    backbone(_image())
+    assert server.hits.get("/w.pdparams", 0) == 0
+    backbone.train()
+    backbone(_image())
+    assert server.hits["/w.pdparams"] == 1
+    for key, value in backbone.state_dict().items():
+        if key.endswith(("_mean", "_variance")):
+            continue  # BN statistics moved with the training step
+        np.testing.assert_array_equal(value.numpy(), imagenet[key[len("body."):]], err_msg=key)
+    backbone(_image())
+    assert server.hits["/w.pdparams"] == 1  # once
 
 
 def test_pretrained_from_another_variant_is_refused(tmp_path):

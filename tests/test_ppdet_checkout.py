@@ -204,6 +204,18 @@ def test_standalone_config_equals_checkout_config(config, tmp_path, ppdet_env):
 IMAGENET_NORMALIZE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
+@pytest.mark.parametrize("config", shipped(CHECKOUT_CONFIGS), ids=lambda p: p.stem)
+def test_every_shipped_config_builds_offline(config, tmp_path, ppdet_env):
+    """ppdet's create() never downloads: ReXNet.pretrained (a source name or URL)
+    waits for the first training step."""
+    root = paddledet_root()
+    configs = checkout_config_tree(tmp_path, root)
+    built = run_flow("build", configs / "rexnet" / config.name, tmp_path, ppdet_env,
+                     paddledet_root=str(root))
+    assert built["ok"], built.get("traceback") or built.get("error")
+    assert built["parameters"] > 1_000_000
+
+
 @pytest.mark.parametrize("config", [c for c in shipped(CHECKOUT_CONFIGS)
                                     if detector_kind(c) == "ppyoloe"], ids=lambda p: p.stem)
 def test_ppyoloe_configs_resolve_to_the_s_detector_with_imagenet_inputs(config, tmp_path,

@@ -179,6 +179,11 @@ def test_the_chain_trained_our_model_and_predicted_with_the_variants_preprocessi
     train_log = (output / "norm_train_gpus_-1_autocast_null_nodes_1.log").read_text()
     assert "rexnet-plugin: ReXNet_1_0" in train_log  # the plugin's model, not the built-in
     assert "[Train][Epoch 2/2][Avg]" in train_log  # and it trained (not just a log file)
+    # At the configs' own learning rate (0.25, for 256 images a step) TIPC's batch
+    # of 8 diverged (8.45 -> 25.5); the scaled rate must not.
+    losses = [float(v) for v in re.findall(r"\[Train\]\[Epoch \d/2\]\[Avg\].*?loss: ([\d.]+)",
+                                           train_log)]
+    assert len(losses) == 2 and losses[1] < losses[0] + 0.5, losses
     for mkldnn in (True, False):
         log = (output / f"python_infer_cpu_gpus_-1_usemkldnn_{mkldnn}_threads_1_precision_False"
                         f"_batchsize_1.log").read_text()

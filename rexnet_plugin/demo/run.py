@@ -33,6 +33,13 @@ WARMUP_EPOCHS = 1
 DEFAULT_OUT = "rexnet_demo"
 
 MARKER = ".rexnet-demo"  # marks a folder this command wrote, so reruns may overwrite it
+# Present from the start of a run until metrics.json is written: a failed or
+# interrupted run leaves a folder that says it is incomplete.
+INCOMPLETE = "INCOMPLETE.txt"
+# What a previous run wrote; removed first, so that none sits beside a new run's files.
+RESULTS = ("metrics.json", "config.yaml", "report.png", "training_curves.png",
+           "confusion_matrix.png", "calibration_list.txt", "train_subset_list.txt",
+           "model", "model_int8", "checkpoints", "ppcls_output")
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,16 @@ def _prepare_out(out: Path, force: bool) -> None:
             f"the report's names are overwritten; nothing else is touched).")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by rexnet-plugin demo\n")
-    # Stale training state of a previous run would be mistaken for this one's.
-    for stale in ("checkpoints", "ppcls_output"):
-        shutil.rmtree(out / stale, ignore_errors=True)
+    (out / INCOMPLETE).write_text(
+        "rexnet-plugin demo started here and has not finished: this folder is incomplete.\n"
+        "A finished run writes metrics.json and removes this file. Rerun the demo to start "
+        "afresh (it replaces this folder's results).\n")
+    for stale in RESULTS:
+        path = out / stale
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -165,6 +179,12 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     out = settings.out
     config_path = recipe_mod.shipped_config(settings.variant)
     timings = {}
+    # Checked before any work: the demo's own needs, then the int8 step's.
+    from ..extras import missing, require
+    require("rexnet-plugin demo", "sklearn", "cv2", "matplotlib")
+    int8_unavailable = missing("paddle2onnx", "onnx", "onnxruntime")
+    if int8_unavailable:
+        _say(f"the int8 step will be skipped: {int8_unavailable}")
 
     # 1. data ------------------------------------------------------------
     tick = time.perf_counter()
@@ -268,7 +288,10 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     from ..deploy.quantize import MIN_CALIBRATION_IMAGES
     int8_model, calibration, int8_skipped = None, None, None
     shutil.rmtree(int8_dir, ignore_errors=True)  # a previous run's: this run's replaces it
-    if len(folder.train) < MIN_CALIBRATION_IMAGES:
+    if int8_unavailable:
+        int8_skipped = f"int8 skipped: {int8_unavailable}"
+        _say(int8_skipped)
+    elif len(folder.train) < MIN_CALIBRATION_IMAGES:
         int8_skipped = (f"int8 skipped: quantization calibrates on at least "
                         f"{MIN_CALIBRATION_IMAGES} images, and there are {len(folder.train)} "
                         f"training images")
@@ -348,6 +371,7 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
         "command": _rerun_command(settings),
     }
     write_json(out / "metrics.json", metrics)
+    (out / INCOMPLETE).unlink()
 
     _say(f"\nheld-out top-1: {100 * evaluation.top1:.2f}% ({len(folder.val)} images, "
          f"{epochs_done} epochs)")
@@ -431,6 +455,7 @@ def run_from_args(args) -> int:
     """``rexnet-plugin demo``: exit 0 on success, 2 on bad input, 130 on Ctrl-C."""
     # Before paddle loads: keep its C++ warnings (e.g. about PIR export) quiet.
     os.environ.setdefault("GLOG_minloglevel", "2")
+    from ..extras import MissingDependencyError
     from ..weights.errors import WeightsError
     settings = DemoSettings(
         variant=args.variant, epochs=args.epochs, image_size=args.image_size,
@@ -441,11 +466,22 @@ def run_from_args(args) -> int:
         metrics = run_demo(settings)
     except DemoInterrupted as error:
         print(f"\n{error}", file=sys.stderr)
-        return 130
+        return _incomplete_note(settings, 130)
     except KeyboardInterrupt:
-        print("\nInterrupted; every file written so far is complete.", file=sys.stderr)
-        return 130
-    except (DemoError, WeightsError) as error:
+        print("\nInterrupted.", file=sys.stderr)
+        return _incomplete_note(settings, 130)
+    except (DemoError, WeightsError, MissingDependencyError) as error:
         print(f"rexnet-plugin demo: error: {error}", file=sys.stderr)
-        return 2
+        return _incomplete_note(settings, 2)
+    except BaseException:
+        _incomplete_note(settings, 1)
+        raise
     return 130 if metrics["interrupted"] else 0
+
+
+def _incomplete_note(settings: DemoSettings, code: int) -> int:
+    marker = Path(settings.out).resolve() / INCOMPLETE
+    if marker.exists():
+        print(f"{marker.parent} is incomplete ({INCOMPLETE} says so); the next run starts "
+              f"afresh: {_rerun_command(settings)}", file=sys.stderr)
+    return code

@@ -134,6 +134,9 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
             f"--runtime paddle: {folder} has no {MODEL_FILENAME} + {PARAMS_FILENAME} "
             f"(only {ONNX_FILENAME}); use --runtime onnx, or export the Paddle Inference "
             f"model with rexnet-plugin export")
+    if runtime == "onnx":
+        from ..extras import require
+        require(f"{folder} (ONNX Runtime)", "onnxruntime")
     config = read_infer_config(folder)  # InferConfigError says how to write one
     from . import runtime as rt
     fixed_batch = None
@@ -230,6 +233,7 @@ def prepare_inputs(inputs) -> list[ImageItem]:
 def run_from_args(args) -> int:
     """``rexnet-plugin predict``: exit 0, or 2 on bad input (message on stderr)."""
     import json
+    from ..extras import MissingDependencyError
     from .runtime import UnsupportedCPUError
 
     def fail(message) -> int:
@@ -244,11 +248,19 @@ def run_from_args(args) -> int:
         items = prepare_inputs(args.inputs)
         model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
         labels = model.config.label_list
+        labelled = correct = 0
         for prediction in predict_items(model, items, topk=args.topk,
                                         batch_size=args.batch_size):
             print(json.dumps(prediction.as_json()) if args.json
                   else prediction.as_text(labels), flush=True)
-    except (ImageInputError, ModelFolderError, InferConfigError, UnsupportedCPUError) as err:
+            if prediction.label is not None:
+                labelled += 1
+                correct += prediction.class_id == prediction.label
+        if labelled:  # a list file's labels: the accuracy (stderr keeps --json parseable)
+            print(f"top-1: {100 * correct / labelled:.2f}% ({correct}/{labelled} labelled "
+                  f"images, {model.describe()})", file=sys.stderr if args.json else sys.stdout)
+    except (ImageInputError, ModelFolderError, InferConfigError, UnsupportedCPUError,
+            MissingDependencyError) as err:
         return fail(err)
     except BrokenPipeError:  # `| head`: the reader has all it wants
         sys.stderr.close()

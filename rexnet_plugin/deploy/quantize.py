@@ -273,8 +273,11 @@ def quantize_export(model_dir: str | os.PathLike, calib: str | os.PathLike,
     activations. Returns ``out_dir``. Raises QuantizeError (a ValueError)
     naming the path or option and the fix, before any work, for bad input.
     """
+    from ..extras import require
     from ..files import atomic_dir, write_json
     model_dir = check_model_dir(model_dir)
+    converter = [] if (model_dir / ONNX_FILENAME).is_file() else ["paddle2onnx"]
+    require("quantize", "onnx", "onnxruntime", *converter)
     out = check_out_dir(out_dir)
     paths = calibration_images(calib, num_images)
     data = load_calibration(model_dir, paths, progress)

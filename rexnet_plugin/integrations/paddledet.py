@@ -16,6 +16,7 @@ sync_bn conversion leaves frozen.
 
 import importlib
 import logging
+import os
 import sys
 from numbers import Integral
 
@@ -60,7 +61,10 @@ class ReXNet(nn.Layer):
         drop_path_rate (float): stochastic depth at the last block.
         pretrained (bool|str): ImageNet classification weights for the
             backbone: True (the variant's default source), a source name,
-            a local path or a URL; the classifier is skipped.
+            a local path or a URL; the classifier is skipped. A local file
+            loads here; a download waits for the first training step, as
+            PaddleDetection's own pretrain_weights wait for the trainer, so
+            building the model (eval, export, infer) never needs the network.
     """
 
     __shared__ = ["norm_type"]
@@ -92,9 +96,12 @@ class ReXNet(nn.Layer):
         self.norm_type = norm_type
 
         body = _ReXNetNet(**arch, class_num=0, drop_path_rate=drop_path_rate)
-        if pretrained:
+        self._arch, self._pending_pretrained = arch, None
+        if pretrained and isinstance(pretrained, str) and os.path.isfile(pretrained):
             from ..weights import load_pretrained
             load_pretrained(body, pretrained, variant=self.variant, skip_head=True)
+        elif pretrained:
+            self._pending_pretrained = pretrained
         stage_end = body.plan.stage_indices  # stride -> index in body.features
         self._out_channels = [body.plan.blocks[stage_end[s] - STEM_INDEX_END].out_channels
                               for s in STRIDES]
@@ -127,6 +134,16 @@ class ReXNet(nn.Layer):
                 for i in self.return_idx]
 
     def forward(self, inputs):
+        if self._pending_pretrained and self.training:
+            from ..weights import load_pretrained
+            # The layers cut off below the deepest returned stage are not in
+            # self.body any more: load into a whole network, then copy across.
+            full = _ReXNetNet(**self._arch, class_num=0)
+            load_pretrained(full, self._pending_pretrained, variant=self.variant,
+                            skip_head=True)
+            mine = self.body.state_dict()
+            self.body.set_state_dict({k: v for k, v in full.state_dict().items() if k in mine})
+            self._pending_pretrained = None
         return self.body.forward_intermediates(inputs["image"], self._positions,
                                                stop_early=True, intermediates_only=True)
 
