@@ -3,6 +3,7 @@ and running PaddleClas's own tools in subprocesses."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -23,6 +24,14 @@ IMAGE_HW = (48, 64)
 CROP = 56
 RESIZE = 64
 BATCH = 8
+
+
+# The pip wheel paddleclas: the built-in ReXNet and its ppcls tree. It pins
+# numpy==1.24.4, which has no wheel for Python 3.12+, so it is not installed there.
+needs_paddleclas_wheel = pytest.mark.skipif(
+    importlib.util.find_spec("paddleclas") is None,
+    reason="the paddleclas wheel is not installed (Python 3.12+ has none: it pins "
+           "numpy==1.24.4); these tests use its ppcls and built-in ReXNet")
 
 
 def paddleclas_root() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ppcls_support import ROOT, subprocess_env
+from ppcls_support import needs_paddleclas_wheel
 
 PTH = ROOT / "rexnet_plugin_autoload.pth"
 
@@ -64,6 +65,7 @@ def test_pth_line_never_breaks_startup(tmp_path):
         "rexnet-plugin: autoload hook disabled (RuntimeError: simulated breakage)"]
 
 
+@needs_paddleclas_wheel
 def test_registration_through_real_autoload():
     result = run_python("""
         import paddleclas.ppcls.arch as arch
@@ -87,6 +89,7 @@ def test_registration_through_real_autoload():
     assert "ReXNet_1_0, ReXNet_1_3, ReXNet_1_5, ReXNet_2_0, ReXNet_3_0" in announced[0]
 
 
+@needs_paddleclas_wheel
 def test_switched_off_by_environment():
     result = run_python("""
         import paddleclas.ppcls.arch as arch
@@ -98,6 +101,7 @@ def test_switched_off_by_environment():
         "None", "paddleclas.ppcls.arch.backbone.model_zoo.rexnet", "False"]
 
 
+@needs_paddleclas_wheel
 def test_trigger_module_imported_before_the_hook():
     result = run_python("""
         import os

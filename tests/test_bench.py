@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from rexnet_plugin.extras import missing
+
 from conftest import REFERENCE_NPZ, ROOT, reference_path
 from rexnet_plugin.deploy import bench, runtime
 from rexnet_plugin.deploy.bench import MODES, Mode, run_benchmark, write_results
@@ -116,7 +118,7 @@ def test_bf16_agreement_reports_both_reference_models():
 
 def test_int8_mode_runs_ours_quantized_against_the_builtins_fp32_paddle_inference():
     """A tiny int8 mode (batch 2, 64x64, 3 timed batches): the report, never the speed."""
-    pytest.importorskip("onnxruntime.quantization", reason="needs pip install 'rexnet-plugin[onnx]'")
+    pytest.importorskip("onnxruntime.quantization", reason=missing("onnxruntime"))
     tiny = Mode("onnxruntime_int8_b2", "onnxruntime", 2, 64, "int8", goal=0.5,
                 builtin_runtime="paddle_inference")
     doc = run_benchmark("ReXNet_1_0", modes=[tiny], warmup=1, repeats=3, threads=1,

@@ -26,7 +26,10 @@ def test_generated_sections_are_current():
 
 
 def test_readme_test_command_is_the_one_ci_runs():
+    """.ci/run reads the command from the README (readme_block test-command)."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     command = re.search(r"<!-- test-command -->\n```\w*\n(.+?)\n```", readme, re.S).group(1).strip()
-    assert command in ci
+    assert command == "python -m pytest -q"
+    assert 'test_command="$(readme_block test-command)"' in ci
+    assert 'bash -euo pipefail -c "$test_command"' in ci

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+
+from rexnet_plugin.extras import missing
 import yaml
 
 from conftest import ROOT, load_reference_npz
@@ -22,8 +24,8 @@ from rexnet_plugin.deploy.runtime import (UnsupportedCPUError, create_onnx_sessi
 from rexnet_plugin.weights import to_canonical
 from rexnet_plugin.zoo import VARIANTS
 
-pytest.importorskip("paddle2onnx", reason="ONNX export needs the [onnx] extra")
-pytest.importorskip("onnxruntime", reason="ONNX export needs the [onnx] extra")
+pytest.importorskip("paddle2onnx", reason=missing("paddle2onnx"))
+pytest.importorskip("onnxruntime", reason=missing("onnxruntime"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ppcls_support import subprocess_env
+from ppcls_support import needs_paddleclas_wheel, subprocess_env
 from rexnet_plugin.integrations import paddleclas as integration
 from rexnet_plugin.weights import download
 from rexnet_plugin.weights.errors import WeightsError
@@ -22,6 +22,7 @@ from rexnet_plugin.weights.formats import write_checkpoint
 from rexnet_plugin.zoo import PADDLECLAS_BUILTIN_NAMES, VARIANTS
 from weights_helpers import _server, cache, local_only, server, state_of  # noqa: F401
 
+pytestmark = needs_paddleclas_wheel
 BUILTIN_MODULE = "paddleclas.ppcls.arch.backbone.model_zoo.rexnet"
 SMALL = [2, 3, 64, 64]
 

@@ -20,6 +20,7 @@ from rexnet_plugin.zoo import VARIANTS
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from update_configs import expected_configs  # noqa: E402  (the development tool that stamps them)
+from ppcls_support import needs_paddleclas_wheel
 
 EXPECTED = {path.stem: text for path, text in expected_configs().items()}
 
@@ -70,6 +71,7 @@ def test_configs_differ_only_in_the_marked_lines():
         assert all("# per variant:" in line for line in differ), differ
 
 
+@needs_paddleclas_wheel
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_parsed_by_paddleclas_config_parser(name):
     get_config = importlib.import_module("paddleclas.ppcls.utils.config").get_config

@@ -10,13 +10,15 @@ import numpy as np
 import paddle
 import pytest
 
-from ppcls_support import CONFIG_DIR
+from ppcls_support import CONFIG_DIR, needs_paddleclas_wheel
 from rexnet_plugin.deploy.export import export_inference
 from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
 from rexnet_plugin.factories import create_model
 from rexnet_plugin.integrations import paddleclas as integration
 from rexnet_plugin.weights import WeightsError
 from rexnet_plugin.zoo import VARIANTS
+
+pytestmark = needs_paddleclas_wheel
 
 SMALL = [1, 3, 64, 64]
 

@@ -15,14 +15,16 @@ import time
 import numpy as np
 import pytest
 
+from rexnet_plugin.extras import missing
+
 from conftest import ROOT, load_reference_npz
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import quantize
 from rexnet_plugin.deploy.artifacts import (INFER_CONFIG_FILENAME, ONNX_FILENAME,
                                             QUANTIZATION_FILENAME)
 
-pytest.importorskip("onnxruntime.quantization", reason="needs pip install 'rexnet-plugin[onnx]'")
-pytest.importorskip("paddle2onnx", reason="needs pip install 'rexnet-plugin[onnx]'")
+pytest.importorskip("onnxruntime.quantization", reason=missing("onnxruntime"))
+pytest.importorskip("paddle2onnx", reason=missing("paddle2onnx"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import agreement  # noqa: E402  (the sample photos and the agreement figures)
 

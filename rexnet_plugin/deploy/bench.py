@@ -493,7 +493,8 @@ def _skip_reason(mode: Mode) -> str | None:
         return "the CPU has no AVX512-BF16/AMX-BF16"
     if mode.runtime == "onnxruntime" and not all(
             importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime", "ml_dtypes")):
-        return "needs paddle2onnx and onnxruntime: pip install 'rexnet-plugin[onnx]'"
+        from ..extras import missing
+        return missing("paddle2onnx", "onnxruntime")
     return None
 
 

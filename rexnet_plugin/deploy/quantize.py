@@ -275,9 +275,9 @@ def quantize_export(model_dir: str | os.PathLike, calib: str | os.PathLike,
     """
     from ..extras import require
     from ..files import atomic_dir, write_json
-    model_dir = check_model_dir(model_dir)
-    converter = [] if (model_dir / ONNX_FILENAME).is_file() else ["paddle2onnx"]
+    converter = [] if (Path(model_dir) / ONNX_FILENAME).is_file() else ["paddle2onnx"]
     require("quantize", "onnx", "onnxruntime", *converter)
+    model_dir = check_model_dir(model_dir)
     out = check_out_dir(out_dir)
     paths = calibration_images(calib, num_images)
     data = load_calibration(model_dir, paths, progress)
