@@ -55,7 +55,8 @@ def test_forward_intermediates_indices_as_timm(model):
         ends = [int(i["module"].split(".")[1]) for i in model.feature_info]
         final, every = model.forward_intermediates(x)
         assert len(every) == 5
-        for got, end in zip(every, ends, strict=True):
+        assert len(ends) == len(every)
+        for got, end in zip(every, ends):
             np.testing.assert_array_equal(got.numpy(), layers[end].numpy())
         np.testing.assert_array_equal(final.numpy(), model.forward_features(x).numpy())
         # int n: the last n; a list: those positions, negative from the end
@@ -72,8 +73,8 @@ def test_forward_intermediates_indices_as_timm(model):
         assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(normed, every))
         # forward_stages is strides 4 ... 32 of the same loop
         stages = model.forward_stages(x)
-        assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(stages, every[1:],
-                                                                         strict=True))
+        assert len(stages) == len(every) - 1
+        assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(stages, every[1:]))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -141,7 +142,8 @@ def test_prune_intermediate_layers_keeps_what_is_asked():
     assert model.output is None and not any(k.startswith("output.") for k in model.state_dict())
     with paddle.no_grad():
         got = model.forward_intermediates(x, [1, 2], intermediates_only=True)
-        for a, b in zip(got, wanted, strict=True):
+        assert len(got) == len(wanted)
+        for a, b in zip(got, wanted):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
         with pytest.raises(ValueError, match="prune_intermediate_layers removed"):
             model.forward_intermediates(x, [3])
