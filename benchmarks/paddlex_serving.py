@@ -8,9 +8,10 @@ Speed does not depend on the weights. Images: ``--images FOLDER``, else 40
 crops of scikit-learn's two sample photos (``agreement.photo_crops``).
 
 - Serving: the pipeline file of ``rexnet-plugin paddlex-pipeline``, the
-  unmodified ``paddlex --serve`` on a free port of 127.0.0.1, ``--clients``
-  threads posting base64 images with ``http.client``; 10 untimed requests,
-  then ``--requests`` timed ones. Latency is per request, client side.
+  unmodified ``paddlex --serve`` on a free port of 127.0.0.1; 10 untimed
+  requests, then for each ``--clients`` count, ``--requests`` timed ones from
+  that many threads posting base64 images with ``http.client``. Latency is
+  per request, client side.
 - predict: in its own process (runtimes are timed apart), what
   ``rexnet-plugin predict`` runs (``load_model``, ``predict_items``) over the
   folder, once untimed, then timed; at batch 1 (latency = time per image)
@@ -61,7 +62,8 @@ def post(port: int, image: str) -> float:
         conn.close()
 
 
-def serve(model_dir: Path, images: list[Path], requests: int, clients: int) -> dict:
+def serve(model_dir: Path, images: list[Path], requests: int, clients: list[int]) -> dict:
+    """{clients: figures} from one server."""
     from rexnet_plugin.integrations.paddlex import write_pipeline_config
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = write_pipeline_config(Path(tmp) / "pipeline.yaml", model_dir)
@@ -86,14 +88,18 @@ def serve(model_dir: Path, images: list[Path], requests: int, clients: int) -> d
             encoded = [base64.b64encode(p.read_bytes()).decode("ascii") for p in images]
             for i in range(10):
                 post(port, encoded[i % len(encoded)])
-            start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                latencies = sorted(pool.map(lambda i: post(port, encoded[i % len(encoded)]),
-                                            range(requests)))
-            wall = time.perf_counter() - start
+            return {n: timed_requests(port, encoded, requests, n) for n in clients}
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def timed_requests(port: int, encoded: list[str], requests: int, clients: int) -> dict:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(pool.map(lambda i: post(port, encoded[i % len(encoded)]),
+                                    range(requests)))
+    wall = time.perf_counter() - start
     pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3
     return {"per_s": requests / wall, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)}
 
@@ -113,7 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("model_dir", type=Path, help="a rexnet-plugin export folder")
     parser.add_argument("--images", type=Path, help="a folder of images (default: photo crops)")
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8],
+                        help="concurrent clients, one timed run each (default: 1 8)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.images
@@ -125,9 +132,10 @@ def main(argv=None) -> int:
         single = predict(args.model_dir, folder, 1)
         batched = predict(args.model_dir, folder, DEFAULT_BATCH_SIZE)
     print(f"| {len(images)} images | images/s | latency |\n|---|---|---|")
-    print(f"| paddlex --serve, {args.clients} clients, {args.requests} requests | "
-          f"{served['per_s']:.1f} | p50 {served['p50']:.0f} ms, p90 {served['p90']:.0f} ms, "
-          f"p99 {served['p99']:.0f} ms |")
+    for clients, row in served.items():
+        print(f"| paddlex --serve, {clients} client(s), {args.requests} requests | "
+              f"{row['per_s']:.1f} | p50 {row['p50']:.0f} ms, p90 {row['p90']:.0f} ms, "
+              f"p99 {row['p99']:.0f} ms |")
     print(f"| rexnet-plugin predict --batch-size 1 | {single['per_s']:.1f} | "
           f"{single['per_image_ms']:.0f} ms per image |")
     print(f"| rexnet-plugin predict --batch-size {DEFAULT_BATCH_SIZE} | {batched['per_s']:.1f} | "
