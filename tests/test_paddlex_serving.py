@@ -213,10 +213,10 @@ def encoded(path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def png(width: int, height: int, mode: str = "L") -> str:
+def image_file(width: int, height: int, mode: str = "L", kind: str = "PNG") -> str:
     from PIL import Image
     buffer = io.BytesIO()
-    Image.new(mode, (width, height)).save(buffer, "PNG")
+    Image.new(mode, (width, height)).save(buffer, kind)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -233,19 +233,22 @@ def test_serve_answers_each_photo_like_dygraph(server, photos, expected, labels)
 
 
 @pytest.mark.parametrize("case", ["bad base64", "not an image", "decompression bomb",
-                                  "1x10000 pixels"])
+                                  "1x10000 pixels", "GIF"])
 def test_serve_answers_bad_images_with_422(server, case):
+    """PaddleX alone answers each of these with 500 (the bomb after decoding it)."""
     image = {"bad base64": "not*base64!",
              "not an image": base64.b64encode(b"plain text, not an image\n" * 50).decode(),
              # 200 million 1-bit pixels in about 25 KB of PNG.
-             "decompression bomb": png(20000, 10000, "1"),
-             "1x10000 pixels": png(1, 10000)}[case]
+             "decompression bomb": image_file(20000, 10000, "1"),
+             "1x10000 pixels": image_file(1, 10000),
+             "GIF": image_file(32, 32, kind="GIF")}[case]
     status, answer, _ = request(server, "POST", "/image-classification", {"image": image})
     assert status == 422, answer
     assert set(answer) == {"logId", "errorCode", "errorMsg"}  # PaddleX's error envelope
     assert answer["errorCode"] == 422
     assert {"bad base64": "base64", "not an image": "not an image",
-            "decompression bomb": "pixels", "1x10000 pixels": "1x10000"}[case] in answer["errorMsg"]
+            "decompression bomb": "200000000 pixels", "1x10000 pixels": "1x10000",
+            "GIF": "GIF file"}[case] in answer["errorMsg"]
 
 
 def test_serve_under_concurrent_load(server, photos, expected):

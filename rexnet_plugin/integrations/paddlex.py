@@ -70,6 +70,9 @@ HPI_DOCS = ("https://paddlepaddle.github.io/PaddleX/latest/en/pipeline_deploy/"
 # A longer side more than this many times the shorter one would make the
 # resize to the short side unbounded (1x10000 pixels: 7 GB, 30 s).
 MAX_ASPECT_RATIO = 100
+# PIL's names of the formats PaddleX's serving decoder (OpenCV) reads (MPO: a
+# camera JPEG with extra frames). GIF, ICO, TGA ... it does not.
+SERVING_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM", "MPO")
 PIPELINE_NAME = "image_classification"
 _MARK = "rexnet_plugin_model_dir_check"
 
@@ -278,7 +281,8 @@ def _wrap_binding_lookup(module) -> None:
             raise PaddleXError(
                 f"use_hpip=True (engine 'hpi') for {model_name} needs PaddleX's "
                 f"high-performance inference plugin, the package ultra-infer, which is not "
-                f"installed (it is not on PyPI): see {HPI_DOCS} and docs/paddlex.md. "
+                f"installed (it is not on PyPI; PaddleX installs it with `paddlex --install "
+                f"hpi-cpu` or hpi-gpu): see {HPI_DOCS} and docs/paddlex.md. "
                 f"Without it, leave use_hpip off: engine 'paddle_static' (the default) or "
                 f"'onnxruntime'.")
         return original(model_name, engine, *args, **kwargs)
@@ -529,11 +533,14 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
         return log_id, f"'image' is neither a URL nor valid base64 ({err})"
     try:
         with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
+            width, height, kind = *header.size, header.format
     except Image.DecompressionBombError as err:
         return log_id, f"'image' is too large: {err}"
     except Exception:  # PIL raises several types for what it cannot identify
         return log_id, ("'image' is not an image (no image header found in its "
                         f"{len(data)} bytes); send a JPEG or PNG file, base64-encoded")
+    if kind not in SERVING_FORMATS:
+        return log_id, (f"'image' is a {kind} file, which PaddleX's decoder (OpenCV) does not "
+                        f"read; send one of {', '.join(SERVING_FORMATS)}")
     problem = image_size_problem(width, height, utils.MAX_IMAGE_PIXELS)
     return log_id, problem and f"'image': {problem}"
