@@ -115,6 +115,17 @@ def test_use_hpip_without_ultra_infer_names_it_and_the_docs(exported):
     assert "ultra-infer" in str(err.value) and pdx.HPI_DOCS in str(err.value)
 
 
+def test_hpi_runner_takes_the_users_backend_else_paddle_inference():
+    """PaddleX's automatic backend choice knows only its own model names."""
+    build = lambda **kwargs: pdx._hpi_runner(default_builder=lambda **given: given, **kwargs)
+    given = build(model_name=VARIANT, engine_config={"auto_config": True, "device_type": "cpu"})
+    assert given["engine_config"] == {"auto_config": False, "backend": "paddle",
+                                      "device_type": "cpu"}
+    assert given["model_name"] == VARIANT
+    chosen = build(engine_config={"auto_config": True, "backend": "openvino"})
+    assert chosen["engine_config"] == {"auto_config": False, "backend": "openvino"}
+
+
 def test_use_hpip_builds_paddlexs_hpi_runner(exported, photos, expected, labels, tmp_path):
     """As far as it goes without ultra-infer (not on PyPI): with an empty
     stand-in package, PaddleX's own HPIRunner is built for ReXNet (its backend

@@ -226,7 +226,7 @@ def _classifier(base):
                 for image in images:
                     problem = image_size_problem(image.shape[1], image.shape[0])
                     if problem:
-                        raise ValueError(f"{problem}; pass an image that is less elongated")
+                        raise ValueError(problem)
                 return images
 
             preprocessors["Read"] = read_checked
@@ -248,8 +248,8 @@ def image_size_problem(width: int, height: int, max_pixels: int | None = None) -
         return f"the image is {width}x{height} pixels: it has no pixels"
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         return (f"the image is {width}x{height} pixels: one side is more than "
-                f"{MAX_ASPECT_RATIO} times the other, and resizing its short side to the "
-                f"model's input would take unbounded memory")
+                f"{MAX_ASPECT_RATIO} times the other (resizing its short side to the model's "
+                f"input would need unbounded memory); crop it to a less elongated shape")
     if max_pixels is not None and width * height > max_pixels:
         return (f"the image is {width}x{height} = {width * height} pixels, more than "
                 f"{max_pixels}; send a smaller image")
