@@ -37,7 +37,7 @@ CLIENTS, REQUESTS = 8, 200
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(model folder, eval-mode dygraph model) with the test-vector weights."""
-    return export_reference_model(tmp_path_factory.mktemp("pdx_serving"))
+    return export_reference_model(tmp_path_factory.mktemp("pdx_serving"), onnx=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,11 @@ def expected(exported, photos):
 
 
 @pytest.fixture(scope="module")
+def model(exported):
+    return paddlex.create_model(VARIANT, model_dir=str(exported[0]), device="cpu")
+
+
+@pytest.fixture(scope="module")
 def labels(exported):
     from rexnet_plugin.deploy.infer_config import read_infer_config
     return read_infer_config(exported[0]).label_list
@@ -88,11 +93,9 @@ def assert_topk(ids, scores, names, want, labels, what):
 # -- batches and engines, in process ----------------------------------------------------
 
 @pytest.mark.parametrize("batch_size", [1, 2])
-def test_each_image_of_a_batch_gets_its_own_topk(exported, photos, expected, labels,
-                                                 batch_size):
+def test_each_image_of_a_batch_gets_its_own_topk(model, photos, expected, labels, batch_size):
     """3 photos in batches of 2 (then 1) or 1: PaddleX 3.7.2 itself gives every image
     the whole batch's class_ids; the ReXNet binding splits them."""
-    model = paddlex.create_model(VARIANT, model_dir=str(exported[0]), device="cpu")
     results = list(model.predict([str(p) for p in photos], batch_size=batch_size))
     assert len(results) == len(photos)
     for result, want, photo in zip(results, expected, photos):
@@ -101,8 +104,7 @@ def test_each_image_of_a_batch_gets_its_own_topk(exported, photos, expected, lab
                     labels, f"{photo} batch_size={batch_size}")
 
 
-def test_an_unboundedly_elongated_image_is_refused(exported):
-    model = paddlex.create_model(VARIANT, model_dir=str(exported[0]), device="cpu")
+def test_an_unboundedly_elongated_image_is_refused(model):
     with pytest.raises(ValueError, match=r"1x10000 pixels.*more than 100 times"):
         next(model.predict(np.zeros((10000, 1, 3), np.uint8)))
 
@@ -126,28 +128,26 @@ def test_hpi_runner_takes_the_users_backend_else_paddle_inference():
     assert chosen["engine_config"] == {"auto_config": False, "backend": "openvino"}
 
 
-def test_use_hpip_builds_paddlexs_hpi_runner(exported, photos, expected, labels, tmp_path):
+def test_use_hpip_builds_paddlexs_hpi_runner(exported, photos, expected, labels, tmp_path,
+                                             monkeypatch):
     """As far as it goes without ultra-infer (not on PyPI): with an empty
     stand-in package, PaddleX's own HPIRunner is built for ReXNet (its backend
     table does not know the name, so the binding picks Paddle Inference) and
     predicts the dygraph top-5."""
-    stub = tmp_path / "stub" / "ultra_infer"
-    stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text("")
-    code = f"""
-import json, paddlex
-model = paddlex.create_model({VARIANT!r}, model_dir={str(exported[0])!r}, device='cpu',
-                             use_hpip=True)
-result = next(model.predict({str(photos[0])!r}))
-print(json.dumps([type(model._predictor.runner).__name__, result['class_ids'],
-                  [float(s) for s in result['scores']], result['label_names']]))
-"""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=subprocess_env(PYTHONPATH=str(stub.parent)))
-    assert run.returncode == 0, run.stderr[-3000:]
-    runner, ids, scores, names = json.loads(run.stdout.splitlines()[-1])
-    assert runner == "HPIRunner"
-    assert_topk(ids, scores, names, expected[0], labels, "hpi")
+    from paddlex.utils.deps import is_dep_available
+    (tmp_path / "ultra_infer").mkdir()
+    (tmp_path / "ultra_infer" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    is_dep_available.cache_clear()  # PaddleX caches "ultra-infer is missing"
+    try:
+        model = paddlex.create_model(VARIANT, model_dir=str(exported[0]), device="cpu",
+                                     use_hpip=True)
+        result = next(model.predict(str(photos[0])))
+    finally:
+        is_dep_available.cache_clear()
+    assert type(model._predictor.runner).__name__ == "HPIRunner"
+    assert_topk(result["class_ids"], result["scores"], result["label_names"], expected[0],
+                labels, "hpi")
 
 
 # -- paddlex --serve ------------------------------------------------------------------
