@@ -62,9 +62,9 @@ def photos(tmp_path_factory):
 def expected(exported, photos):
     """The dygraph model's top-5 (ids, probabilities) per photo under the seed's transform."""
     import paddle
-    _, model = exported
+    _, dygraph = exported
     with paddle.no_grad():
-        logits = model(paddle.to_tensor(np.stack([seed_transform(p) for p in photos])))
+        logits = dygraph(paddle.to_tensor(np.stack([seed_transform(p) for p in photos])))
     probs = paddle.nn.functional.softmax(logits, axis=1).numpy()
     top = [(list(map(int, np.argsort(-p)[:TOPK])), p) for p in probs]
     assert len({tuple(ids) for ids, _ in top}) == len(photos)  # the photo matters
