@@ -203,6 +203,7 @@ def _paddlex_pipeline(args) -> int:
     print(f"  paddlex --pipeline {path} --input photo.jpg --device cpu")
     print(f"  python -c \"import paddlex; [r.print() for r in "
           f"paddlex.create_pipeline('{path}').predict('photo.jpg')]\"")
+    print(f"  paddlex --serve --pipeline {path} --device cpu --host 127.0.0.1 --port 8080")
     return 0
 
 

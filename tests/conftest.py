@@ -59,9 +59,10 @@ def load_reference_npz(variant: str):
     return state, cases
 
 
-def export_reference_model(folder: Path):
+def export_reference_model(folder: Path, onnx: bool = True):
     """ReXNet_1_0 with the test-vector weights, exported into ``folder / "model"``
-    as ``rexnet-plugin export --onnx`` does (softmax, inference.yml, ONNX).
+    as ``rexnet-plugin export --onnx`` does (softmax, inference.yml, ONNX unless
+    ``onnx=False``).
     Returns (model folder, the eval-mode dygraph model)."""
     import paddle
     from rexnet_plugin import create_model
@@ -72,5 +73,5 @@ def export_reference_model(folder: Path):
     model.set_state_dict(to_canonical(state))
     model.eval()
     paddle.save(model.state_dict(), str(folder / "weights.pdparams"))
-    export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=True)
+    export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=onnx)
     return folder / "model", model

@@ -56,6 +56,8 @@ def test_the_wheel_ships_the_autoload_hook_and_entry_points(wheel):
     assert "[paddlex.plugins]\nrexnet = rexnet_plugin.integrations.paddlex:register\n" in text
     assert ("[paddlex.modules.plugins]\nrexnet = "
             "rexnet_plugin.integrations.paddlex:register_training") in text
+    assert ("[paddlex.serving.plugins]\nrexnet = "
+            "rexnet_plugin.integrations.paddlex:register_serving") in text
     assert ("[paddleclas.deploy.plugins]\npir-memory-optim = "
             "rexnet_plugin.integrations.paddleclas_deploy:register") in text
     assert "rexnet-plugin = rexnet_plugin.cli:main" in text

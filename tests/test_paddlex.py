@@ -120,6 +120,23 @@ def test_extra_pins_the_tested_paddlex_and_one_opencv_release():
 
 
 @needs_paddlex
+def test_extra_has_paddlexs_serving_packages_with_its_pins():
+    """Every package of PaddleX's own `serving` extra, same pins, but for its
+    opencv-contrib-python 4.10 (the extra pins one cv2 release instead)."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    from packaging.requirements import Requirement
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ours = {Requirement(r).name: str(Requirement(r).specifier)
+            for r in extra["optional-dependencies"]["paddlex"]}
+    serving = [Requirement(r) for r in importlib.metadata.requires("paddlex")
+               if 'extra == "serving"' in r]
+    assert len(serving) > 5
+    for req in serving:
+        if req.name != "opencv-contrib-python":
+            assert ours.get(req.name) == str(req.specifier), req
+
+
+@needs_paddlex
 def test_one_working_cv2_for_paddleclas_and_paddlex(tmp_path, photos):
     """Both distributions that own cv2 are installed at one release, every file
     they list exists, pip check is clean, and both toolkits' cv2 code runs."""
@@ -182,6 +199,9 @@ def fake_paddlex(monkeypatch, bindings=None, classifier=True, version="9.9.9"):
     for name, module in (("fakepdx", root), ("fakepdx.inference.models", models)):
         monkeypatch.setitem(sys.modules, name, module)
     if bindings is not None:
+        bindings.create_binding_registration = (
+            lambda names, runner_builder=None: types.SimpleNamespace(
+                model_names=tuple(names), runner_builder=runner_builder))
         monkeypatch.setitem(sys.modules, "fakepdx.inference.models.bindings", bindings)
     if classifier:
         clas = types.ModuleType("fakepdx.inference.models.image_classification")
@@ -233,9 +253,10 @@ def test_registration_binds_every_variant_and_keeps_a_hosts_own(monkeypatch, cap
     bindings.try_get_binding = lambda name, engine: table.get((name, engine))
 
     def register_map(predictor_cls, bindings_map):
-        for engine, names in bindings_map.items():
-            for name in names:
-                table[(name, engine)] = types.SimpleNamespace(predictor=predictor_cls)
+        for engine, entries in bindings_map.items():
+            for entry in entries:  # a name, or a registration with a runner builder
+                for name in getattr(entry, "model_names", [entry]):
+                    table[(name, engine)] = types.SimpleNamespace(predictor=predictor_cls)
     bindings.register_predictor_binding_map = register_map
     models = fake_paddlex(monkeypatch, bindings)
     hosts_own = object()
@@ -311,7 +332,7 @@ def test_pipeline_yaml_in_python_and_in_the_paddlex_cli(paddlex_module, export_d
                             env=subprocess_env(PADDLE_PDX_LOCAL_FONT_FILE_PATH=str(font)))
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(next(out.glob("*.json")).read_text())
-    assert_same_top5([(saved["class_ids"][0], saved["scores"])], expected[:1], "paddlex CLI")
+    assert_same_top5([(saved["class_ids"], saved["scores"])], expected[:1], "paddlex CLI")
     from rexnet_plugin.deploy.infer_config import read_infer_config
     names = read_infer_config(export_dir).label_list
     assert saved["label_names"] == [names[i] for i in expected[0][0]]
@@ -452,7 +473,8 @@ def test_pipeline_command_writes_a_yaml_paddlex_reads(export_dir, tmp_path):
     assert config["SubModules"]["ImageClassification"] == {
         "module_name": "image_classification", "model_name": VARIANT,
         "model_dir": str(export_dir.resolve()), "batch_size": 1, "topk": 3}
-    assert "engines: paddle_static, onnxruntime" in result.stdout
+    assert config["Serving"] == {"visualize": False}  # paddlex --serve offline: no font
+    assert "engines: paddle_static, onnxruntime, hpi" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "rexnet_plugin.cli", "paddlex-pipeline",
                           str(export_dir), "--model-name", "ReXNet_2_0",
                           "-o", str(tmp_path / "q.yaml")],

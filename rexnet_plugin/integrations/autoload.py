@@ -43,6 +43,8 @@ TRIGGERS = {
     "paddlex.inference.models": "paddlex.plugins",
     # ... and its training modules (trainer, evaluator, exporter by model name).
     "paddlex.modules": "paddlex.modules.plugins",
+    # ... and its serving app (paddlex --serve imports it before creating the app).
+    "paddlex.inference.serving.basic_serving": "paddlex.serving.plugins",
 }
 
 _failed_plugins: set = set()  # entry points that already logged their warning

@@ -34,6 +34,18 @@ PaddleClas suite, and the ReXNet names are left out (logged at debug level).
 For a ReXNet model folder, PaddleX's terse errors about ``inference.yml``
 (missing, or a model name that differs from ``Global.model_name``) become
 errors that name the file, the key and the fix (``check_model_dir``).
+
+The predictor bound is a small subclass of PaddleX's (``_classifier``): PaddleX
+3.7.2 splits a batch's results per image only where they are lists, and its
+Topk gives ``class_ids`` as one array, so every image got the whole batch's
+ids (and ``paddlex --serve`` answered 500). It also refuses images whose
+resize would be unbounded (``image_size_problem``).
+
+Serving (``paddlex --serve``): ``register_serving``, the entry point of group
+``paddlex.serving.plugins``, runs once ``paddlex.inference.serving.basic_serving``
+has been imported. For a ReXNet pipeline only, the app checks each request's
+image (base64, an image header, the size limits) before PaddleX decodes it, and
+answers a bad one with 422 in PaddleX's error envelope instead of 500.
 """
 
 from __future__ import annotations
@@ -50,8 +62,17 @@ from ..zoo import VARIANTS
 # The PaddleX release this module was written and tested against (the
 # [paddlex] extra pins it; tests/test_paddlex.py checks they agree).
 TESTED_PADDLEX = "3.7.2"
-# PaddleX engines that run the files `rexnet-plugin export` writes.
-ENGINES = ("paddle_static", "onnxruntime")
+# PaddleX engines that run the files `rexnet-plugin export` writes; "hpi"
+# (PaddleX's high-performance inference) needs ultra-infer, not on PyPI.
+ENGINES = ("paddle_static", "onnxruntime", "hpi")
+HPI_DOCS = ("https://paddlepaddle.github.io/PaddleX/latest/en/pipeline_deploy/"
+            "high_performance_inference.html")
+# A longer side more than this many times the shorter one would make the
+# resize to the short side unbounded (1x10000 pixels: 7 GB, 30 s).
+MAX_ASPECT_RATIO = 100
+# PIL's names of the formats PaddleX's serving decoder (OpenCV) reads (MPO: a
+# camera JPEG with extra frames). GIF, ICO, TGA ... it does not.
+SERVING_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM", "MPO")
 PIPELINE_NAME = "image_classification"
 _MARK = "rexnet_plugin_model_dir_check"
 
@@ -155,9 +176,10 @@ def _register(module, version: str) -> list[str]:
     try:
         bindings = importlib.import_module(module.__name__ + ".bindings")
         classifier = importlib.import_module(module.__name__ + ".image_classification")
-        predictor = classifier.ClasRunnerPredictor
+        predictor = _classifier(classifier.ClasRunnerPredictor)
         register_map = bindings.register_predictor_binding_map
         try_get_binding = bindings.try_get_binding
+        with_runner = bindings.create_binding_registration
     except (ImportError, AttributeError) as exc:
         _api_changed(version, f"{type(exc).__name__}: {exc}")
         return []
@@ -175,7 +197,9 @@ def _register(module, version: str) -> list[str]:
         _warn_once("kept", f"rexnet-plugin: PaddleX {version} already has {', '.join(kept)}; "
                            f"its own binding is kept.")
     if todo:
-        register_map(predictor, todo)
+        register_map(predictor, {
+            engine: [with_runner(names, runner_builder=_hpi_runner)] if engine == "hpi"
+            else names for engine, names in todo.items()})
     missing = [f"{name} ({engine})" for engine, names in todo.items() for name in names
                if getattr(try_get_binding(name, engine), "predictor", None) is not predictor]
     if missing:
@@ -183,7 +207,88 @@ def _register(module, version: str) -> list[str]:
                               f"unbound")
         return []
     _wrap_model_resolver(module)
+    _wrap_binding_lookup(module)
     return [name for name in VARIANTS if name in todo.get(ENGINES[0], ())]
+
+
+@functools.lru_cache(maxsize=None)
+def _classifier(base):
+    """PaddleX's classifier predictor ``base``, giving each image its own top-k
+    and refusing images whose resize would be unbounded (one class per base)."""
+
+    class ReXNetClasPredictor(base):
+        def _build(self):
+            preprocessors, postprocessors = super()._build()
+            read = preprocessors["Read"]
+
+            def read_checked(imgs):
+                images = read(imgs=imgs)
+                for image in images:
+                    problem = image_size_problem(image.shape[1], image.shape[0])
+                    if problem:
+                        raise ValueError(problem)
+                return images
+
+            preprocessors["Read"] = read_checked
+            return preprocessors, postprocessors
+
+        def process(self, batch_data, *args, **kwargs):
+            result = super().process(batch_data, *args, **kwargs)
+            # PaddleX splits a batch per image only where a value is a list.
+            result["class_ids"] = [ids.tolist() for ids in result["class_ids"]]
+            return result
+
+    ReXNetClasPredictor.__qualname__ = ReXNetClasPredictor.__name__
+    return ReXNetClasPredictor
+
+
+def image_size_problem(width: int, height: int, max_pixels: int | None = None) -> str | None:
+    """Why an image of ``width`` x ``height`` pixels is refused, or None."""
+    if min(width, height) < 1:
+        return f"the image is {width}x{height} pixels: it has no pixels"
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (f"the image is {width}x{height} pixels: one side is more than "
+                f"{MAX_ASPECT_RATIO} times the other (resizing its short side to the model's "
+                f"input would need unbounded memory); crop it to a less elongated shape")
+    if max_pixels is not None and width * height > max_pixels:
+        return (f"the image is {width}x{height} = {width * height} pixels, more than "
+                f"{max_pixels}; send a smaller image")
+    return None
+
+
+def _hpi_runner(*, engine_config, default_builder, **kwargs):
+    """PaddleX's high-performance runner for a ReXNet folder. Its automatic
+    choice of backend looks the model name up in a table of PaddleX's own
+    models; ReXNet is not there, so take the backend the user gave
+    (hpi_config={"backend": ...}), else Paddle Inference."""
+    engine_config = {**engine_config, "auto_config": False,
+                     "backend": engine_config.get("backend") or "paddle"}
+    return default_builder(engine_config=engine_config, **kwargs)
+
+
+def _wrap_binding_lookup(module) -> None:
+    """use_hpip=True (engine "hpi") without ultra-infer: say what is missing
+    and where PaddleX documents it, for ReXNet names only."""
+    original = getattr(module, "_get_predictor_binding", None)
+    if original is None or getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def get_predictor_binding(model_name, engine, *args, **kwargs):
+        import importlib.util
+        if (model_name in VARIANTS and str(engine).lower() == "hpi"
+                and importlib.util.find_spec("ultra_infer") is None):
+            raise PaddleXError(
+                f"use_hpip=True (engine 'hpi') for {model_name} needs PaddleX's "
+                f"high-performance inference plugin, the package ultra-infer, which is not "
+                f"installed (it is not on PyPI; PaddleX installs it with `paddlex --install "
+                f"hpi-cpu` or hpi-gpu): see {HPI_DOCS} and docs/paddlex.md. "
+                f"Without it, leave use_hpip off: engine 'paddle_static' (the default) or "
+                f"'onnxruntime'.")
+        return original(model_name, engine, *args, **kwargs)
+
+    setattr(get_predictor_binding, _MARK, True)
+    module._get_predictor_binding = get_predictor_binding
 
 
 def _wrap_model_resolver(module) -> None:
@@ -335,7 +440,10 @@ def pipeline_config(model_dir: str | os.PathLike, model_name: str | None = None,
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk={topk!r}: expected a positive integer")
         module["topk"] = topk
-    return {"pipeline_name": PIPELINE_NAME, "SubModules": {"ImageClassification": module}}
+    # Serving (paddlex --serve) draws the result by default, with a font it
+    # downloads: off, so a plain request answers offline.
+    return {"pipeline_name": PIPELINE_NAME, "SubModules": {"ImageClassification": module},
+            "Serving": {"visualize": False}}
 
 
 def write_pipeline_config(path: str | os.PathLike, model_dir: str | os.PathLike,
@@ -347,6 +455,92 @@ def write_pipeline_config(path: str | os.PathLike, model_dir: str | os.PathLike,
     config = pipeline_config(model_dir, model_name, batch_size, topk)
     path = Path(path)
     header = ("# PaddleX image_classification pipeline for a ReXNet export, written by\n"
-              "# rexnet-plugin. Run: paddlex --pipeline THIS_FILE --input photo.jpg --device cpu\n")
+              "# rexnet-plugin. Run: paddlex --pipeline THIS_FILE --input photo.jpg --device cpu\n"
+              "# Serve: paddlex --serve --pipeline THIS_FILE --device cpu --port 8080\n"
+              "# (docs/paddlex.md; visualize: true also needs PADDLE_PDX_LOCAL_FONT_FILE_PATH\n"
+              "# offline)\n")
     write_text(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+# -- serving -------------------------------------------------------------------------
+
+def register_serving(module) -> bool:
+    """Entry point of group ``paddlex.serving.plugins`` (``module``:
+    ``paddlex.inference.serving.basic_serving``): wrap its
+    ``create_pipeline_app`` so that a ReXNet pipeline's app refuses bad images
+    with 422. Returns whether it wrapped; never raises."""
+    original = getattr(module, "create_pipeline_app", None)
+    if original is None or getattr(original, _MARK, False):
+        return False
+
+    @functools.wraps(original)
+    def create_pipeline_app(pipeline, pipeline_config, *args, **kwargs):
+        app = original(pipeline, pipeline_config, *args, **kwargs)
+        submodule = (pipeline_config.get("SubModules") or {}).get("ImageClassification") or {}
+        if (pipeline_config.get("pipeline_name") == PIPELINE_NAME
+                and submodule.get("model_name") in VARIANTS):
+            _check_images(app)
+        return app
+
+    setattr(create_pipeline_app, _MARK, True)
+    module.create_pipeline_app = create_pipeline_app
+    return True
+
+
+def _check_images(app) -> None:
+    """Answer a request whose image is bad with 422 and PaddleX's error
+    envelope (``logId``, ``errorCode``, ``errorMsg``) before PaddleX decodes
+    it; an image URL is left to PaddleX."""
+    from fastapi.responses import JSONResponse
+    from paddlex.inference.serving.infra import utils
+    from paddlex.inference.serving.schemas.image_classification import INFER_ENDPOINT
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    async def check(request, call_next):
+        if request.method == "POST" and request.url.path == INFER_ENDPOINT:
+            log_id, problem = _request_problem(await request.body(), utils)
+            if problem:
+                return JSONResponse(status_code=422, content={
+                    "logId": log_id, "errorCode": 422, "errorMsg": problem})
+        return await call_next(request)
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=check)
+
+
+def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
+    """(the log id, what is wrong with the request's base64 image or None).
+    Reads the image header only; PaddleX's own validation handles the rest."""
+    import base64
+    import binascii
+    import io
+    import json
+    from PIL import Image
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        return utils.generate_log_id(), None
+    log_id = request.get("logId")
+    log_id = log_id if isinstance(log_id, str) else utils.generate_log_id()
+    image = request.get("image")
+    if not isinstance(image, str) or utils.is_url(image):
+        return log_id, None
+    try:
+        data = base64.b64decode(image)  # as lenient as PaddleX
+    except (binascii.Error, ValueError) as err:
+        return log_id, f"'image' is neither a URL nor valid base64 ({err})"
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height, kind = *header.size, header.format
+    except Image.DecompressionBombError as err:
+        return log_id, f"'image' is too large: {err}"
+    except Exception:  # PIL raises several types for what it cannot identify
+        return log_id, ("'image' is not an image (no image header found in its "
+                        f"{len(data)} bytes); send a JPEG or PNG file, base64-encoded")
+    if kind not in SERVING_FORMATS:
+        return log_id, (f"'image' is a {kind} file, which PaddleX's decoder (OpenCV) does not "
+                        f"read; send one of {', '.join(SERVING_FORMATS)}")
+    problem = image_size_problem(width, height, utils.MAX_IMAGE_PIXELS)
+    return log_id, problem and f"'image': {problem}"
