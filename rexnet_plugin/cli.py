@@ -97,7 +97,11 @@ def _weights(args) -> int:
             return 2
         return 0
     if not args.download:
-        print(sources_table(args.variants))
+        try:
+            print(sources_table(args.variants))
+        except ValueError as err:  # an unknown variant name
+            print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
+            return 2
         return 0
     if not args.variants:
         print("rexnet-plugin weights: error: name the variants to --download", file=sys.stderr)
@@ -254,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy import quantize as quantize_mod  # numpy, no paddle
     parser = argparse.ArgumentParser(
         prog="rexnet-plugin",
-        description="ReXNet for PaddlePaddle, PaddleClas and PaddleDetection.")
+        description="ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("variants", help="list the variants with params and MACs")

@@ -29,3 +29,18 @@ def test_help_works_without_the_unix_only_resource_module(argv):
     result = _help(argv, without="resource")  # Windows has no `resource`
     assert result.returncode == 0, result.stderr[-1500:]
     assert "usage: rexnet-plugin" in result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["weights", "ReXNet_9"], "Unknown ReXNet variant 'ReXNet_9'"),
+    (["demo", "--lr", "-1", "--out", "demo"], "--lr -1.0: must be above 0"),
+    (["demo", "--lr", "0", "--out", "demo"], "--lr 0.0: must be above 0"),
+])
+def test_bad_arguments_are_refused_before_any_work(argv, message, capsys, tmp_path,
+                                                   monkeypatch):
+    from rexnet_plugin.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -163,6 +163,9 @@ def test_shipped_configs_name_their_variant(path):
     (["export", "ReXNet_9_9", "--untrained"], "Valid names"),
     (["export", "ReXNet_1_0"], "--weights"),
     (["export", "missing.yaml", "--untrained"], "not found"),
+    (["export", "ReXNet_1_0", "--untrained", "--weights", "w.pdparams"], "contradict"),
+    (["export", "ReXNet_1_0", "--untrained", "--image-size", "16"], "at least 32 px"),
+    (["export", "ReXNet_1_0", "--untrained", "--image-size", "224x20"], "at least 32 px"),
 ])
 def test_export_cli_errors_say_what_to_do(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -147,5 +147,5 @@ def _check_yaml(body: str, where: str) -> None:
     config = yaml.safe_load(body)
     assert isinstance(config, dict), where
     if "ReXNet" in config:
-        backbone = ReXNet(**config["ReXNet"])
-        assert backbone.out_shape, where
+        backbone = ReXNet(**config["ReXNet"])  # ValueError for a key or value it refuses
+        assert backbone.variant == config["ReXNet"]["variant"], where

@@ -71,6 +71,9 @@ class DemoSettings:
         for name, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise DemoError(f"{name} {value}: must be at least 1")
+        if not self.learning_rate > 0:
+            raise DemoError(f"--lr {self.learning_rate}: must be above 0 (default "
+                            f"{DEFAULT_LEARNING_RATE})")
         if self.train_images is not None and self.train_images < 1:
             raise DemoError(f"--train-images {self.train_images}: must be at least 1")
         if self.engine not in ("auto", "paddle", "paddleclas"):
@@ -374,7 +377,7 @@ def _run(settings: DemoSettings, on_epoch_end) -> dict:
     (out / INCOMPLETE).unlink()
 
     _say(f"\nheld-out top-1: {100 * evaluation.top1:.2f}% ({len(folder.val)} images, "
-         f"{epochs_done} epochs)")
+         f"{epochs_done} epochs{f' of {settings.epochs}, interrupted' if interrupted else ''})")
     _say(f"Paddle Inference vs dygraph: {100 * evaluation.agreement:.1f}% same class, "
          f"max |logit diff| {evaluation.max_abs_logit_diff:.2e}")
     if int8_model:

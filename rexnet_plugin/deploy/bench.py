@@ -395,8 +395,9 @@ def builtin_class():
     try:
         module = importlib.import_module(BUILTIN_MODULE)
     except ImportError as err:
-        raise ImportError(f"the comparison needs PaddleClas's built-in ReXNet ({BUILTIN_MODULE}): "
-                          f"pip install paddleclas") from err
+        raise ImportError(f"the comparison needs PaddleClas's built-in ReXNet ({BUILTIN_MODULE}), "
+                          f"from the paddleclas wheel, which installs on Python 3.9 to 3.11 "
+                          f"(pip install paddleclas==2.6.0); on 3.12+ it has no wheel") from err
     cls = getattr(module, BUILTIN_CLASS)
     if cls.__module__ != BUILTIN_MODULE:  # the comparison would be ours against ours
         raise RuntimeError(f"{BUILTIN_MODULE}.{BUILTIN_CLASS} was replaced by {cls.__module__}")

@@ -406,7 +406,8 @@ class ExportResult:
     onnx_rel_diff: float | None = None
 
     def describe(self) -> str:
-        shape = ", ".join("N" if d is None else str(d) for d in self.input_shape)
+        shape = ", ".join(str(d) if d is not None else name
+                          for d, name in zip(self.input_shape, "NCHW"))
         output = ("probabilities (softmax, as PaddleClas exports; --logits for raw logits)"
                   if self.softmax else "logits (no softmax)")
         lines = [
@@ -422,8 +423,8 @@ class ExportResult:
         if self.onnx_path:
             compared = "probabilities" if self.softmax else "logits"
             lines.append(f"  ONNX:             {self.onnx_path} (ONNX Runtime vs Paddle "
-                         f"Inference on a random batch: max |diff| of the {compared} "
-                         f"{self.onnx_rel_diff:.1e} of the logit range)")
+                         f"Inference on a random batch: the {compared} differ by at most "
+                         f"{self.onnx_rel_diff:.1e} x the logit range; limit {ONNX_RTOL})")
         return "\n".join(lines)
 
 
@@ -457,6 +458,9 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
         from ..extras import require
         require("--onnx", "paddle2onnx", "onnxruntime")
     source = read_export_source(model)
+    if weights and untrained:
+        raise ValueError(f"--weights {weights} and --untrained contradict each other: drop "
+                         f"--untrained to export these weights, or --weights for random ones")
     weights = weights or source.weights
     if not weights and not untrained:
         raise ValueError(f"no weights for {source.label}: pass --weights PATH (or a source "
@@ -464,6 +468,10 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     if class_num is not None:
         source.class_num = class_num
     size = source.image_size if image_size == -1 else image_size
+    from ..model import MIN_INPUT_SIZE
+    if size is not None and min((size, size) if isinstance(size, int) else size) < MIN_INPUT_SIZE:
+        raise ValueError(f"--image-size {size}: ReXNet needs at least {MIN_INPUT_SIZE} px on "
+                         f"each side (five stride-2 stages); 224 is the training size")
     out_dir = prepare_output(Path(output or source.output or "inference"))
     labels, labels_note = _labels(source, label_list, source.class_num)
     variant = get_variant(source.variant)

@@ -57,6 +57,7 @@ import sys
 from pathlib import Path
 
 from ..deploy.artifacts import INFER_CONFIG_FILENAME
+from ..extras import install_command
 from ..zoo import VARIANTS
 
 # The PaddleX release this module was written and tested against (the
@@ -116,7 +117,7 @@ def require_paddlex():
     except ImportError as exc:
         raise PaddleXError(
             f"PaddleX is not installed ({exc}). Install it with the plugin's extra: "
-            f"pip install \"rexnet-plugin[paddlex]\" (PaddleX {TESTED_PADDLEX} and the cv "
+            f"{install_command('paddlex')} (PaddleX {TESTED_PADDLEX} and the cv "
             f"packages its classifier needs; see docs/paddlex.md)") from None
     return paddlex
 
@@ -155,7 +156,8 @@ def _api_changed(version: str, what: str) -> None:
         f"({what}). PaddleX runs as usual, without ReXNet. rexnet-plugin was tested with "
         f"PaddleX {TESTED_PADDLEX}"
         + ("; please report this." if same else
-           f"; install it with pip install \"rexnet-plugin[paddlex]\", or report this.")))
+           f"; install it with {install_command('paddlex')}, or report this.")))
+
 
 
 # -- registration --------------------------------------------------------------------
