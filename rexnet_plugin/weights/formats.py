@@ -130,7 +130,15 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("collections", "OrderedDict"), ("builtins", "tuple"), ("builtins", "list"),
+    ("_codecs", "encode"),  # protocol 2 pickles bytes as _codecs.encode(text, "latin1")
 }
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """The one use of ``_codecs.encode`` admitted: text to bytes, latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
@@ -147,6 +155,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
                 f"and save the weights as .safetensors (see README, 'Pretrained weights').")
         if module.startswith("numpy"):
             return _numpy_attr(module, name)
+        if module == "_codecs":
+            return _latin1_bytes
         return super().find_class(module, name)
 
 
