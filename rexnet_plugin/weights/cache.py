@@ -140,9 +140,9 @@ def prepare_cache(folder: Path) -> None:
              for p in (os.path.abspath(folder), os.path.realpath(folder))}
     if names & set(_STARTUP_FOLDER_NAMES) or os.path.realpath(folder) in _startup_folders():
         raise WeightsError(
-            f"the weights cache {folder} is a site-packages folder, where Python runs every "
-            f".pth file at start-up: a downloaded file there could run code. Set {CACHE_ENV} "
-            f"to a folder of its own (the default is {DEFAULT_CACHE}).")
+            f"the weights cache {folder} is a site-packages folder (or named like one), where "
+            f"Python runs every .pth file at start-up: a downloaded file there could run "
+            f"code. Set {CACHE_ENV} to a folder of its own (the default is {DEFAULT_CACHE}).")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
