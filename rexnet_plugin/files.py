@@ -87,6 +87,18 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file (not a FIFO, a device, a folder) whose
+    real path, links followed, lies inside ``folder``'s real path."""
+    real, home = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.isfile(real) and os.path.commonpath([real, home]) == home
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape codes) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (a temp file's owner): on POSIX
     only; elsewhere True, since os.kill would end the process there."""

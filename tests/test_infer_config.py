@@ -190,7 +190,7 @@ def test_preprocess_takes_paths_and_pil_images_of_any_mode(tmp_path, photos):
 def test_preprocess_errors_name_the_image(tmp_path):
     write_infer_config(tmp_path, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM)
     config = read_infer_config(tmp_path)
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+    with pytest.raises(ValueError, match="missing.jpg"):  # ImageInputError
         config.preprocess(tmp_path / "missing.jpg")
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(ValueError, match="notes.jpg is not an image"):
