@@ -301,7 +301,7 @@ def test_sigterm_stops_the_command_and_leaves_nothing(fp32_folder, calib_list, t
          str(calib_list), "--out", str(out), "--num-images", str(CALIB_IMAGES)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".int8.tmp-*")):
+    while time.time() < deadline and not list(tmp_path.glob(".int8.rexnet-tmp-*")):
         if process.poll() is not None:
             break
         time.sleep(0.05)
