@@ -52,7 +52,7 @@ def _short(value) -> str:
     """A bounded repr for messages: a YAML file's aliases can expand to gigabytes."""
     import reprlib
     limits = reprlib.Repr()
-    limits.maxlevel, limits.maxstring, limits.maxother = 3, 60, 60
+    limits.maxlevel, limits.maxstring, limits.maxother = 2, 60, 60
     return limits.repr(value)
 
 
