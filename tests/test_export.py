@@ -9,7 +9,7 @@ import paddle
 import pytest
 import yaml
 
-from conftest import ROOT, load_reference_npz
+from conftest import BILLION_LAUGHS_YAML, ROOT, load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import runtime
@@ -451,17 +451,7 @@ def test_deeply_nested_or_aliased_configs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="nests too deeply|Arch"):
         read_export_source(str(deep))
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text(_BILLION_LAUGHS + "Arch: {name: *e}\n")
+    bomb.write_text(BILLION_LAUGHS_YAML + "Arch: {name: *e}\n")
     with pytest.raises(ValueError) as err:
         read_export_source(str(bomb))
     assert len(str(err.value)) < 2000
-
-
-# Nested aliases: a few hundred bytes that expand to 9**5 strings.
-_BILLION_LAUGHS = """\
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-"""
