@@ -691,3 +691,22 @@ def test_mirror_urls_keep_their_query_and_hide_their_credentials(server, cache, 
         create_model("ReXNet_1_0", pretrained="seed")
     assert "s3cret" not in str(err.value) and "HTTP 404" in str(err.value)
     assert "s3cret" not in (cache / cache_module.MANIFEST_NAME).read_text()
+
+
+def test_an_impossible_safetensors_shape_is_a_clear_error(reference, tmp_path, capsys):
+    """A zero-size tensor of shape [0, 2**62]: numpy's reshape overflowed (a bare ValueError)."""
+    import struct
+    path = tmp_path / "ok.safetensors"
+    save_file(reference[0], str(path))
+    data = path.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    header["extra"] = {"dtype": "F32", "shape": [0, 2 ** 62], "data_offsets": [0, 0]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    with pytest.raises(CorruptCheckpointError, match=r"bad\.safetensors.*extra.*impossible shape"):
+        create_model("ReXNet_1_0", pretrained=str(bad))
+    assert main(["convert", str(bad), str(tmp_path / "out.pdparams")]) == 2
+    assert "impossible shape" in capsys.readouterr().err

@@ -198,7 +198,13 @@ def _read_safetensors(path: Path, name: str) -> dict:
         else:
             raise WeightsError(f"{name}: tensor {key} has dtype {dtype}, which this package "
                                f"cannot read; save the weights as float32, float16 or bfloat16")
-        state[key] = array.reshape(entry["shape"])
+        try:
+            state[key] = array.reshape(entry["shape"])
+        except ValueError:  # a shape such as [0, 2**62]: numpy cannot even size it
+            raise CorruptCheckpointError(
+                f"{name}: tensor {key[:100]} has the impossible shape "
+                f"{str(entry['shape'])[:100]}; the file is damaged or hostile. Download or copy "
+                f"it again.") from None
     return state
 
 
