@@ -8,7 +8,8 @@ Attributes load lazily, so that the start-up hook (which imports
 from __future__ import annotations
 
 # Not typing.TYPE_CHECKING: importing typing (re, enum) would cost every Python
-# start-up ~8 ms through the autoload hook (docs/paddleclas.md). Type checkers treat this name alike.
+# start-up ~8 ms through the autoload hook (docs/paddleclas.md). Type checkers
+# treat this name alike.
 TYPE_CHECKING = False
 
 __version__ = "0.2.0"

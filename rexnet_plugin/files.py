@@ -119,11 +119,6 @@ def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -
     return os.path.isfile(real) and os.path.commonpath([real, home]) == home
 
 
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escape codes) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (a temp file's owner): on POSIX
     only; elsewhere True, since os.kill would end the process there."""

@@ -263,7 +263,8 @@ class _ResizeImage:
         interpolation = interpolation.lower() if isinstance(interpolation, str) else None
         if interpolation not in names:
             raise InferConfigError(
-                f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted with "
+                f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted "
+                f"with "
                 f"backend {backend}: {', '.join(names)} (not 'random': inference must be "
                 f"deterministic)")
         if p["return_numpy"] is not True:
@@ -444,7 +445,8 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
         raise InferConfigError(f"{path}: Global is {_short(glob)}; expected a mapping")
     model_name = glob.get("model_name")
     if model_name is not None and not isinstance(model_name, str):
-        raise InferConfigError(f"{path}: Global.model_name is {_short(model_name)}; expected a name")
+        raise InferConfigError(f"{path}: Global.model_name is {_short(model_name)}; expected "
+                               f"a name")
     softmax = glob.get("infer_add_softmax")
     if softmax is not None and not isinstance(softmax, bool):
         raise InferConfigError(f"{path}: Global.infer_add_softmax is {_short(softmax)}; expected "

@@ -179,13 +179,16 @@ class Prediction:
                 "topk": [list(pair) for pair in self.topk]}
 
     def as_text(self, label_list: list[str] | None = None) -> str:
-        from ..files import printable
-
         def name(i):  # quoted: ImageNet's names hold commas; no terminal escape codes
             return f' "{printable(label_list[i])}"' if label_list and i < len(label_list) else ""
         best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
         return f"{printable(self.image)}: {self.class_id}{name(self.class_id)} " \
                f"({self.score:.4f})  top-{len(self.topk)}: {best}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape codes) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _topk(scores: np.ndarray, k: int) -> list[list]:

@@ -291,7 +291,8 @@ def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str
         have = got.sha256 if algorithm == "sha256" else got.md5
         if have != want.lower():
             raise ChecksumError(
-                f"the download of {public_url(url)} has {algorithm} {have}, but {where} says {want}; "
+                f"the download of {public_url(url)} has {algorithm} {have}, but {where} says "
+                f"{want}; "
                 f"nothing was kept. The file was damaged on the way, or the server holds "
                 f"another file than it describes. Try again; if it fails again, the file on "
                 f"the server has changed. " + _how_to_get_it_by_hand(url, dest))
@@ -394,7 +395,8 @@ def _too_large(url: str, dest: Path, what: str) -> DownloadError:
 def _deadline_error(url: str, dest: Path, received: int, expected: int | None,
                     deadline: float) -> DownloadTimeoutError:
     return DownloadTimeoutError(
-        f"the download of {public_url(url)} was stopped after {received} of {expected or '?'} bytes: it "
+        f"the download of {public_url(url)} was stopped after {received} of "
+        f"{expected or '?'} bytes: it "
         f"took longer than {deadline:g} s, the limit set by {DEADLINE_ENV} (default "
         f"{DEFAULT_DEADLINE_SECONDS}). Nothing was kept. On a slow link, set {DEADLINE_ENV} "
         f"to more seconds (0 for no limit). " + _how_to_get_it_by_hand(url, dest))
