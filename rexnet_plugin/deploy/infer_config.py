@@ -264,8 +264,7 @@ class _ResizeImage:
         if interpolation not in names:
             raise InferConfigError(
                 f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted "
-                f"with "
-                f"backend {backend}: {', '.join(names)} (not 'random': inference must be "
+                f"with backend {backend}: {', '.join(names)} (not 'random': inference must be "
                 f"deterministic)")
         if p["return_numpy"] is not True:
             raise InferConfigError(f"{where}: ResizeImage.return_numpy must be true (the next "
