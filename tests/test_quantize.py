@@ -449,30 +449,31 @@ def test_calibration_images_are_bounded(image, fp32_folder, tmp_path, capsys):
 def test_a_killed_run_leaves_what_the_next_run_sweeps(fp32_folder, calib_list, tmp_path,
                                                       monkeypatch):
     """SIGKILL during ONNX Runtime's calibration: its temp folders (ort.quant.*)
-    are inside the output's temp folder, which the next run into that parent sweeps."""
-    import tempfile
-    system_temp = set(Path(tempfile.gettempdir()).glob("ort.quant.*"))
-    out = tmp_path / "int8"
+    are inside the output's temp folder, not in the system's temp folder, and
+    the next run into that parent sweeps them."""
+    work, system_temp = tmp_path / "work", tmp_path / "system-temp"
+    work.mkdir()
+    system_temp.mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "rexnet_plugin.cli", "quantize", str(fp32_folder), "--calib",
-         str(calib_list), "--out", str(out), "--num-images", str(CALIB_IMAGES)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         str(calib_list), "--out", str(work / "int8"), "--num-images", str(CALIB_IMAGES)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(system_temp)})
     deadline = time.time() + 180
     try:
-        while time.time() < deadline and process.poll() is None and not list(
-                tmp_path.glob(".int8.*/.work/ort.quant.*")):
+        while time.time() < deadline and process.poll() is None and not (list(
+                work.glob(".int8.*/.work/ort.quant.*")) or list(system_temp.glob("ort.quant.*"))):
             time.sleep(0.05)
     finally:
         process.kill()
         process.wait(60)
-    left = list(tmp_path.glob(".int8.*"))
-    assert left and list(tmp_path.glob(".int8.*/.work/ort.quant.*")), "not killed mid-run"
-    assert set(Path(tempfile.gettempdir()).glob("ort.quant.*")) == system_temp
+    assert list(work.glob(".int8.*/.work/ort.quant.*")), "not killed mid-run"
+    assert list(system_temp.glob("*.quant.*")) == []  # ort.quant.*, pre.quant.*
 
     def interrupted(source, data, out_path, workdir, progress=True):
         raise KeyboardInterrupt
     monkeypatch.setattr(quantize, "quantize_onnx", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        quantize.quantize_export(fp32_folder, calib_list, tmp_path / "int8b",
+        quantize.quantize_export(fp32_folder, calib_list, work / "int8b",
                                  num_images=CALIB_IMAGES, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert list(work.iterdir()) == []

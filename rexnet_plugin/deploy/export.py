@@ -184,14 +184,17 @@ def staged_export(out_dir: str | os.PathLike):
 
 @contextmanager
 def _locked(folder: Path):
-    """An exclusive lock on ``folder`` itself (no lock file is left behind)."""
+    """An exclusive lock on ``folder`` itself (no lock file is left behind);
+    none on Windows."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass  # no locks on this file system
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks on this file system
         yield
     finally:
         os.close(fd)

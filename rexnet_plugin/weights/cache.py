@@ -217,9 +217,10 @@ def updating_manifest(folder: Path):
     """Yield the manifest's entries (a dict to change) while holding a lock on
     the cache folder; write them back if changed. A damaged manifest is first
     copied to ``downloads.json.damaged-<time>``, and a warning says so."""
-    lock = os.open(folder, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+    # The folder itself: no lock file to leave behind (Windows: no lock, no fd).
+    lock = os.open(folder, os.O_RDONLY) if fcntl is not None else None
     try:
-        if fcntl is not None:
+        if lock is not None:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             except OSError:
@@ -240,7 +241,8 @@ def updating_manifest(folder: Path):
                      "rexnet-plugin; 'rexnet-plugin weights --forget NAME' removes an entry",
             "files": files})
     finally:
-        os.close(lock)  # releases the lock
+        if lock is not None:
+            os.close(lock)  # releases the lock
 
 
 def forget(name: str) -> list[str]:
