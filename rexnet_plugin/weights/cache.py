@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import stat
 import sys
 import time
@@ -216,7 +215,7 @@ def new_entry(url: str, sha256: str, size: int) -> dict:
 def updating_manifest(folder: Path):
     """Yield the manifest's entries (a dict to change) while holding a lock on
     the cache folder; write them back if changed. A damaged manifest is first
-    copied to ``downloads.json.damaged-<time>``, and a warning says so."""
+    renamed to ``downloads.json.damaged-<time>``, and a warning says so."""
     # The folder itself: no lock file to leave behind (Windows: no lock, no fd).
     lock = os.open(folder, os.O_RDONLY) if fcntl is not None else None
     try:
@@ -231,10 +230,10 @@ def updating_manifest(folder: Path):
         if json.dumps(files, sort_keys=True) == before:
             return
         if problem:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             copy = folder / f"{MANIFEST_NAME}.damaged-{stamp}"
-            shutil.copyfile(folder / MANIFEST_NAME, copy)
-            logger.warning("%s: %s; it was copied to %s and rewritten with the readable "
+            os.replace(folder / MANIFEST_NAME, copy)  # kept as it is, never read again
+            logger.warning("%s: %s; it was kept as %s, and a new one holds the readable "
                            "records", folder / MANIFEST_NAME, problem, copy)
         write_json(folder / MANIFEST_NAME, {
             "about": "sha256 and size of each file's first download, written by "
