@@ -7,8 +7,10 @@ Attributes load lazily, so that the start-up hook (which imports
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+# Not typing.TYPE_CHECKING: importing typing (re, enum) would cost every Python
+# start-up ~8 ms through the autoload hook (docs/paddleclas.md). Type checkers
+# treat this name alike.
+TYPE_CHECKING = False
 
 __version__ = "0.2.0"
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
 
 
 def __getattr__(name: str):
+    import importlib  # here, not at start-up: it imports warnings
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
@@ -36,5 +39,6 @@ def __getattr__(name: str):
 
 
 def __dir__():
+    import importlib
     zoo = importlib.import_module(".zoo", __name__)
     return sorted([*globals(), *_LAZY, *zoo.VARIANTS])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -69,14 +70,38 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
+# atomic_dir's folders: .<name>.rexnet-tmp-<pid> and .<name>.rexnet-old-<pid>.
+_DIR_TEMP_NAME = re.compile(r"\..+\.rexnet-(?:tmp|old)-(?P<pid>\d+)")
+
+
+def sweep_stale_dirs(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp folders of ``atomic_dir`` in ``folder`` whose process is
+    gone (SIGKILL, a crash); return them. A live process's folder is kept."""
+    swept = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return swept
+    for entry in entries:
+        match = _DIR_TEMP_NAME.fullmatch(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() \
+                and not process_alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            swept.append(entry)
+    return swept
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary folder; it replaces ``path`` (a folder) on success."""
+    """Yield a temporary folder; it replaces ``path`` (a folder) on success.
+    Temp folders that killed processes left beside ``path`` are swept first."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.rexnet-tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.rexnet-old-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_dirs(path.parent)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         yield tmp
         if path.exists():
@@ -85,6 +110,13 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file (not a FIFO, a device, a folder) whose
+    real path, links followed, lies inside ``folder``'s real path."""
+    real, home = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.isfile(real) and os.path.commonpath([real, home]) == home
 
 
 def process_alive(pid: int) -> bool:

@@ -75,3 +75,14 @@ def export_reference_model(folder: Path, onnx: bool = True):
     paddle.save(model.state_dict(), str(folder / "weights.pdparams"))
     export_model("ReXNet_1_0", str(folder / "weights.pdparams"), folder / "model", onnx=onnx)
     return folder / "model", model
+
+
+# YAML nested aliases ("billion laughs"): a few hundred bytes that expand to 9**5
+# strings. Anchor &e is the whole expansion.
+BILLION_LAUGHS_YAML = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+"""

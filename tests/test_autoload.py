@@ -205,3 +205,28 @@ def test_install_twice_adds_nothing_twice():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == "True ['x.plugins'] True"
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF", " 0", "no "])
+def test_every_off_value_turns_the_pth_and_the_hook_off(value):
+    result = run_python("""
+        import sys
+        from rexnet_plugin.integrations import autoload
+        print(autoload.installed_finder() is None, autoload.enabled())
+    """, env=subprocess_env(REXNET_PLUGIN_AUTOLOAD=value))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
+
+
+def test_pth_and_module_agree_on_the_off_values():
+    from rexnet_plugin.integrations import autoload
+    assert str(autoload.OFF_VALUES).replace("'", '"') in PTH.read_text()
+
+
+def test_the_hook_adds_only_its_own_modules_at_startup():
+    """Issue 20: the hook imported typing (and re, enum), ~9 ms at every start-up."""
+    probe = "import sys; print(' '.join(sorted(sys.modules)))"
+    on = run_python(probe).stdout.split()
+    off = run_python(probe, env=subprocess_env(REXNET_PLUGIN_AUTOLOAD="0")).stdout.split()
+    added = sorted(set(on) - set(off))
+    assert [m for m in added if not m.startswith("rexnet_plugin")] in ([], ["__future__"]), added

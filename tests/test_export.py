@@ -11,7 +11,7 @@ import pytest
 from rexnet_plugin.extras import missing
 import yaml
 
-from conftest import ROOT, load_reference_npz
+from conftest import BILLION_LAUGHS_YAML, ROOT, load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import runtime
@@ -423,3 +423,85 @@ def test_label_list_option(tmp_path, capsys):
     assert main(["export", "ReXNetLite_1_0", "--untrained", "--class-num", "4",
                  "--label-list", str(labels), "-o", str(tmp_path / "other")]) == 2
     assert "has 3 names; the model has 4 classes" in capsys.readouterr().err
+
+
+# -- issue 20: one unit, under a lock; nothing from outside ---------------------------
+
+def test_a_crash_midway_through_the_swap_leaves_no_runnable_mix(tmp_path, monkeypatch):
+    """Killed after the first rename: the folder must not run a new graph with
+    old parameters (or the reverse); before, predict ran such a mix."""
+    import os
+    from rexnet_plugin.deploy import export as export_mod
+    from rexnet_plugin.deploy.predict import load_model
+    out = tmp_path / "model"
+    export_model("ReXNetLite_1_0", None, out, image_size=64, class_num=3, untrained=True)
+    real_replace, calls = os.replace, []
+
+    def crash_after_the_first(src, dst):
+        if calls:
+            raise KeyboardInterrupt  # stands in for SIGKILL: nothing after it runs
+        calls.append(dst)
+        real_replace(src, dst)
+    monkeypatch.setattr(export_mod.os, "replace", crash_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        export_model("ReXNetLite_1_0", None, out, image_size=64, class_num=5, untrained=True)
+    monkeypatch.setattr(export_mod.os, "replace", real_replace)
+    assert calls, "the swap did not start"
+    with pytest.raises(ValueError):  # ModelFolderError or InferConfigError
+        load_model(out)
+
+
+def test_two_exports_into_one_folder_take_turns(tmp_path):
+    """The swap waits for a lock on the folder that another export holds."""
+    import fcntl
+    import os
+    import threading
+    from rexnet_plugin.deploy.export import staged_export
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "inference.yml").write_text("old")
+    held = os.open(out, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+
+    def export():
+        with staged_export(out) as tmp:
+            (tmp / "inference.yml").write_text("new")
+    worker = threading.Thread(target=export)
+    worker.start()
+    worker.join(2)
+    try:
+        assert worker.is_alive() and (out / "inference.yml").read_text() == "old"
+    finally:
+        os.close(held)  # releases the lock
+        worker.join(60)
+    assert (out / "inference.yml").read_text() == "new"
+
+
+def test_a_configs_class_id_map_file_outside_its_folder_is_not_copied(tmp_path, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("".join(f"{i} secret {i}\n" for i in range(3)))
+    home = tmp_path / "project"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    (home / "link.txt").symlink_to(secret)
+    for label_file in (str(secret), "../secret.txt", "link.txt"):
+        config = home / "ReXNetLite_1_0.yaml"
+        config.write_text(yaml.safe_dump({
+            "Global": {"image_shape": [3, 64, 64]}, "Arch": {"name": "ReXNetLite_1_0",
+                                                              "class_num": 3},
+            "Infer": {"PostProcess": {"name": "Topk", "class_id_map_file": label_file}}}))
+        result = export_model(str(config), None, home / "out", untrained=True)
+        assert "secret" not in (home / "out" / "inference.yml").read_text(), label_file
+        assert "none" in result.labels
+
+
+def test_deeply_nested_or_aliased_configs_are_clear_errors(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("Arch: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ValueError, match="nests too deeply|Arch"):
+        read_export_source(str(deep))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS_YAML + "Arch: {name: *e}\n")
+    with pytest.raises(ValueError) as err:
+        read_export_source(str(bomb))
+    assert len(str(err.value)) < 2000

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import BILLION_LAUGHS_YAML
 from ppcls_support import CONFIG_DIR, sample_photos
 from rexnet_plugin.deploy.artifacts import INFER_CONFIG_FILENAME
 from rexnet_plugin.deploy.infer_config import (InferConfigError, read_infer_config,
@@ -190,7 +191,7 @@ def test_preprocess_takes_paths_and_pil_images_of_any_mode(tmp_path, photos):
 def test_preprocess_errors_name_the_image(tmp_path):
     write_infer_config(tmp_path, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM)
     config = read_infer_config(tmp_path)
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+    with pytest.raises(ValueError, match="missing.jpg"):  # ImageInputError
         config.preprocess(tmp_path / "missing.jpg")
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(ValueError, match="notes.jpg is not an image"):
@@ -300,3 +301,50 @@ def test_reading_and_preprocessing_import_no_paddle(tmp_path, photos):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "REXNET_PLUGIN_AUTOLOAD": "0"})
     assert run.stdout.strip() == "(3, 224, 224) False", run.stderr[-2000:]
+
+
+# -- issue 20: bounded work for any file and any image ---------------------------------
+
+def _topk():
+    return {"Topk": {"topk": 1}}
+
+
+@pytest.mark.parametrize("op", [
+    {"ResizeImage": {"size": [60000, 60000]}}, {"ResizeImage": {"resize_short": 100000}},
+    {"CropImage": {"size": 100000}}])
+def test_absurd_sizes_are_refused_when_read(op, tmp_path):
+    write_yml(tmp_path, {"PreProcess": {"transform_ops": [op]}, "PostProcess": _topk()})
+    with pytest.raises(InferConfigError, match="at most 8192"):
+        read_infer_config(tmp_path)
+
+
+def test_an_extreme_aspect_ratio_is_refused_before_resizing(tmp_path):
+    """A 1x1000 PNG: resize_short 256 would make 256x256000 (1x10000: 2.56 million
+    pixels wide and 6.5 GB)."""
+    write_infer_config(tmp_path, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM)
+    Image.new("RGB", (1000, 1)).save(tmp_path / "line.png")
+    with pytest.raises(InferConfigError, match=r"line\.png.*256000x256.*8192"):
+        read_infer_config(tmp_path).preprocess(tmp_path / "line.png")
+
+
+
+
+@pytest.mark.parametrize("where", [
+    "PreProcess: {transform_ops: *e}", "PreProcess: {transform_ops: [*e]}",
+    "PreProcess: {transform_ops: [{ResizeImage: {size: *e}}]}",
+    "PreProcess: {transform_ops: [{ResizeImage: {resize_short: 8, backend: *e}}]}",
+    "PreProcess: {transform_ops: [{ResizeImage: {resize_short: 8, interpolation: *e}}]}",
+    "Global: {model_name: *e}\nPreProcess: {transform_ops: [{ToCHWImage: null}]}"])
+def test_nested_aliases_give_a_short_message(where, tmp_path):
+    """A few hundred bytes of YAML that expand to 9**5 strings: the message must
+    not format the expanded value (the issue's 506 bytes took 29 s and 4 GB)."""
+    (tmp_path / INFER_CONFIG_FILENAME).write_text(BILLION_LAUGHS_YAML + where + "\n")
+    with pytest.raises(InferConfigError) as err:
+        read_infer_config(tmp_path)
+    assert len(str(err.value)) < 1500
+
+
+def test_deeply_nested_yaml_is_a_clear_error(tmp_path):
+    (tmp_path / INFER_CONFIG_FILENAME).write_text("PreProcess: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(InferConfigError, match="nests too deeply"):
+        read_infer_config(tmp_path)

@@ -8,6 +8,7 @@ runtime, with the folder's own preprocessing.
 from __future__ import annotations
 
 import io
+import os
 import json
 import re
 import shutil
@@ -374,3 +375,114 @@ def test_predict_cls_with_the_same_inference_yml_gives_the_same_top5(exported, p
         ids, scores = theirs[Path(prediction.image).name]
         assert ids == [c for c, _ in prediction.topk], prediction.image
         assert np.allclose(scores, [s for _, s in prediction.topk], atol=0.005)  # it prints 0.12
+
+
+# -- issue 20: hostile inputs are clear errors, with bounded work ----------------------
+
+class Blocked(BaseException):
+    """Not an OSError, which the code under test may catch."""
+
+
+@pytest.fixture
+def alarm():
+    import signal
+
+    def expire(signum, frame):
+        raise Blocked("the call blocked")
+    previous = signal.signal(signal.SIGALRM, expire)
+    yield signal.alarm
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _fails_clearly(capsys, *argv, match):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert re.search(match, err), err
+    return err
+
+
+def test_an_extreme_aspect_ratio_is_refused_naming_the_file_and_limit(exported, tmp_path,
+                                                                      capsys):
+    Image.new("RGB", (1000, 1)).save(tmp_path / "line.png")  # 1x10000 took 6.5 GB
+    _fails_clearly(capsys, exported[0], tmp_path / "line.png", match=r"line\.png.*8192")
+
+
+def test_a_decompression_bomb_is_refused(exported, tmp_path, capsys):
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 Mpixels, a few kB
+    _fails_clearly(capsys, exported[0], tmp_path / "bomb.png", match=r"bomb\.png")
+
+
+def test_a_fifo_among_the_images_does_not_hang(exported, photos, tmp_path, capsys, alarm):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photos[0], folder / "a.jpg")
+    os.mkfifo(folder / "b.jpg")
+    alarm(60)
+    code, out, err = run_cli(capsys, exported[0], folder, "--json")
+    assert code == 0 and [json.loads(line)["image"] for line in out.splitlines()] == [
+        str(folder / "a.jpg")]
+    _fails_clearly(capsys, exported[0], folder / "b.jpg", match="b.jpg")
+
+
+@pytest.mark.parametrize("damage", ["garbage onnx", "truncated onnx", "unknown op",
+                                    "truncated pdiparams"])
+def test_damaged_model_files_are_clear_errors(damage, exported, photos, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(exported[0], model)
+    if damage == "garbage onnx":
+        (model / ONNX_FILENAME).write_bytes(os.urandom(5000))
+    elif damage == "truncated onnx":
+        data = (model / ONNX_FILENAME).read_bytes()
+        (model / ONNX_FILENAME).write_bytes(data[: len(data) // 2])
+    elif damage == "unknown op":
+        import onnx
+        graph = onnx.load(str(model / ONNX_FILENAME))
+        graph.graph.node[0].op_type = "NoSuchOp"
+        onnx.save(graph, str(model / ONNX_FILENAME))
+    else:
+        (model / PARAMS_FILENAME).write_bytes((model / PARAMS_FILENAME).read_bytes()[:1000000])
+    runtime_flag = "paddle" if "pdiparams" in damage else "onnx"
+    _fails_clearly(capsys, model, photos[0], "--runtime", runtime_flag,
+                   match="cannot be loaded.*export the model again")
+
+
+def test_model_files_outside_the_folder_are_refused(exported, photos, tmp_path, capsys):
+    """ONNX external data through a symlink (the issue's weights.bin -> any file),
+    and a model file that is itself a link out of the folder."""
+    import onnx
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(exported[0] / INFER_CONFIG_FILENAME, model)
+    graph = onnx.load(str(exported[0] / ONNX_FILENAME))
+    onnx.save_model(graph, str(model / ONNX_FILENAME), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", convert_attribute=True)
+    outside = tmp_path / "secret.bin"
+    (model / "weights.bin").rename(outside)
+    (model / "weights.bin").symlink_to(outside)
+    _fails_clearly(capsys, model, photos[0], match=str(model))
+    (model / ONNX_FILENAME).rename(tmp_path / "elsewhere.onnx")
+    (model / ONNX_FILENAME).symlink_to(tmp_path / "elsewhere.onnx")
+    _fails_clearly(capsys, model, photos[0], match="outside")
+
+
+def test_images_of_mixed_sizes_without_a_crop_are_a_clear_error(exported, photos, tmp_path,
+                                                                capsys):
+    model = tmp_path / "model"
+    shutil.copytree(exported[0], model)
+    write_infer_config(model, model_name="ReXNet_1_0", transform_ops=[
+        {"ResizeImage": {"resize_short": 224}}, {"NormalizeImage": {"order": ""}},
+        {"ToCHWImage": None}])
+    # a landscape and a portrait photo: resize_short gives two sizes, no crop
+    _fails_clearly(capsys, model, photos[0], photos[2], "--runtime", "onnx",
+                   match="different sizes.*CropImage")
+
+
+def test_terminal_escape_codes_in_labels_are_not_printed(exported, photos, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(exported[0], model)
+    names = ["\x1b]0;pwned\x07\x1b[2J label"] * 1000
+    write_infer_config(model, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM,
+                       label_list=names)
+    code, out, err = run_cli(capsys, model, photos[0])
+    assert code == 0 and "label" in out and "\x1b" not in out and "\x07" not in out

@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 
 import rexnet_plugin
 from rexnet_plugin.weights import download
+from rexnet_plugin.weights.cache import cache_path
 from rexnet_plugin.weights.formats import write_checkpoint
 from rexnet_plugin.weights.errors import ManualDownloadError, WeightsError
 from rexnet_plugin.weights import to_official
@@ -62,7 +63,9 @@ def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, m
         _assert_loaded(factory(pretrained=source), expected)
     url_files = {f for f in cache_files(cache) if f.startswith("url-")}
     assert len(url_files) == 1  # the plain URL above
-    assert cache_files(cache) - url_files == {w.filename for w in sources.values()}
+    # cached under their names, .pth as .pt (issue 20)
+    assert cache_files(cache) - url_files == {cache_path(w.filename).name
+                                              for w in sources.values()}
     if sources:
         _assert_loaded(factory(pretrained=True), expected)
     else:

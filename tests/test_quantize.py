@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,7 +304,7 @@ def test_sigterm_stops_the_command_and_leaves_nothing(fp32_folder, calib_list, t
          str(calib_list), "--out", str(out), "--num-images", str(CALIB_IMAGES)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".int8.tmp-*")):
+    while time.time() < deadline and not list(tmp_path.glob(".int8.rexnet-tmp-*")):
         if process.poll() is not None:
             break
         time.sleep(0.05)
@@ -382,3 +383,99 @@ def test_onnx_runtime_threads_spin_only_during_a_run(int8_run, monkeypatch):
     monkeypatch.setenv(runtime.ORT_SPINNING_ENV, "yes")
     with pytest.raises(ValueError, match=r"REXNET_ORT_SPINNING='yes'.*run, 0, 1"):
         runtime.create_onnx_session(path, threads=2)
+
+
+# -- issue 20: nothing from outside, bounded work, nothing left behind -----------------
+
+def _onnx_folder(fp32_folder, folder):
+    """fp32_folder with an inference.onnx (converted here) and its inference.yml."""
+    import shutil
+    from rexnet_plugin.deploy.export import export_onnx
+    folder.mkdir()
+    shutil.copy(fp32_folder / INFER_CONFIG_FILENAME, folder)
+    export_onnx(fp32_folder, folder / ONNX_FILENAME)
+    return folder
+
+
+def test_external_data_linked_from_outside_is_refused(fp32_folder, calib_list, tmp_path,
+                                                      capsys):
+    """The issue's folder: the weights stored as external data in weights.bin, a
+    link to a file outside. onnx.load followed it and quantized those bytes."""
+    import onnx
+    model = _onnx_folder(fp32_folder, tmp_path / "model")
+    graph = onnx.load(str(model / ONNX_FILENAME))
+    onnx.save_model(graph, str(model / ONNX_FILENAME), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin",
+                    convert_attribute=True)
+    (model / "weights.bin").rename(tmp_path / "secret.bin")
+    (model / "weights.bin").symlink_to(tmp_path / "secret.bin")
+    out = tmp_path / "int8"
+    err = _fail(capsys, model, "--calib", calib_list, "--out", out,
+                "--num-images", CALIB_IMAGES)
+    assert "weights.bin" in err and "outside" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "model", "secret.bin"]
+
+
+@pytest.mark.parametrize("damage", ["garbage onnx", "truncated pdiparams"])
+def test_damaged_models_are_clear_errors(damage, fp32_folder, calib_list, tmp_path, capsys):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(fp32_folder, model)
+    if damage == "garbage onnx":
+        (model / ONNX_FILENAME).write_bytes(os.urandom(5000))
+    else:
+        params = model / "inference.pdiparams"
+        params.write_bytes(params.read_bytes()[:1000000])
+    err = _fail(capsys, model, "--calib", calib_list, "--out", tmp_path / "int8",
+                "--num-images", CALIB_IMAGES)
+    assert "Traceback" not in err and str(model) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("image", ["bomb", "line"])
+def test_calibration_images_are_bounded(image, fp32_folder, tmp_path, capsys):
+    """A decompression bomb (400 Mpixels in a few kB) and a 1x1000 line (resized
+    to 256000x256 by resize_short 256) among the calibration images."""
+    from PIL import Image
+    calib = _images(tmp_path / "calib", CALIB_IMAGES - 1)
+    if image == "bomb":
+        Image.new("RGB", (20000, 20000)).save(calib / "zz.png")
+    else:
+        Image.new("RGB", (1000, 1)).save(calib / "zz.png")
+    err = _fail(capsys, fp32_folder, "--calib", calib, "--out", tmp_path / "int8",
+                "--num-images", CALIB_IMAGES)
+    assert "zz.png" in err and "Traceback" not in err
+
+
+def test_a_killed_run_leaves_what_the_next_run_sweeps(fp32_folder, calib_list, tmp_path,
+                                                      monkeypatch):
+    """SIGKILL during ONNX Runtime's calibration: its temp folders (ort.quant.*)
+    are inside the output's temp folder, not in the system's temp folder, and
+    the next run into that parent sweeps them."""
+    work, system_temp = tmp_path / "work", tmp_path / "system-temp"
+    work.mkdir()
+    system_temp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rexnet_plugin.cli", "quantize", str(fp32_folder), "--calib",
+         str(calib_list), "--out", str(work / "int8"), "--num-images", str(CALIB_IMAGES)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(system_temp)})
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and process.poll() is None and not (list(
+                work.glob(".int8.*/.work/ort.quant.*")) or list(system_temp.glob("ort.quant.*"))):
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait(60)
+    assert list(work.glob(".int8.*/.work/ort.quant.*")), "not killed mid-run"
+    assert list(system_temp.glob("*.quant.*")) == []  # ort.quant.*, pre.quant.*
+
+    def interrupted(source, data, out_path, workdir, progress=True):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(quantize, "quantize_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quantize.quantize_export(fp32_folder, calib_list, work / "int8b",
+                                 num_images=CALIB_IMAGES, progress=False)
+    assert list(work.iterdir()) == []

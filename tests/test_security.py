@@ -509,3 +509,204 @@ def test_convert_into_an_unwritable_folder(kind, reference, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and str(folder) in err and "Traceback" not in err
     assert "writable" in err
+
+
+# -- Issue 20: a second attack pass ---------------------------------------------------
+
+OFFICIAL = VARIANTS["ReXNet_1_0"].weights["official"]
+
+
+class Blocked(BaseException):
+    """Raised by ``alarm``; not an OSError, which the code under test may catch."""
+
+
+@pytest.fixture
+def alarm():
+    """Fail instead of hanging: raise Blocked after ``seconds``."""
+    def expire(signum, frame):
+        raise Blocked("the call blocked")
+    previous = signal.signal(signal.SIGALRM, expire)
+    yield lambda seconds: signal.alarm(seconds)
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _url_model(server, good_bytes, path="/x/model.pdparams"):
+    return server.add(path, good_bytes)
+
+
+@pytest.mark.parametrize("folder", ["site-packages", "dist-packages"])
+def test_another_interpreters_site_packages_is_refused(folder, server, safetensors_bytes,
+                                                       tmp_path, monkeypatch):
+    """The issue's chain: REXNET_PLUGIN_HOME=<another venv>/site-packages and a
+    mirror serving the official .pth name."""
+    home = tmp_path / "venv" / "lib" / "python3.11" / folder
+    monkeypatch.setenv(download.CACHE_ENV, str(home))
+    monkeypatch.setenv(download.MIRROR_ENV, server.base)
+    server.add("/" + OFFICIAL.filename, safetensors_bytes)
+    with pytest.raises(WeightsError, match="is a site-packages folder"):
+        create_model("ReXNet_1_0", pretrained="official")
+    assert server.hits["/" + OFFICIAL.filename] == 0 and not home.exists()
+
+
+def test_official_names_are_cached_without_pth(server, cache, safetensors_bytes, reference,
+                                               monkeypatch):
+    monkeypatch.setenv(download.MIRROR_ENV, server.base)
+    server.add("/" + OFFICIAL.filename, safetensors_bytes)
+    model = create_model("ReXNet_1_0", pretrained="official")
+    assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
+    assert cache_files(cache) == {OFFICIAL.filename[:-len(".pth")] + ".pt"}
+    assert main(["weights", "--forget", OFFICIAL.filename]) == 0 and cache_files(cache) == set()
+
+
+@pytest.mark.parametrize("how", ["replaced", "symlink"])
+def test_a_tampered_cache_hit_is_noticed(how, server, cache, good_bytes, other_bytes, reference,
+                                         tmp_path, caplog):
+    url = _url_model(server, good_bytes)
+    create_model("ReXNet_1_0", pretrained=url)
+    (name,) = cache_files(cache)
+    if how == "replaced":
+        (cache / name).write_bytes(other_bytes)
+    else:
+        (tmp_path / "other.pdparams").write_bytes(other_bytes)
+        (cache / name).unlink()
+        (cache / name).symlink_to(tmp_path / "other.pdparams")
+    model = create_model("ReXNet_1_0", pretrained=url)
+    assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
+    assert "damaged" in caplog.text and server.hits["/x/model.pdparams"] == 2
+    assert not (cache / name).is_symlink() and (cache / name).read_bytes() == good_bytes
+
+
+def test_a_concurrent_first_download_of_other_bytes_is_refused(server, cache, good_bytes,
+                                                               other_bytes, monkeypatch):
+    """Two first downloads at once: the other process records its file between
+    this one's early check and its rename; the record is checked again under the lock."""
+    url = _url_model(server, good_bytes)
+    create_model("ReXNet_1_0", pretrained=url)
+    (name,) = cache_files(cache)
+    (cache / name).unlink()
+    server.add("/x/model.pdparams", other_bytes)
+    monkeypatch.setattr(cache_module, "first_download", lambda name: None)
+    with pytest.raises(ChecksumError, match="different file"):
+        create_model("ReXNet_1_0", pretrained=url)
+    assert cache_files(cache) == set()
+    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
+    assert manifest["files"][name]["sha256"] == hashlib.sha256(good_bytes).hexdigest()
+
+
+def test_a_download_of_unknown_size_is_capped(server, cache, good_bytes, monkeypatch):
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1 << 20, raising=False)
+    url = _url_model(server, good_bytes)
+    server.no_length.add("/x/model.pdparams")
+    with pytest.raises(DownloadError, match="more than 1 MB"):
+        create_model("ReXNet_1_0", pretrained=url)
+    server.no_length.clear()  # announced: refused before reading
+    with pytest.raises(DownloadError, match=f"announces {len(good_bytes)} bytes"):
+        create_model("ReXNet_1_0", pretrained=url)
+    assert cache_files(cache) == set()
+
+
+def test_a_full_disk_is_a_clear_error(server, cache, good_bytes, monkeypatch):
+    """RLIMIT_FSIZE stands in for a full disk: writes past 1 MB fail (EFBIG)."""
+    from ppcls_support import subprocess_env
+    monkeypatch.setenv(download.MIRROR_ENV, server.base)
+    server.add("/" + SEED.filename, good_bytes)
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
+            "from rexnet_plugin.cli import main; "
+            "sys.exit(main(['weights', '--download', 'ReXNet_1_0', '--source', 'seed']))")
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "cannot write" in result.stderr
+    assert cache_files(cache) == set()
+
+
+def test_protocol_2_pdparams_load(reference, tmp_path):
+    state = {k: paddle.to_tensor(v) for k, v in to_canonical(reference[0]).items()}
+    path = tmp_path / "p2.pdparams"
+    paddle.save(state, str(path), protocol=2)
+    model = create_model("ReXNet_1_0", pretrained=str(path))
+    assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
+
+
+def test_codecs_encode_is_admitted_only_for_latin1_bytes(tmp_path):
+    import codecs
+    import pickle
+
+    class Rot13:
+        def __reduce__(self):
+            return codecs.encode, ("abc", "rot13")
+    path = tmp_path / "bad.pdparams"
+    path.write_bytes(pickle.dumps({"w": Rot13()}, protocol=2))
+    with pytest.raises(WeightsError, match="rot13|codecs"):
+        create_model("ReXNet_1_0", pretrained=str(path))
+
+
+def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cache, good_bytes,
+                                                                    caplog, capsys):
+    url = _url_model(server, good_bytes)
+    create_model("ReXNet_1_0", pretrained=url)
+    manifest = cache / cache_module.MANIFEST_NAME
+    before = manifest.read_text()
+    assert main(["weights", "--forget", cache_module.MANIFEST_NAME]) == 2
+    assert "not a cached file" in capsys.readouterr().err and manifest.read_text() == before
+    # An entry of the wrong type, and a damaged file: no traceback, a copy is kept.
+    (name,) = cache_files(cache)
+    manifest.write_text(json.dumps({"files": {name: 5}}))
+    create_model("ReXNet_1_0", pretrained=url)
+    manifest.write_text('{"files": {"broken')
+    (cache / name).unlink()
+    create_model("ReXNet_1_0", pretrained=url)
+    copies = sorted(cache.glob(cache_module.MANIFEST_NAME + ".damaged-*"))
+    assert copies and copies[-1].read_text() == '{"files": {"broken'
+    assert "it was kept as" in caplog.text and len(copies) == 1
+    assert json.loads(manifest.read_text())["files"][name]["size"] == len(good_bytes)
+
+
+def test_a_fifo_named_like_a_temp_file_does_not_hang_loads(server, cache, good_bytes, alarm):
+    cache.mkdir()
+    os.mkfifo(cache / ".model.pdparams.99999999-0123abcd.part.pdparams")
+    url = _url_model(server, good_bytes)
+    alarm(20)
+    create_model("ReXNet_1_0", pretrained=url)
+
+
+def test_redirects_to_other_schemes_are_refused(server, cache, good_bytes):
+    server.redirects["/x/model.pdparams"] = ("ftp://127.0.0.1:1/model.pdparams", {})
+    with pytest.raises(DownloadError, match="not http"):
+        create_model("ReXNet_1_0", pretrained=server.base + "/x/model.pdparams")
+
+
+def test_mirror_urls_keep_their_query_and_hide_their_credentials(server, cache, good_bytes,
+                                                                 reference, monkeypatch):
+    server.add("/m/" + SEED.filename, good_bytes)
+    monkeypatch.setenv(download.MIRROR_ENV, server.base + "/m?token=abc")
+    model = create_model("ReXNet_1_0", pretrained="seed")
+    assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
+    host = server.base.split("//")[1]
+    monkeypatch.setenv(download.MIRROR_ENV, f"http://someone:s3cret@{host}/missing")
+    (cache / SEED.filename).unlink()
+    with pytest.raises(DownloadError) as err:
+        create_model("ReXNet_1_0", pretrained="seed")
+    assert "s3cret" not in str(err.value) and "HTTP 404" in str(err.value)
+    assert "s3cret" not in (cache / cache_module.MANIFEST_NAME).read_text()
+
+
+def test_an_impossible_safetensors_shape_is_a_clear_error(reference, tmp_path, capsys):
+    """A zero-size tensor of shape [0, 2**62]: numpy's reshape overflowed (a bare ValueError)."""
+    import struct
+    path = tmp_path / "ok.safetensors"
+    save_file(reference[0], str(path))
+    data = path.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    header["extra"] = {"dtype": "F32", "shape": [0, 2 ** 62], "data_offsets": [0, 0]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    with pytest.raises(CorruptCheckpointError, match=r"bad\.safetensors.*extra.*impossible shape"):
+        create_model("ReXNet_1_0", pretrained=str(bad))
+    assert main(["convert", str(bad), str(tmp_path / "out.pdparams")]) == 2
+    assert "impossible shape" in capsys.readouterr().err

@@ -24,7 +24,8 @@ class FileServer:
 
     ``truncate``: send half the bytes with the full Content-Length, then close;
     ``headers[path]``: extra response headers (checksums, Content-Disposition);
-    ``redirects[path] = (target path, headers)``: answer 302 to the target;
+    ``redirects[path] = (target path or URL, headers)``: answer 302 to the target;
+    ``no_length``: send no Content-Length (the body ends when the connection closes);
     ``trickle[path] = (bytes, seconds)``: send that many bytes every that many seconds;
     ``stall[path] = n``: send n bytes, then hang until ``release()`` (at most 60 s).
 
@@ -40,6 +41,7 @@ class FileServer:
         self.redirects: dict[str, tuple[str, dict]] = {}
         self.trickle: dict[str, tuple[int, float]] = {}
         self.stall: dict[str, int] = {}
+        self.no_length: set[str] = set()
         self.released = threading.Event()
         self.hits: Counter = Counter()
         server = self
@@ -51,7 +53,8 @@ class FileServer:
                 if path in server.redirects:
                     target, headers = server.redirects[path]
                     self.send_response(302)
-                    self.send_header("Location", server.base + target)
+                    self.send_header("Location", target if "://" in target
+                                     else server.base + target)
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", "0")
@@ -62,7 +65,8 @@ class FileServer:
                     self.send_error(404, "File not found")
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                if path not in server.no_length:
+                    self.send_header("Content-Length", str(len(body)))
                 for name, value in server.headers.get(path, {}).items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -107,7 +111,7 @@ class FileServer:
     def reset(self):
         self.release()
         for table in (self.files, self.truncate, self.headers, self.redirects, self.trickle,
-                      self.stall, self.hits):
+                      self.stall, self.no_length, self.hits):
             table.clear()
         self.released = threading.Event()
 

@@ -40,6 +40,10 @@ ONNX_RTOL = 1e-5
 # PaddleClas's predictor loads these instead of inference.* when they are in
 # the folder: an export never writes beside them.
 SHADOWING_FILES = ("inference_int8.pdiparams",)
+# What a reader of a model folder needs before anything else: inference.yml
+# (predict, quantize, PaddleX), then the model graph (Paddle Inference, ONNX
+# Runtime). Removed first and written last when an export replaces a set.
+_ENTRY_FILES = (ONNX_FILENAME, MODEL_FILENAME, INFER_CONFIG_FILENAME)
 # Temp folders: .export-<pid>-<8 hex>, locked while their export runs.
 _TEMP_PREFIX = ".export-"
 _TEMP_NAME = re.compile(r"\.export-(?P<pid>\d+)-[0-9a-f]{8}")
@@ -149,6 +153,11 @@ def staged_export(out_dir: str | os.PathLike):
     ``out_dir``: no file of an earlier export stays beside the new one. Other
     files in ``out_dir`` are kept. On any error the temp folder goes, and
     ``out_dir`` is as it was.
+
+    The set is swapped as one unit: under a lock on ``out_dir`` (two exports
+    into one folder take turns), the files every reader needs first
+    (``_ENTRY_FILES``) are removed first and put back last, so that a crash
+    midway leaves a folder that nothing runs, never a mix of two exports.
     """
     out_dir = Path(out_dir)
     home = out_dir if out_dir.is_dir() else out_dir.parent
@@ -164,16 +173,35 @@ def staged_export(out_dir: str | os.PathLike):
                 pass  # no locks on this file system: the process id tells
         yield tmp
         new = {p.name for p in tmp.iterdir() if p.name != _LOCK_NAME}
-        with _signals_deferred():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for name in EXPORT_FILES + STALE_EXPORT_FILES:
-                if name not in new:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _signals_deferred(), _locked(out_dir):
+            for name in _ENTRY_FILES + EXPORT_FILES + STALE_EXPORT_FILES:
+                if name not in new or name in _ENTRY_FILES:
                     (out_dir / name).unlink(missing_ok=True)
-            for name in sorted(new):
+            last = [name for name in _ENTRY_FILES if name in new]
+            for name in sorted(new - set(last)) + last:
                 os.replace(tmp / name, out_dir / name)
     finally:
         lock.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on ``folder`` itself (no lock file is left behind);
+    none on Windows."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks on this file system
+        yield
+    finally:
+        os.close(fd)
 
 
 def _save_inference(model: paddle.nn.Layer, folder: Path,
@@ -266,26 +294,31 @@ def read_export_source(model: str) -> ExportSource:
         return ExportSource(v.name, IMAGENET_CLASSES, v.eval_transform.crop_size, None, model,
                             label_file=IMAGENET_LABEL_FILE)
     import yaml
+    from .infer_config import _short
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} not found; pass a PaddleClas YAML (e.g. "
                                 f"ppcls_configs/ReXNet_1_0.yaml) or a variant name")
-    config = yaml.safe_load(path.read_text()) or {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except RecursionError:
+        raise ValueError(f"{path} nests too deeply to be a PaddleClas config") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path} is not a PaddleClas config (a YAML mapping with Arch and Global)")
     arch = config.get("Arch") or {}
-    name = arch.get("name")
-    if name not in VARIANTS:
-        raise ValueError(f"{path}: Arch.name is {name!r}, not a ReXNet variant; expected one "
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if not isinstance(name, str) or name not in VARIANTS:
+        raise ValueError(f"{path}: Arch.name is {_short(name)}, not a ReXNet variant; expected one "
                          f"of {', '.join(VARIANTS)}")
     class_num = arch.get("class_num", IMAGENET_CLASSES)
     if not isinstance(class_num, int) or class_num <= 0:
-        raise ValueError(f"{path}: Arch.class_num is {class_num!r}; expected a positive integer")
+        raise ValueError(f"{path}: Arch.class_num is {_short(class_num)}; expected a positive "
+                         f"integer")
     glob = config.get("Global") or {}
     crop = VARIANTS[name].eval_transform.crop_size
     shape = glob.get("image_shape") or [3, crop, crop]
-    if len(shape) != 3 or shape[0] != 3:
-        raise ValueError(f"{path}: Global.image_shape is {shape!r}; expected [3, H, W]")
+    if not isinstance(shape, list) or len(shape) != 3 or shape[0] != 3:
+        raise ValueError(f"{path}: Global.image_shape is {_short(shape)}; expected [3, H, W]")
     size = shape[1] if shape[1] == shape[2] else (shape[1], shape[2])
     infer = config.get("Infer") or {}
     post = infer.get("PostProcess") or {}
@@ -298,15 +331,16 @@ def read_export_source(model: str) -> ExportSource:
 def _find_label_file(name: str, config_dir: Path | None) -> Path | None:
     """A class_id_map_file as PaddleClas's tools find it (from the working
     folder, a checkout's root), else beside the config, else in the
-    installed paddleclas package."""
+    installed paddleclas package; only inside that folder, links followed
+    (a config cannot copy /etc/passwd into inference.yml)."""
     import importlib.util
-    candidates = [Path(name)]
-    if config_dir is not None:
-        candidates.append(config_dir / name)
+    from ..files import is_regular_file_inside
+    bases = [Path.cwd()] + ([config_dir] if config_dir is not None else [])
     spec = importlib.util.find_spec("paddleclas")
     if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / name for p in spec.submodule_search_locations]
-    return next((p for p in candidates if p.is_file()), None)
+        bases += [Path(p) for p in spec.submodule_search_locations]
+    return next((base / name for base in bases
+                 if is_regular_file_inside(base / name, base)), None)
 
 
 def _labels(source: ExportSource, label_list: str | None,

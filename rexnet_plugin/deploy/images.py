@@ -74,13 +74,14 @@ def read_image_list(list_path: str | os.PathLike) -> list[ImageItem]:
 
 def images_in_folder(folder: str | os.PathLike) -> list[ImageItem]:
     """The image files under ``folder`` (recursively, by suffix), sorted; hidden
-    files and folders skipped."""
+    files and folders, and what is not a regular file (a FIFO would block), skipped."""
     folder = Path(folder)
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / f for f in files
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+                  and os.path.isfile(os.path.join(root, f))]
     if not found:
         raise ImageInputError(f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                               f"pass a folder of images, image files or a list file")
@@ -118,29 +119,41 @@ def collect_images(inputs) -> list[ImageItem]:
 
 def check_image(path: str | os.PathLike) -> None:
     """Raise ImageInputError unless PIL can read ``path``'s header (cheap: no
-    decoding), so that a bad file is reported before any work."""
-    from PIL import Image, UnidentifiedImageError
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018  (the header is read on open)
-    except FileNotFoundError:
-        raise ImageInputError(f"image {path} not found; check the path") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageInputError(f"{path} is not an image PIL can read ({err}); remove it from "
-                              f"the inputs or convert it to PNG/JPEG") from None
+    decoding) and the image is not larger than PIL's ``MAX_IMAGE_PIXELS``, so
+    that a bad file is reported before any work."""
+    from PIL import Image
+    with _open(path) as image:
+        w, h = image.size
+    if w * h > Image.MAX_IMAGE_PIXELS:
+        raise ImageInputError(f"{path} is {w}x{h} pixels, more than the "
+                              f"{Image.MAX_IMAGE_PIXELS} that PIL decodes safely "
+                              f"(PIL.Image.MAX_IMAGE_PIXELS); shrink it first")
 
 
 def open_rgb(path: str | os.PathLike):
     """``path`` decoded by PIL as an RGB image; ImageInputError naming the file
     when it cannot be decoded."""
+    with _open(path) as image:
+        try:
+            return image.convert("RGB")
+        except (OSError, ValueError) as err:  # truncated data
+            raise ImageInputError(f"{path} is not an image PIL can read ({err}); remove it "
+                                  f"from the inputs or convert it to PNG/JPEG") from None
+
+
+def _open(path: str | os.PathLike):
+    """PIL's lazy image of ``path``, a regular file (a FIFO would block)."""
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ImageInputError(f"{path} is not a regular file; pass image files")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return Image.open(path)
     except FileNotFoundError:
         raise ImageInputError(f"image {path} not found; check the path") from None
+    except Image.DecompressionBombError as err:
+        raise ImageInputError(f"{path} is too large to decode safely ({err}); shrink it "
+                              f"first") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ImageInputError(f"{path} is not an image PIL can read ({err}); remove it from "
                               f"the inputs or convert it to PNG/JPEG") from None

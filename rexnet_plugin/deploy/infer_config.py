@@ -42,6 +42,18 @@ _FIX_MISSING = ("export the model with `rexnet-plugin export`, or with PaddleCla
 _PIL_INTERPOLATION = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC",
                       "box": "BOX", "lanczos": "LANCZOS", "hamming": "HAMMING"}
 _CV2_INTERPOLATION = ("nearest", "bilinear", "area", "bicubic", "lanczos")
+# The largest image side a size in inference.yml or a resize may give: bounds
+# the memory of any image and any file (a 1x10000 PNG resized to a short side
+# of 256 would be 256x2,560,000 pixels).
+MAX_SIDE = 8192
+
+
+def _short(value) -> str:
+    """A bounded repr for messages: a YAML file's aliases can expand to gigabytes."""
+    import reprlib
+    limits = reprlib.Repr()
+    limits.maxlevel, limits.maxstring, limits.maxother = 2, 60, 60
+    return limits.repr(value)
 
 
 class InferConfigError(ValueError):
@@ -77,7 +89,7 @@ def ops_from_paddleclas(transforms, where: str) -> list[dict]:
     deploy tools run (paddle.vision's Resize and CenterCrop, for instance)."""
     import copy
     if not isinstance(transforms, list):
-        raise InferConfigError(f"{where} is {transforms!r}; expected a list of operators")
+        raise InferConfigError(f"{where} is {_short(transforms)}; expected a list of operators")
     ops = []
     for item in copy.deepcopy(transforms):
         if isinstance(item, dict) and "DecodeImage" in item:
@@ -125,9 +137,10 @@ def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
     else:
         transform_ops = eval_transform_ops(transform, crop)
     if not isinstance(model_name, str) or not model_name:
-        raise ValueError(f"model_name={model_name!r}: expected a model name such as ReXNet_1_0")
+        raise ValueError(f"model_name={_short(model_name)}: expected a model name such as "
+                         f"ReXNet_1_0")
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"topk={topk!r}: expected a positive integer")
+        raise ValueError(f"topk={_short(topk)}: expected a positive integer")
     if label_list is not None and not all(isinstance(n, str) for n in label_list):
         raise ValueError("label_list: expected a list of class names (strings)")
     glob = {"model_name": model_name}
@@ -177,7 +190,7 @@ def _params(op: str, given, accepted: dict, where: str) -> dict:
     if given is None:
         given = {}
     if not isinstance(given, dict):
-        raise InferConfigError(f"{where}: the parameters of {op} are {given!r}; expected a "
+        raise InferConfigError(f"{where}: the parameters of {op} are {_short(given)}; expected a "
                                f"mapping")
     unknown = sorted(set(given) - set(accepted))
     if unknown:
@@ -186,15 +199,18 @@ def _params(op: str, given, accepted: dict, where: str) -> dict:
     return {**accepted, **given}
 
 
+def _side(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIDE
+
+
 def _pair(value, op: str, key: str, where: str) -> tuple[int, int]:
     """An int size, or [w, h] (PaddleClas deploy reads lists as width, height)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if _side(value):
         return value, value
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_side, value)):
         return value[0], value[1]
-    raise InferConfigError(f"{where}: {op}.{key} is {value!r}; expected a positive integer "
-                           f"or [width, height]")
+    raise InferConfigError(f"{where}: {op}.{key} is {_short(value)}; expected a positive integer "
+                           f"or [width, height], at most {MAX_SIDE}")
 
 
 def _number(value, op: str, key: str, where: str) -> float:
@@ -210,7 +226,7 @@ def _number(value, op: str, key: str, where: str) -> float:
                 return parts[0] / parts[1]
         except (ValueError, ZeroDivisionError):
             pass
-    raise InferConfigError(f"{where}: {op}.{key} is {value!r}; expected a number such as "
+    raise InferConfigError(f"{where}: {op}.{key} is {_short(value)}; expected a number such as "
                            f"0.00392156862745098 (or 1.0/255.0)")
 
 
@@ -218,7 +234,7 @@ def _triple(value, op: str, key: str, where: str) -> np.ndarray:
     if (isinstance(value, (list, tuple)) and len(value) == 3
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         return np.array(value, dtype=np.float32)
-    raise InferConfigError(f"{where}: {op}.{key} is {value!r}; expected three numbers "
+    raise InferConfigError(f"{where}: {op}.{key} is {_short(value)}; expected three numbers "
                            f"(R, G, B)")
 
 
@@ -228,36 +244,44 @@ class _ResizeImage:
                                             "interpolation": None, "backend": "cv2",
                                             "return_numpy": True}, where)
         short = p["resize_short"]
-        if short is not None and (isinstance(short, bool) or not isinstance(short, int)):
-            raise InferConfigError(f"{where}: ResizeImage.resize_short is {short!r}; expected "
-                                   f"a positive integer")
+        if short is not None and (isinstance(short, bool) or not isinstance(short, int)
+                                  or short > MAX_SIDE):
+            raise InferConfigError(f"{where}: ResizeImage.resize_short is {_short(short)}; "
+                                   f"expected a positive integer, at most {MAX_SIDE}")
         if short is not None and short > 0:  # PaddleClas: resize_short wins over size
             self.short, self.size = short, None
         elif p["size"] is not None:
             self.short, self.size = None, _pair(p["size"], "ResizeImage", "size", where)
         else:
             raise InferConfigError(f"{where}: ResizeImage needs resize_short or size")
-        backend = str(p["backend"]).lower()
+        backend = p["backend"].lower() if isinstance(p["backend"], str) else None
         names = {"pil": tuple(_PIL_INTERPOLATION), "cv2": _CV2_INTERPOLATION}.get(backend)
         if names is None:
-            raise InferConfigError(f"{where}: ResizeImage.backend is {p['backend']!r}; "
+            raise InferConfigError(f"{where}: ResizeImage.backend is {_short(p['backend'])}; "
                                    f"accepted: pil, cv2")
-        interpolation = "bilinear" if p["interpolation"] is None else str(p["interpolation"]).lower()
+        interpolation = p["interpolation"] or "bilinear"
+        interpolation = interpolation.lower() if isinstance(interpolation, str) else None
         if interpolation not in names:
             raise InferConfigError(
-                f"{where}: ResizeImage.interpolation is {p['interpolation']!r}; accepted with "
-                f"backend {backend}: {', '.join(names)} (not 'random': inference must be "
+                f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted "
+                f"with backend {backend}: {', '.join(names)} (not 'random': inference must be "
                 f"deterministic)")
         if p["return_numpy"] is not True:
             raise InferConfigError(f"{where}: ResizeImage.return_numpy must be true (the next "
                                    f"operators take arrays)")
         self.backend, self.interpolation = backend, interpolation
+        self.where = where
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
         if self.short is not None:
             percent = float(self.short) / min(w, h)
             size = (int(round(w * percent)), int(round(h * percent)))
+            if max(size) > MAX_SIDE:  # checked before resizing: bounded memory
+                raise InferConfigError(
+                    f"{self.where}: ResizeImage (resize_short {self.short}) would make this "
+                    f"{w}x{h} image {size[0]}x{size[1]}, over the limit of {MAX_SIDE} pixels "
+                    f"a side: its aspect ratio is too extreme. Crop the image first")
         else:
             size = self.size
         if self.backend == "pil":
@@ -300,11 +324,11 @@ class _NormalizeImage:
         if not np.all(std != 0):
             raise InferConfigError(f"{where}: NormalizeImage.std has a zero: {p['std']}")
         if p["order"] not in ("", "hwc", "chw"):
-            raise InferConfigError(f"{where}: NormalizeImage.order is {p['order']!r}; "
+            raise InferConfigError(f"{where}: NormalizeImage.order is {_short(p['order'])}; "
                                    f"accepted: '' or 'hwc' (image is H, W, C), 'chw'")
         if p["channel_num"] != 3:
             raise InferConfigError(f"{where}: NormalizeImage.channel_num is "
-                                   f"{p['channel_num']!r}; the model takes 3 channels")
+                                   f"{_short(p['channel_num'])}; the model takes 3 channels")
         if p["output_fp16"]:
             raise InferConfigError(f"{where}: NormalizeImage.output_fp16 is not supported; "
                                    f"the exported models take float32")
@@ -317,7 +341,7 @@ class _NormalizeImage:
             return ((img.astype("float32") * self.scale - self.mean) / self.std).astype("float32")
         except ValueError:
             raise InferConfigError(f"{self.where}: NormalizeImage with order "
-                                   f"{self.order!r} does not fit an image of shape "
+                                   f"{_short(self.order)} does not fit an image of shape "
                                    f"{img.shape}") from None
 
 
@@ -335,17 +359,17 @@ _OP_CLASSES = {"ResizeImage": _ResizeImage, "CropImage": _CropImage,
 
 def _build_ops(transform_ops, where: str) -> list:
     if not isinstance(transform_ops, list) or not transform_ops:
-        raise InferConfigError(f"{where}: PreProcess.transform_ops is {transform_ops!r}; "
+        raise InferConfigError(f"{where}: PreProcess.transform_ops is {_short(transform_ops)}; "
                                f"expected a list of operators ({', '.join(OPS)})")
     ops = []
     for i, item in enumerate(transform_ops):
         if not isinstance(item, dict) or len(item) != 1:
-            raise InferConfigError(f"{where}: PreProcess.transform_ops[{i}] is {item!r}; "
+            raise InferConfigError(f"{where}: PreProcess.transform_ops[{i}] is {_short(item)}; "
                                    f"expected one operator name with its parameters")
         (name, params), = item.items()
         if name not in _OP_CLASSES:
             raise InferConfigError(
-                f"{where}: PreProcess.transform_ops[{i}] is {name!r}, which this package "
+                f"{where}: PreProcess.transform_ops[{i}] is {_short(name)}, which this package "
                 f"cannot run; it runs {', '.join(OPS)} (what PaddleClas writes for "
                 f"classifiers). Re-export the model, or edit the file to use those.")
         ops.append(_OP_CLASSES[name](params, f"{where}: transform_ops[{i}]"))
@@ -368,22 +392,24 @@ class InferConfig:
     _ops: list = field(default=None, repr=False, compare=False)
 
     def preprocess(self, image) -> np.ndarray:
-        """One image (a path or a PIL image) -> float32 [3, H, W], decoded to RGB by PIL."""
-        from PIL import Image, UnidentifiedImageError
+        """One image (a path or a PIL image) -> float32 [3, H, W], decoded to RGB by PIL.
+
+        Raises ImageInputError (a ValueError) for a file PIL cannot read, and
+        InferConfigError naming the file for an image the operators refuse.
+        """
+        from PIL import Image
+        from .images import check_image, open_rgb
         if isinstance(image, Image.Image):
-            pil = image
+            pil, name = image, "the image"
         else:
-            path = Path(image)
-            try:
-                with Image.open(path) as opened:
-                    pil = opened.convert("RGB")
-            except FileNotFoundError:
-                raise FileNotFoundError(f"image {path} not found") from None
-            except (UnidentifiedImageError, OSError) as err:
-                raise ValueError(f"{path} is not an image PIL can read ({err})") from None
+            check_image(image)
+            pil, name = open_rgb(image), str(image)
         x = np.asarray(pil.convert("RGB"))
-        for op in self._ops:
-            x = op(x)
+        try:
+            for op in self._ops:
+                x = op(x)
+        except InferConfigError as err:
+            raise InferConfigError(f"{name}: {err}") from None
         if not (isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[0] == 3
                 and x.dtype == np.float32):
             raise InferConfigError(f"{self.path}: PreProcess.transform_ops give "
@@ -408,18 +434,21 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise InferConfigError(f"{path} is not valid YAML ({err}); {_FIX_MISSING}") from None
+    except RecursionError:
+        raise InferConfigError(f"{path} nests too deeply to be read; {_FIX_MISSING}") from None
     if not isinstance(data, dict):
         raise InferConfigError(f"{path}: expected a mapping with PreProcess and PostProcess; "
                                f"{_FIX_MISSING}")
     glob = data.get("Global") or {}
     if not isinstance(glob, dict):
-        raise InferConfigError(f"{path}: Global is {glob!r}; expected a mapping")
+        raise InferConfigError(f"{path}: Global is {_short(glob)}; expected a mapping")
     model_name = glob.get("model_name")
     if model_name is not None and not isinstance(model_name, str):
-        raise InferConfigError(f"{path}: Global.model_name is {model_name!r}; expected a name")
+        raise InferConfigError(f"{path}: Global.model_name is {_short(model_name)}; expected "
+                               f"a name")
     softmax = glob.get("infer_add_softmax")
     if softmax is not None and not isinstance(softmax, bool):
-        raise InferConfigError(f"{path}: Global.infer_add_softmax is {softmax!r}; expected "
+        raise InferConfigError(f"{path}: Global.infer_add_softmax is {_short(softmax)}; expected "
                                f"true or false")
     pre = data.get("PreProcess")
     if not isinstance(pre, dict) or "transform_ops" not in pre:
@@ -433,7 +462,7 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
                                f"classifier's inference.yml ({_FIX_MISSING})")
     topk = topk_config.get("topk", 5)
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise InferConfigError(f"{path}: PostProcess.Topk.topk is {topk!r}; expected a "
+        raise InferConfigError(f"{path}: PostProcess.Topk.topk is {_short(topk)}; expected a "
                                f"positive integer")
     label_list = topk_config.get("label_list")
     if label_list is not None and (not isinstance(label_list, list)

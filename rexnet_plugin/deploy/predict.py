@@ -21,7 +21,7 @@ import numpy as np
 
 from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
                         QUANTIZATION_FILENAME)
-from .images import ImageInputError, ImageItem, check_image, collect_images, open_rgb
+from .images import ImageInputError, ImageItem, check_image, collect_images
 from .infer_config import InferConfig, InferConfigError, read_infer_config
 from .runtime import PRECISIONS
 
@@ -139,13 +139,31 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
         require(f"{folder} (ONNX Runtime)", "onnxruntime")
     config = read_infer_config(folder)  # InferConfigError says how to write one
     from . import runtime as rt
+    from ..files import is_regular_file_inside
+    names = (MODEL_FILENAME, PARAMS_FILENAME) if runtime == "paddle" else (ONNX_FILENAME,)
+    for name in names:
+        if not is_regular_file_inside(folder / name, folder):
+            raise ModelFolderError(f"{folder / name} is a link to a file outside {folder}, or "
+                                   f"not a regular file; a model folder is read only from "
+                                   f"inside: copy the file into the folder")
     fixed_batch = None
-    if runtime == "paddle":
-        session = rt.create_predictor(folder, mkldnn=True, threads=threads, precision=precision)
-    else:
-        session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
-        batch_dim = session.get_inputs()[0].shape[0]
-        fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+    try:
+        if runtime == "paddle":
+            session = rt.create_predictor(folder, mkldnn=True, threads=threads,
+                                          precision=precision)
+        else:
+            session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
+            batch_dim = session.get_inputs()[0].shape[0]
+            fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+    except rt.UnsupportedCPUError:
+        raise
+    except Exception as err:  # damaged, truncated or unknown-op files; external data outside
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise ModelFolderError(
+            f"{folder}: {', '.join(names)} cannot be loaded by "
+            f"{'Paddle Inference' if runtime == 'paddle' else 'ONNX Runtime'} "
+            f"({type(err).__name__}: {reason}); the files are damaged, truncated or not "
+            f"written by an export: export the model again") from None
     return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,
                        fixed_batch)
 
@@ -164,11 +182,16 @@ class Prediction:
                 "topk": [list(pair) for pair in self.topk]}
 
     def as_text(self, label_list: list[str] | None = None) -> str:
-        def name(i):  # quoted: ImageNet's names hold commas
-            return f' "{label_list[i]}"' if label_list and i < len(label_list) else ""
+        def name(i):  # quoted: ImageNet's names hold commas; no terminal escape codes
+            return f' "{printable(label_list[i])}"' if label_list and i < len(label_list) else ""
         best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
-        return f"{self.image}: {self.class_id}{name(self.class_id)} ({self.score:.4f})  " \
-               f"top-{len(self.topk)}: {best}"
+        return f"{printable(self.image)}: {self.class_id}{name(self.class_id)} " \
+               f"({self.score:.4f})  top-{len(self.topk)}: {best}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape codes) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _topk(scores: np.ndarray, k: int) -> list[list]:
@@ -197,7 +220,7 @@ def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None =
     try:
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
-            images = np.stack([model.config.preprocess(open_rgb(item.path)) for item in batch])
+            images = _stack([model.config.preprocess(item.path) for item in batch], batch, model)
             scores = model.scores(model.run(images))
             if k > scores.shape[1]:
                 k = scores.shape[1]
@@ -209,6 +232,16 @@ def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None =
     finally:
         if bar is not None:
             bar.close()
+
+
+def _stack(arrays: list, batch: list[ImageItem], model: LoadedModel) -> np.ndarray:
+    if len({a.shape for a in arrays}) > 1:
+        sizes = ", ".join(f"{i.path} {a.shape[2]}x{a.shape[1]}" for i, a in zip(batch, arrays))
+        raise InferConfigError(f"{model.config.path}: the preprocessing gives images of "
+                               f"different sizes ({sizes}); a batch needs one size: end "
+                               f"PreProcess.transform_ops with a CropImage, or pass "
+                               f"--batch-size 1")
+    return np.stack(arrays)
 
 
 def predict(model_dir: str | os.PathLike, inputs, topk: int | None = None,

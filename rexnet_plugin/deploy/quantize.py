@@ -20,7 +20,11 @@ Output folder (``quantize_export``'s ``out_dir``)::
     quantization.json   source, calibration images, method, library versions
 
 It is written to a temp folder beside ``out_dir`` and renamed at the end:
-an error, Ctrl-C or SIGTERM leaves nothing under ``out_dir``.
+an error, Ctrl-C or SIGTERM leaves nothing under ``out_dir``; what SIGKILL
+leaves (ONNX Runtime's temp files included) is swept by the next run.
+
+Nothing is read from outside the model folder: its files, and the ONNX
+external data they name, must resolve inside it, links followed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -84,11 +90,42 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
         raise QuantizeError(
             f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
             f"{PARAMS_FILENAME} nor {ONNX_FILENAME}; {_FIX_MODEL}")
+    from ..files import is_regular_file_inside
+    for name in (MODEL_FILENAME, PARAMS_FILENAME, ONNX_FILENAME, INFER_CONFIG_FILENAME):
+        if os.path.lexists(folder / name) and not is_regular_file_inside(folder / name, folder):
+            raise QuantizeError(f"{folder / name} is a link to a file outside {folder}, or not "
+                                f"a regular file; a model folder is read only from inside: "
+                                f"copy the file into the folder")
+    if (folder / ONNX_FILENAME).is_file():
+        check_onnx_file(folder / ONNX_FILENAME)
     try:
         read_infer_config(folder)
     except InferConfigError as err:
         raise QuantizeError(str(err)) from None
     return folder
+
+
+def check_onnx_file(path: Path) -> None:
+    """``path`` is an ONNX model whose external data, if any, lie inside its
+    folder (links followed). onnx.load would follow a link anywhere (ONNX
+    Runtime refuses one); this reads the graph without the data."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors  # initializers and attributes
+    from ..files import is_regular_file_inside
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # DecodeError for a damaged or truncated file
+        raise QuantizeError(f"{path} is not a readable ONNX model ({type(err).__name__}); "
+                            f"export it again: {_FIX_MODEL}") from None
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not is_regular_file_inside(path.parent / location, path.parent):
+            raise QuantizeError(
+                f"{path}: the external data of tensor {tensor.name[:100]!r} ({location[:200]!r}) "
+                f"resolves outside {path.parent}, or is not a regular file; a model folder is "
+                f"read only from inside. Nothing was written.")
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -216,6 +253,20 @@ def fp32_onnx(model_dir: Path, workdir: Path) -> tuple[Path, str]:
     return export_onnx(model_dir, workdir / "fp32.onnx"), MODEL_FILENAME
 
 
+@contextmanager
+def _temp_files_in(folder: Path):
+    """ONNX Runtime's quantizer makes its temp folders with tempfile (ort.quant.*,
+    ~20 MB): put them in ``folder``, inside the output's temp folder, so that a
+    killed run leaves them where the next run sweeps. tempfile.tempdir is
+    process-wide: it is restored right after."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def quantize_onnx(fp32_path: Path, data: np.ndarray, out_path: Path, workdir: Path,
                   progress: bool = True) -> dict:
     """int8 ``out_path`` from ``fp32_path``, activations calibrated on ``data``.
@@ -285,8 +336,18 @@ def quantize_export(model_dir: str | os.PathLike, calib: str | os.PathLike,
     with atomic_dir(out) as tmp:
         work = tmp / ".work"
         work.mkdir()
-        source, source_file = fp32_onnx(model_dir, work)
-        method = quantize_onnx(source, data, tmp / ONNX_FILENAME, work, progress)
+        try:
+            with _temp_files_in(work):
+                source, source_file = fp32_onnx(model_dir, work)
+                method = quantize_onnx(source, data, tmp / ONNX_FILENAME, work, progress)
+        except (QuantizeError, OSError):
+            raise
+        except Exception as err:  # an op ONNX Runtime does not know, damaged parameters
+            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            raise QuantizeError(f"{model_dir}: the model cannot be quantized "
+                                f"({type(err).__name__}: {reason}); its files are damaged "
+                                f"or not a ReXNet export: {_FIX_MODEL}. Nothing was written."
+                                ) from None
         shutil.rmtree(work)
         shutil.copyfile(model_dir / INFER_CONFIG_FILENAME, tmp / INFER_CONFIG_FILENAME)
         write_json(tmp / QUANTIZATION_FILENAME, {

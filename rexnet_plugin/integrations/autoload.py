@@ -17,7 +17,7 @@ package can also watch more modules: ``install({"host.module": "host.plugins"})`
 (from its own .pth) adds to the triggers already installed, whatever the
 order the .pth files run in; nothing replaces anything. A plugin that fails
 logs one warning and the host carries on without it.
-``REXNET_PLUGIN_AUTOLOAD=0`` turns the whole mechanism off.
+``REXNET_PLUGIN_AUTOLOAD=0`` (or false, off, no) turns the whole mechanism off.
 
 This module imports only ``os`` and ``sys`` at start-up; keep it that way
 (the README quotes its cost on ``python -c pass``).
@@ -29,6 +29,9 @@ import os
 import sys
 
 ENV_SWITCH = "REXNET_PLUGIN_AUTOLOAD"
+# Values that turn it off, case and spaces ignored; rexnet_plugin_autoload.pth
+# repeats them (it cannot import this module before deciding).
+OFF_VALUES = ("0", "false", "off", "no")
 
 # Watched module -> entry-point group whose plugins run once it has executed.
 TRIGGERS = {
@@ -51,8 +54,9 @@ _failed_plugins: set = set()  # entry points that already logged their warning
 
 
 def enabled() -> bool:
-    """False when REXNET_PLUGIN_AUTOLOAD=0 (the .pth then imports nothing at all)."""
-    return os.environ.get(ENV_SWITCH) != "0"
+    """False when REXNET_PLUGIN_AUTOLOAD is 0, false, off or no (the .pth then
+    imports nothing at all)."""
+    return os.environ.get(ENV_SWITCH, "").strip().lower() not in OFF_VALUES
 
 
 def _logger():

@@ -3,12 +3,15 @@ downloads left behind.
 
 * ``cache_path(name)``: a plain file name (letters, digits, ``._-``) whose
   path is checked to lie directly in the cache folder. A published file keeps
-  its table name; an arbitrary URL gets ``filename_from_url(url)``, made from
-  the URL alone, never from the server's headers. ``prepare_cache`` refuses a
-  site-packages folder, where Python runs ``.pth`` files at start-up.
+  its table name, except that ``.pth`` becomes ``.pt``; an arbitrary URL gets
+  ``filename_from_url(url)``, made from the URL alone, never from the
+  server's headers. No cached name ends in ``.pth``, and ``prepare_cache``
+  refuses a site-packages folder: Python runs ``.pth`` files there at start-up.
 * The manifest (``downloads.json``): the sha256 and size of each file's first
   download, so that a later download that differs can be refused
-  (``download.fetch``) until ``forget(name)``.
+  (``download.fetch``) until ``forget(name)``, and a cached file that no
+  longer matches is noticed. Updates hold a lock (``updating_manifest``); a
+  damaged manifest is kept as a copy before it is rewritten.
 * Temp files: ``temp_download`` writes ``.<name>.<pid>-<random>.part<ext>``,
   locked while its process lives; ``sweep_stale_downloads`` deletes those
   whose process is gone (SIGKILL, a crash).
@@ -22,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -43,6 +47,8 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "REXNET_PLUGIN_HOME"
 DEFAULT_CACHE = Path("~/.cache/rexnet_plugin")
 MANIFEST_NAME = "downloads.json"
+# Folders whose .pth files Python runs at start-up, by name.
+_STARTUP_FOLDER_NAMES = ("site-packages", "dist-packages")
 # A live download writes at least every read timeout (60 s); a temp file
 # untouched for this long has no writer, even one this machine cannot see.
 _STALE_SECONDS = 600
@@ -62,11 +68,20 @@ def cache_dir() -> Path:
 
 
 def cache_path(name: str) -> Path:
-    """The path of the cached file ``name``; refused unless it is a plain name in the cache."""
+    """The path of the cached file ``name``; refused unless it is a plain name in the cache.
+
+    A ``.pth`` name is cached as ``.pt``: Python would run a ``.pth`` file's
+    import lines if the cache ever sat in a site-packages folder.
+    """
     folder = cache_dir()
     if not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise WeightsError(f"{name!r} is not a cache file name (letters, digits and ._- only, "
                            f"not starting with a dot, at most 200 characters)")
+    if name == MANIFEST_NAME:
+        raise WeightsError(f"{name} is the cache's record of first downloads, not a cached "
+                           f"file; pass the name of a cached file")
+    if name.lower().endswith(".pth"):
+        name = name[:-4] + ".pt"
     path = folder / name
     check_inside(path, folder)
     return path
@@ -118,12 +133,15 @@ def _startup_folders() -> set[str]:
 
 
 def prepare_cache(folder: Path) -> None:
-    """Create the cache ``folder``; refuse a site-packages folder."""
-    if os.path.realpath(folder) in _startup_folders():
+    """Create the cache ``folder``; refuse a site-packages folder (any folder so
+    named, this interpreter's or another's)."""
+    names = {os.path.basename(os.path.normpath(p)).lower()
+             for p in (os.path.abspath(folder), os.path.realpath(folder))}
+    if names & set(_STARTUP_FOLDER_NAMES) or os.path.realpath(folder) in _startup_folders():
         raise WeightsError(
-            f"the weights cache {folder} is a site-packages folder, where Python runs every "
-            f".pth file at start-up: a downloaded file there could run code. Set {CACHE_ENV} "
-            f"to a folder of its own (the default is {DEFAULT_CACHE}).")
+            f"the weights cache {folder} is a site-packages folder (or named like one), where "
+            f"Python runs every .pth file at start-up: a downloaded file there could run "
+            f"code. Set {CACHE_ENV} to a folder of its own (the default is {DEFAULT_CACHE}).")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -131,9 +149,20 @@ def prepare_cache(folder: Path) -> None:
                            f"{CACHE_ENV} to a writable folder") from None
 
 
+def open_regular(path: Path):
+    """``path`` opened for reading, if it is a regular file and not a link
+    (a FIFO would block; a link could point anywhere); OSError otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -141,18 +170,35 @@ def sha256_of(path: Path) -> str:
 
 # -- the manifest of first downloads ---------------------------------------------
 
-def read_manifest(folder: Path) -> dict[str, dict]:
-    """``{cache name: {"sha256", "size", "url", "first_downloaded"}}`` of ``folder``."""
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int) and not isinstance(entry.get("size"), bool))
+
+
+def _load_manifest(folder: Path) -> tuple[dict[str, dict], str | None]:
+    """(the valid entries, what is wrong with the file or None)."""
     path = folder / MANIFEST_NAME
     try:
-        files = json.loads(path.read_text(encoding="utf-8")).get("files")
+        with open_regular(path) as f:
+            files = json.loads(f.read().decode("utf-8")).get("files")
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, AttributeError) as err:
-        logger.warning("%s cannot be read (%s); downloads are not compared with their first "
-                       "download until it is rewritten", path, err)
-        return {}
-    return files if isinstance(files, dict) else {}
+        return {}, None
+    except (OSError, ValueError, AttributeError, RecursionError) as err:
+        return {}, f"it cannot be read ({type(err).__name__})"
+    if not isinstance(files, dict):
+        return {}, "its 'files' is not a mapping"
+    valid = {k: v for k, v in files.items() if _valid_entry(v)}
+    bad = len(files) - len(valid)
+    return valid, (f"{bad} of its entries are not {{sha256, size, ...}} records" if bad else None)
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """``{cache name: {"sha256", "size", "url", "first_downloaded"}}`` of ``folder``:
+    the valid entries (a damaged file is reported by ``updating_manifest``)."""
+    files, problem = _load_manifest(folder)
+    if problem:
+        logger.warning("%s: %s; those records are not used", folder / MANIFEST_NAME, problem)
+    return files
 
 
 def first_download(name: str) -> dict | None:
@@ -160,21 +206,42 @@ def first_download(name: str) -> dict | None:
     return read_manifest(cache_dir()).get(name)
 
 
-def record_first_download(name: str, url: str, sha256: str, size: int) -> None:
-    folder = cache_dir()
-    files = read_manifest(folder)
-    files[name] = {"sha256": sha256, "size": size, "url": url,
-                   "first_downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_manifest(folder, files)
+def new_entry(url: str, sha256: str, size: int) -> dict:
+    return {"sha256": sha256, "size": size, "url": url,
+            "first_downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def write_manifest(folder: Path, files: dict) -> None:
-    # Two processes recording at once can lose one entry; that file is then
-    # recorded on its next download. Not worth a lock file.
-    write_json(folder / MANIFEST_NAME, {
-        "about": "sha256 and size of each file's first download, written by rexnet-plugin; "
-                 "'rexnet-plugin weights --forget NAME' removes an entry",
-        "files": files})
+@contextmanager
+def updating_manifest(folder: Path):
+    """Yield the manifest's entries (a dict to change) while holding a lock on
+    the cache folder; write them back if changed. A damaged manifest is first
+    renamed to ``downloads.json.damaged-<time>``, and a warning says so."""
+    # The folder itself: no lock file to leave behind (Windows: no lock, no fd).
+    lock = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    try:
+        if lock is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError:
+                pass  # no locks on this file system
+        files, problem = _load_manifest(folder)
+        before = json.dumps(files, sort_keys=True)
+        yield files
+        if json.dumps(files, sort_keys=True) == before:
+            return
+        if problem:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            copy = folder / f"{MANIFEST_NAME}.damaged-{stamp}"
+            os.replace(folder / MANIFEST_NAME, copy)  # kept as it is, never read again
+            logger.warning("%s: %s; it was kept as %s, and a new one holds the readable "
+                           "records", folder / MANIFEST_NAME, problem, copy)
+        write_json(folder / MANIFEST_NAME, {
+            "about": "sha256 and size of each file's first download, written by "
+                     "rexnet-plugin; 'rexnet-plugin weights --forget NAME' removes an entry",
+            "files": files})
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the lock
 
 
 def forget(name: str) -> list[str]:
@@ -182,15 +249,16 @@ def forget(name: str) -> list[str]:
     is accepted and recorded afresh. Returns what was removed."""
     path = cache_path(name)
     removed = []
-    files = read_manifest(path.parent)
-    if name in files:
-        entry = files.pop(name)
-        write_manifest(path.parent, files)
-        removed.append(f"the recorded first download (sha256 {entry.get('sha256')}, "
-                       f"from {entry.get('url')})")
-    if path.is_file():
-        path.unlink()
-        removed.append(f"the cached file {path}")
+    if not path.parent.is_dir():
+        return removed
+    with updating_manifest(path.parent) as files:
+        entry = files.pop(path.name, None)
+        if entry is not None:
+            removed.append(f"the recorded first download (sha256 {entry.get('sha256')}, "
+                           f"from {entry.get('url')})")
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(f"the cached file {path}")
     return removed
 
 
@@ -198,7 +266,7 @@ def forget(name: str) -> list[str]:
 
 def _is_stale(path: Path, pid: str | None) -> bool:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # not a FIFO: opening it would block
             if fcntl is not None:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -238,7 +306,8 @@ def sweep_stale_downloads(folder: Path) -> list[Path]:
 @contextmanager
 def temp_download(dest: Path):
     """Yield ``(temp path, open file)`` beside ``dest``, locked while this process
-    writes; rename it onto ``dest`` on success, delete it on any error."""
+    writes; delete it on any error. The caller renames it onto ``dest``
+    (``os.replace``), under the manifest's lock."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part{dest.suffix}")
     check_inside(tmp, dest.parent)
     try:
@@ -250,11 +319,6 @@ def temp_download(dest: Path):
         if fcntl is not None:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX)
         yield tmp, out
-        out.flush()
-        if os.name == "nt":
-            out.close()  # Windows cannot rename an open file
-        check_inside(dest, dest.parent)
-        os.replace(tmp, dest)
     finally:
         out.close()
         tmp.unlink(missing_ok=True)

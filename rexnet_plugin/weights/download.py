@@ -3,6 +3,7 @@
 What is checked, before the file is renamed into place:
 
 1. the byte count: Content-Length, the published size, ``X-Linked-Size``;
+   a file of unknown size is stopped at ``MAX_DOWNLOAD_BYTES``;
 2. checksums: the published sha256 (variant table) and every checksum the
    server offers (``offered_checksums``: Hugging Face's LFS sha256, an
    object store's MD5);
@@ -10,6 +11,10 @@ What is checked, before the file is renamed into place:
    recorded for this file. A later download (again, or from a mirror) that
    differs is refused until ``cache.forget(name)``; a first one is recorded;
 4. ``verify``: the caller's full read and check against the model.
+
+A cached file is checked at every load: a regular file (links are not
+followed), the published size and sha256 if known, and the size and sha256
+of its first download; anything else is downloaded again.
 
 The download streams into a temp file beside its target (``cache.temp_download``):
 any failure, Ctrl-C (and SIGTERM under the ``rexnet-plugin`` command) deletes
@@ -28,6 +33,7 @@ import math
 import os
 import re
 import socket
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, TypeVar
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
 
 from . import cache
 from .cache import CACHE_ENV, cache_dir  # noqa: F401  (callers and tests use them from here too)
@@ -51,12 +57,41 @@ DEADLINE_ENV = "REXNET_PLUGIN_DOWNLOAD_TIMEOUT"
 DEFAULT_DEADLINE_SECONDS = 3600
 _READ_TIMEOUT_SECONDS = 60
 _CHUNK_BYTES = 1 << 20
+# A file of unknown size is stopped here: the largest ReXNet checkpoint
+# (ReXNet_3_0 in float32) is about 140 MB; float64 would be about 280 MB.
+MAX_DOWNLOAD_BYTES = 512 << 20
 
 
 def mirror_url(filename: str) -> str | None:
-    """The file's URL on ``$REXNET_PLUGIN_MIRROR`` (a base URL), if one is set."""
+    """The file's URL on ``$REXNET_PLUGIN_MIRROR`` (a base URL, which may carry
+    a query string such as a token), if one is set."""
     base = os.environ.get(MIRROR_ENV, "").strip()
-    return f"{base.rstrip('/')}/{quote(filename)}" if base else None
+    if not base:
+        return None
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{quote(filename)}"))
+
+
+def public_url(url: str) -> str:
+    """``url`` without the user name and password it may carry, for messages and records."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _request(url: str) -> urllib.request.Request:
+    """A GET of ``url``; its credentials (user:password@) become a Basic
+    Authorization header, which a redirect to another host does not receive."""
+    from .. import __version__
+    parts = urlsplit(url)
+    request = urllib.request.Request(public_url(url),
+                                     headers={"User-Agent": f"rexnet-plugin/{__version__}"})
+    if parts.username is not None:
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        request.add_unredirected_header(
+            "Authorization", "Basic " + base64.b64encode(secret.encode()).decode())
+    return request
 
 
 def download_deadline() -> float | None:
@@ -76,6 +111,7 @@ def download_deadline() -> float | None:
 
 
 def _how_to_get_it_by_hand(url: str, dest: Path) -> str:
+    url = public_url(url)
     name = dest.name.split("-", 2)[-1] if dest.name.startswith("url-") else dest.name
     return (f"If this machine is offline or cannot reach {urlparse(url).netloc}, download "
             f"{url} by other means and pass its path (pretrained='/path/to/{name}'), "
@@ -156,6 +192,9 @@ class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
         self.headers = []
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlparse(newurl).scheme not in ("http", "https"):  # urllib would follow ftp://
+            raise DownloadError(f"{public_url(req.full_url)} redirects to "
+                                f"{public_url(newurl)}, which is not http(s); refused")
         self.headers.append(headers)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -173,8 +212,8 @@ def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None 
     dest = cache.cache_path(name)
     cache.prepare_cache(dest.parent)
     cache.sweep_stale_downloads(dest.parent)
-    if dest.is_file():
-        problem = _cheap_check(dest, size, sha256)
+    if os.path.lexists(dest):
+        problem = cached_problem(dest, size, sha256)
         if problem is None:
             try:
                 return verify(dest)
@@ -186,28 +225,62 @@ def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None 
     deadline = download_deadline()
     with cache.temp_download(dest) as (tmp, out):
         got = _stream(url, out, dest, size, progress, deadline)
-        out.flush()
+        out.close()  # all written (and Windows cannot rename an open file)
         _check_checksums(url, dest, got, sha256)
-        first = cache.first_download(name)
+        first = cache.first_download(dest.name)
         if first is not None:
-            _check_same_as_first(url, name, got, first)
+            _check_same_as_first(url, dest.name, got, first)
         try:
             result = verify(tmp)
         except WeightsError as err:
             raise type(err)(f"{err}\nNothing was kept in the cache.") from None
-        if first is None:
-            cache.record_first_download(name, url, got.sha256, got.size)
+        # Two first downloads at once: the second compares with the first's record.
+        try:
+            with cache.updating_manifest(dest.parent) as files:
+                if dest.name in files:
+                    _check_same_as_first(url, dest.name, got, files[dest.name])
+                else:
+                    files[dest.name] = cache.new_entry(public_url(url), got.sha256, got.size)
+                cache.check_inside(dest, dest.parent)
+                os.replace(tmp, dest)
+        except OSError as err:  # a full disk
+            raise DownloadError(f"cannot write to the weights cache {dest.parent}: "
+                                f"{err.strerror or err}; nothing was kept. Free some space, or "
+                                f"set {CACHE_ENV} to a folder on another disk.") from None
     logger.info("saved %s", dest)
     return result
 
 
-def _cheap_check(path: Path, size: int | None, sha256: str | None) -> str | None:
-    """Why a cached file is bad, or None. Size and the published sha256 only."""
-    actual = path.stat().st_size
-    if size is not None and actual != size:
-        return f"it has {actual} bytes, the published file {size}"
-    if sha256 is not None and cache.sha256_of(path) != sha256:
+def cached_problem(path: Path, size: int | None, sha256: str | None) -> str | None:
+    """Why a cached file may not be used, or None: not a regular file (a link
+    is not followed), or its size or sha256 differs from the published file's
+    or from its first download's (downloads.json). Hashing costs about 1 s
+    per GB (docs/weights.md)."""
+    try:
+        info = os.lstat(path)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
+                           f"move it away")
+    if not stat.S_ISREG(info.st_mode):
+        return "it is a link or not a regular file (the cache follows no links)"
+    first = cache.first_download(path.name)
+    for expected, what in ((size, "the published file"),
+                           (first and first["size"], "its first download")):
+        if expected is not None and info.st_size != expected:
+            return f"it has {info.st_size} bytes, {what} {expected}"
+    if sha256 is None and first is None:
+        return None
+    try:
+        actual = cache.sha256_of(path)
+    except OSError as err:
+        return f"it cannot be read ({err})"
+    if sha256 is not None and actual != sha256:
         return "its sha256 differs from the published one"
+    if first is not None and actual != first["sha256"]:
+        return ("its sha256 differs from its first download's (recorded in "
+                f"{cache.MANIFEST_NAME}): it was changed after it was downloaded")
     return None
 
 
@@ -218,7 +291,8 @@ def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str
         have = got.sha256 if algorithm == "sha256" else got.md5
         if have != want.lower():
             raise ChecksumError(
-                f"the download of {url} has {algorithm} {have}, but {where} says {want}; "
+                f"the download of {public_url(url)} has {algorithm} {have}, but {where} says "
+                f"{want}; "
                 f"nothing was kept. The file was damaged on the way, or the server holds "
                 f"another file than it describes. Try again; if it fails again, the file on "
                 f"the server has changed. " + _how_to_get_it_by_hand(url, dest))
@@ -227,6 +301,7 @@ def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str
 def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> None:
     if got.sha256 == first.get("sha256") and got.size == first.get("size"):
         return
+    url = public_url(url)
     raise ChangedFileError(
         f"{url} sent a different file from the one first downloaded as {name}:\n"
         f"  now:   sha256 {got.sha256}, {got.size} bytes, from {url}\n"
@@ -241,8 +316,8 @@ def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> No
 def _stream(url: str, out, dest: Path, size: int | None, progress: bool,
             deadline: float | None) -> _Received:
     from tqdm import tqdm
-    from .. import __version__
-    request = urllib.request.Request(url, headers={"User-Agent": f"rexnet-plugin/{__version__}"})
+    request = _request(url)
+    url = public_url(url)  # for messages
     redirects = _KeepRedirectHeaders()
     logger.info("downloading %s to %s", url, dest)
     got, expected = _Received(), size
@@ -260,15 +335,31 @@ def _stream(url: str, out, dest: Path, size: int | None, progress: bool,
                         f"{url} announces {announced} bytes ({where}), but {known_from} "
                         f"{expected}; nothing was kept. " + _how_to_get_it_by_hand(url, dest))
                 expected, known_from = announced, f"its {where} says"
+            limit = MAX_DOWNLOAD_BYTES if expected is None else expected
+            if limit > MAX_DOWNLOAD_BYTES:
+                raise _too_large(url, dest, f"announces {limit} bytes")
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=dest.name, disable=None if progress else True) as bar:
                 # read1 returns what has arrived, so the deadline is checked even
                 # when a server trickles.
                 while block := response.read1(_CHUNK_BYTES):
-                    out.write(block)
+                    got.size += len(block)
+                    if got.size > limit:
+                        if expected is None:
+                            raise _too_large(url, dest, "sends more, with no size announced")
+                        raise IncompleteDownloadError(
+                            f"{url} sends more than the {expected} bytes that {known_from}; "
+                            f"nothing was kept. " + _how_to_get_it_by_hand(url, dest))
+                    try:
+                        out.write(block)
+                    except OSError as err:  # a full disk, a quota
+                        raise DownloadError(
+                            f"cannot write the download of {url} to the weights cache "
+                            f"{dest.parent}: {err.strerror or err}; nothing was kept. Free "
+                            f"some space, or set {CACHE_ENV} to a folder on another disk."
+                        ) from None
                     sha256.update(block)
                     md5.update(block)
-                    got.size += len(block)
                     bar.update(len(block))
                     if deadline and time.monotonic() - start > deadline:
                         raise _deadline_error(url, dest, got.size, expected, deadline)
@@ -294,10 +385,18 @@ def _stream(url: str, out, dest: Path, size: int | None, progress: bool,
     return got
 
 
+def _too_large(url: str, dest: Path, what: str) -> DownloadError:
+    return DownloadError(
+        f"{url} {what}: more than {MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
+        f"checkpoint; stopped, nothing was kept. The URL is probably not a checkpoint. "
+        + _how_to_get_it_by_hand(url, dest))
+
+
 def _deadline_error(url: str, dest: Path, received: int, expected: int | None,
                     deadline: float) -> DownloadTimeoutError:
     return DownloadTimeoutError(
-        f"the download of {url} was stopped after {received} of {expected or '?'} bytes: it "
+        f"the download of {public_url(url)} was stopped after {received} of "
+        f"{expected or '?'} bytes: it "
         f"took longer than {deadline:g} s, the limit set by {DEADLINE_ENV} (default "
         f"{DEFAULT_DEADLINE_SECONDS}). Nothing was kept. On a slow link, set {DEADLINE_ENV} "
         f"to more seconds (0 for no limit). " + _how_to_get_it_by_hand(url, dest))

@@ -130,7 +130,15 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("collections", "OrderedDict"), ("builtins", "tuple"), ("builtins", "list"),
+    ("_codecs", "encode"),  # protocol 2 pickles bytes as _codecs.encode(text, "latin1")
 }
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """The one use of ``_codecs.encode`` admitted: text to bytes, latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
@@ -147,6 +155,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
                 f"and save the weights as .safetensors (see README, 'Pretrained weights').")
         if module.startswith("numpy"):
             return _numpy_attr(module, name)
+        if module == "_codecs":
+            return _latin1_bytes
         return super().find_class(module, name)
 
 
@@ -188,7 +198,13 @@ def _read_safetensors(path: Path, name: str) -> dict:
         else:
             raise WeightsError(f"{name}: tensor {key} has dtype {dtype}, which this package "
                                f"cannot read; save the weights as float32, float16 or bfloat16")
-        state[key] = array.reshape(entry["shape"])
+        try:
+            state[key] = array.reshape(entry["shape"])
+        except ValueError:  # a shape such as [0, 2**62]: numpy cannot even size it
+            raise CorruptCheckpointError(
+                f"{name}: tensor {key[:100]} has the impossible shape "
+                f"{str(entry['shape'])[:100]}; the file is damaged or hostile. Download or copy "
+                f"it again.") from None
     return state
 
 

@@ -184,7 +184,7 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
         path, or, for a download's hidden temp file, the URL."""
         def read_and_check(path: Path) -> dict:
             if url is not None and path != dest:
-                label = f"{what or 'the file'} downloaded from {url}"
+                label = f"{what or 'the file'} downloaded from {download.public_url(url)}"
             else:
                 label = f"{what} ({path})" if what else str(path)
             raw, _ = read_checkpoint(path, name=label)
@@ -198,7 +198,11 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
         dest = cache.cache_path(source.filename)
         url = download.mirror_url(source.filename)
         if url is None and source.manual:
-            if dest.is_file():
+            if os.path.lexists(dest):
+                problem = download.cached_problem(dest, source.size, source.sha256)
+                if problem:
+                    raise WeightsError(f"{dest} cannot be used: {problem}. "
+                                       + _manual_message(variant, pretrained, source, dest))
                 return verify(label)(dest), f"{label} ({dest})"
             raise ManualDownloadError(_manual_message(variant, pretrained, source, dest))
         url = url or source.url
@@ -213,7 +217,7 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
         state = download.fetch(pretrained, name, verify("", pretrained, dest),
                                size=source.size if source else None,
                                sha256=source.sha256 if source else None, progress=progress)
-        return state, pretrained
+        return state, download.public_url(pretrained)
 
     if isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained).expanduser()
@@ -260,7 +264,7 @@ def sources_table(variants=None) -> str:
     folder = cache.cache_dir()
     rows = [f"cache: {folder} (set {cache.CACHE_ENV} to move it)"]
     if os.environ.get(download.MIRROR_ENV):
-        rows.append(f"mirror: {os.environ[download.MIRROR_ENV]}")
+        rows.append(f"mirror: {download.public_url(os.environ[download.MIRROR_ENV])}")
     rows.append(f"{'variant':<16}{'source':<12}{'layout':<10}{'cached':<8}file / URL")
     for name in names:
         sources = VARIANTS[name].weights
@@ -268,7 +272,7 @@ def sources_table(variants=None) -> str:
             rows.append(f"{name:<16}{'-':<12}{'':<10}{'':<8}no published weights")
         for i, (source, w) in enumerate(sources.items()):
             label = source + (" *" if i == 0 else "")
-            cached = "yes" if (folder / w.filename).is_file() else "no"
+            cached = "yes" if cache.cache_path(w.filename).is_file() else "no"
             how = " (manual download)" if w.manual else ""
             rows.append(f"{name:<16}{label:<12}{w.layout:<10}{cached:<8}{w.filename}{how}")
             rows.append(f"{'':<46}{w.url}")
