@@ -38,7 +38,12 @@ _EXTENSIONS = {".pdparams": "pdparams", ".safetensors": "safetensors",
                ".pth": "pth", ".pt": "pth", ".bin": "pth", ".ckpt": "pth", ".tar": "pth"}
 # Wrappers that training scripts put around a state dict (timm, PaddleClas, others).
 _STATE_DICT_WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
-TORCH_INSTALL_HINT = "pip install 'rexnet-plugin[torch]'  (or: pip install torch)"
+
+
+def torch_install_hint() -> str:
+    from ..extras import install_command
+    return (f"{install_command('torch')} (a CPU build of torch installed first avoids "
+            f"several GB of CUDA)")
 
 
 def format_of_suffix(suffix: str) -> str | None:
@@ -217,7 +222,7 @@ def _import_torch(path: Path, name: str):
         local = name == str(path)
         raise WeightsError(
             f"{name} is a PyTorch checkpoint, and reading it needs torch, which is not "
-            f"installed: {TORCH_INSTALL_HINT}. Or convert it once where torch is installed "
+            f"installed: {torch_install_hint()}. Or convert it once where torch is installed "
             f"(rexnet-plugin convert {path.name if local else 'FILE.pth'} "
             f"{path.stem if local else 'FILE'}.safetensors) and use the .safetensors file, "
             f"which needs no torch.") from None

@@ -233,13 +233,13 @@ def _obtain(model, pretrained, variant, skip_head, progress) -> tuple[dict, str]
 
 
 def _manual_message(variant: str, source_name: str, source: WeightSource, dest: Path) -> str:
-    from .formats import TORCH_INSTALL_HINT
+    from .formats import torch_install_hint
     return (f"The {source_name} weights of {variant} ({PUBLISHERS[source.publisher].title}) are on "
             f"a host that needs a browser, so they cannot be downloaded for you. Open "
             f"{source.url}, save the file, and either pass its path "
             f"(pretrained='/path/to/{source.filename}') or save it as {dest} so that "
             f"pretrained={source_name!r} finds it. Reading .pth needs torch "
-            f"({TORCH_INSTALL_HINT}); or convert it once with "
+            f"({torch_install_hint()}); or convert it once with "
             f"'rexnet-plugin convert {source.filename} {variant}.pdparams'.")
 
 
