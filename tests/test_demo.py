@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ REPORT_FILES = ("metrics.json", "report.png", "training_curves.png", "confusion_
 
 
 def _no_temp_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+    return [p for p in out.rglob("*") if re.search(r"[.-](tmp|old)-\d|\.tmp$", p.name)]
 
 
 @pytest.fixture(scope="module")
