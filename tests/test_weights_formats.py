@@ -300,7 +300,9 @@ def test_pth_without_torch_says_how_to_install(tmp_path, monkeypatch):
     state, _ = load_reference_npz("ReXNetLite_1_0")
     _save_torch(state, tmp_path / "w.pth")
     monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch -> ImportError
-    with pytest.raises(WeightsError, match=r"needs torch.*pip install 'rexnet-plugin\[torch\]'"):
+    import re
+    from rexnet_plugin.extras import install_command
+    with pytest.raises(WeightsError, match="needs torch.*" + re.escape(install_command("torch"))):
         create_model("ReXNetLite_1_0", pretrained=str(tmp_path / "w.pth"))
 
 
