@@ -163,7 +163,7 @@ def speed_section() -> str:
     """The speed table and its context, from the committed benchmark JSON."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from report import (bf16_summary, fastest_fp32, int8_summary, limits_table, machine_text,
-                        markdown_table)
+                        markdown_table, peer_summary)
     path = ROOT / "benchmarks" / "results" / f"{DEFAULT_VARIANT}.json"
     if not path.is_file():
         return f"(no results yet: run `python benchmarks/run.py` to write {path.name})"
@@ -173,6 +173,9 @@ def speed_section() -> str:
         f"Command: `{doc['command']}` ({doc['created']}, {doc['duration_s'] / 60:.0f} min). "
         f"Weights: {doc['weights']}.", "",
         "Machine: " + machine_text(doc), "",
+        "Against the peer, PaddleClas's built-in exported with paddle2onnx and run by OpenVINO "
+        "with its defaults (each ratio from one mode: the two side by side):", "",
+        peer_summary(doc) or "(no OpenVINO rows in this run)", "",
         "int8 (`rexnet-plugin quantize`, ONNX Runtime) against the built-in's fp32 Paddle "
         "Inference:", "", int8_summary(doc) or "(no int8 rows in this run)", "",
         "Fastest fp32 runtime per batch size (median ms/img, fastest first):", "",
