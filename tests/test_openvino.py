@@ -133,3 +133,26 @@ def test_an_int8_folder_runs_in_openvino(exported, tmp_path):
     assert np.sum(got.argmax(1) == expected.argmax(1)) >= 20
     top5 = np.argsort(-got, axis=1)[:, :5]
     assert np.mean([t in row for t, row in zip(expected.argmax(1), top5)]) >= 0.9
+
+
+@needs_openvino
+def test_bench_mode_against_the_peer_reports_the_ratio(tmp_path):
+    """A tiny OpenVINO mode (batch 2, 64x64, 3 timed batches): ours in fp32 against
+    the built-in in OpenVINO with its defaults. The report, never the speed."""
+    import sys
+    from conftest import ROOT
+    from rexnet_plugin.deploy import bench
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import report
+    tiny = bench.Mode("openvino_fp32_b2", "openvino", 2, 64, "fp32", 1.0,
+                      builtin_runtime="openvino", builtin_precision="default")
+    doc = bench.run_benchmark("ReXNet_1_0", modes=[tiny], warmup=1, repeats=3, threads=2,
+                              log=lambda *_: None)
+    mode, = doc["modes"]
+    assert mode["title"] == "OpenVINO fp32; built-in: OpenVINO defaults"
+    medians = {i: mode["results"][i]["ms_per_image"]["median"] for i in bench.IMPLEMENTATIONS}
+    assert mode["ratio"] == pytest.approx(medians["ours"] / medians["builtin"])
+    assert doc["machine"]["versions"]["openvino"]
+    assert f"**{mode['ratio']:.2f}x**" in report.peer_summary(doc)
+    labels = [label for _, label, *_ in report._runs(doc)]
+    assert labels == ["ours, OpenVINO fp32", "built-in, OpenVINO defaults"]

@@ -94,7 +94,8 @@ class Mode:
         if self.stock_allocator:
             return f"Paddle Inference oneDNN {self.precision}, stock allocator"
         if self.builtin_runtime == "openvino":
-            ours = "OpenVINO" if self.runtime == "openvino" else "ONNX Runtime"
+            ours = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime",
+                    "paddle_inference": "Paddle Inference oneDNN"}[self.runtime]
             return f"{ours} {self.precision}; built-in: OpenVINO defaults"
         if self.precision == "int8":
             return "ONNX Runtime int8 (quantize); built-in: Paddle Inference oneDNN fp32"
@@ -103,6 +104,15 @@ class Mode:
                 "dygraph_eval": "dygraph eval forward",
                 "dygraph_train": "dygraph train step"}[self.runtime]
 
+
+# (mode key without the batch, runtime, precision, goal) of the modes against the peer.
+PEER_PATHS = (("openvino_fp32", "openvino", "fp32", 1.0),
+              ("openvino_bf16", "openvino", "bf16", 1.0),
+              ("openvino_int8", "openvino", "int8", 0.5),
+              ("onnxruntime_int8_vs_openvino", "onnxruntime", "int8", 0.5),
+              ("onnxruntime_fp32_vs_openvino", "onnxruntime", "fp32", 1.0),
+              ("paddle_fp32_vs_openvino", "paddle_inference", "fp32", 1.0),
+              ("paddle_bf16_vs_openvino", "paddle_inference", "bf16", 1.0))
 
 MODES = {m.key: m for m in [
     Mode("paddle_fp32_b1", "paddle_inference", 1, 224, goal=0.75),
@@ -117,13 +127,12 @@ MODES = {m.key: m for m in [
          builtin_runtime="paddle_inference"),
     Mode("onnxruntime_int8_b8", "onnxruntime", 8, 224, "int8", goal=0.5,
          builtin_runtime="paddle_inference"),
-    # The peer: the built-in's ONNX in OpenVINO with its defaults (bf16 on a
-    # CPU with AVX512-BF16). fp32 is to match it; the fastest path to take half its time.
-    *(Mode(f"openvino_{precision}_b{batch}", "openvino", batch, 224, precision, goal,
+    # Every path of ours against the peer: the built-in's ONNX in OpenVINO with
+    # its defaults (bf16 on a CPU with AVX512-BF16). fp32 and bf16 are to match
+    # it, the fastest path to take half its time.
+    *(Mode(f"{key}_b{batch}", runtime, batch, 224, precision, goal,
            builtin_runtime="openvino", builtin_precision="default")
-      for precision, goal in (("fp32", 1.0), ("bf16", 0.5), ("int8", 0.5)) for batch in (1, 8)),
-    *(Mode(f"onnxruntime_int8_vs_openvino_b{batch}", "onnxruntime", batch, 224, "int8", 0.5,
-           builtin_runtime="openvino", builtin_precision="default") for batch in (1, 8)),
+      for key, runtime, precision, goal in PEER_PATHS for batch in (1, 8)),
     Mode("dygraph_eval_b8", "dygraph_eval", 8, 224),
     Mode("dygraph_train_b16", "dygraph_train", 16, 160, goal=0.85),
 ]}
