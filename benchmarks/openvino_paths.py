@@ -19,6 +19,9 @@ in `python benchmarks/run.py`; this records the ones tried beside them:
   performance preset, with and without the SiLU/SE Sigmoid and Multiply
   ignored), where nncf is installed.
 
+Also profiles the peer and our bf16 and int8 paths by OpenVINO layer type
+(PERF_COUNT): the share of the 1x1 convolutions bounds what int8 can gain.
+
 Writes benchmarks/results/openvino_paths.json and .md.
 """
 
@@ -38,6 +41,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BLOCK = 5
+PROFILE_KINDS = ("Convolution 1x1", "depthwise Convolution", "Convolution",
+                 "other layers (activations, SE, shortcut, reorders, quantize)")
+PROFILED = ("peer (built-in, OpenVINO defaults)", "ours bf16", "ours int8 qdq",
+            "ours int8 nncf ignore sigmoid multiply")
 SETTLE_S = 0.3
 
 
@@ -213,6 +220,32 @@ def paths(files: dict, batch: int, threads: int) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def profile(spec: dict, runs: int = 10) -> dict:
+    """Share of the run per kind of layer (OpenVINO's per-layer counters)."""
+    import numpy as np
+    import openvino as ov
+    config = {"INFERENCE_NUM_THREADS": spec["threads"], "NUM_STREAMS": 1, "PERF_COUNT": True,
+              **spec["config"]}
+    request = ov.Core().compile_model(spec["model"], "CPU", config).create_infer_request()
+    x = np.random.default_rng(0).standard_normal((spec["batch"], 3, 224, 224)).astype("float32")
+    for _ in range(3):
+        request.infer([x])
+    totals = {}
+    for _ in range(runs):
+        request.infer([x])
+        for layer in request.profiling_info:
+            kind = layer.node_type
+            if kind == "Convolution" and "1x1" in layer.exec_type:
+                kind = "Convolution 1x1"
+            elif kind == "GroupConvolution":
+                kind = "depthwise Convolution"
+            elif kind not in ("Convolution",):
+                kind = "other layers (activations, SE, shortcut, reorders, quantize)"
+            totals[kind] = totals.get(kind, 0.0) + layer.real_time.total_seconds()
+    whole = sum(totals.values())
+    return {kind: t / whole for kind, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def measure(specs: dict, warmup: int, repeats: int) -> dict:
     """Median ms/img per path, all workers alive, alternating turns."""
     procs = {}
@@ -265,7 +298,14 @@ def markdown(doc: dict) -> str:
                          f"{r['streams']} | {r['ms_per_image']:.2f} ({r['q1']:.2f}–{r['q3']:.2f}) "
                          f"| **{r['ms_per_image'] / peer:.2f}** | {rate:.0f} |")
         lines.append("")
-    return "\n".join(lines)
+    lines += ["## Where the time goes (OpenVINO's per-layer counters, batch 1 and 8)", "",
+              "| Path | Batch | " + " | ".join(PROFILE_KINDS) + " |",
+              "|---|---|" + "---|" * len(PROFILE_KINDS)]
+    for name, shares in doc["profiles"].items():
+        path, batch = name.rsplit(" @ batch ", 1)
+        lines.append(f"| {path} | {batch} | "
+                     + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in PROFILE_KINDS) + " |")
+    return "\n".join(lines + [""])
 
 
 def main() -> int:
@@ -292,6 +332,12 @@ def main() -> int:
                                             args.warmup, args.repeats)
             for name, r in doc["batches"][batch].items():
                 print(f"  {name:45s} {r['ms_per_image']:7.2f} ms/img ({r['inference_precision']})")
+        doc["profiles"] = {}
+        for batch in (1, 8):
+            specs = paths(prepared["files"], batch, args.threads)
+            for name in PROFILED:
+                if name in specs:
+                    doc["profiles"][f"{name} @ batch {batch}"] = profile(specs[name])
     doc["load_average_end"] = list(os.getloadavg())
     doc["duration_s"] = round(time.time() - started, 1)
     write_json(RESULTS / "openvino_paths.json", doc)
