@@ -197,13 +197,16 @@ def speed_summary() -> str:
     best = {b: min((m for m in peer if m["batch"] == b), key=lambda m: m["ratio"], default=None)
             for b in (1, 8)}
     if all(best.values()):
-        names = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from report import RUNTIME_NAMES as names
         lines.append(
             f"Against PaddleClas's built-in ReXNet exported to ONNX and run by OpenVINO with "
             f"its defaults (what a CPU user would pick), same run: our fastest path took "
             + " and ".join(f"{best[b]['ratio']:.2f}x (batch {b}, {names[best[b]['runtime']]} "
                            f"{best[b]['precision']})" for b in (1, 8))
-            + " of its latency (goal: 0.5x; docs/speed.md).")
+            + f" of its latency (goal: 0.5x; load average {doc['load_average_start'][0]:.1f} "
+            f"to {doc['load_average_end'][0]:.1f} on the 2 cores during the run: the ratios move "
+            f"with the load; docs/speed.md).")
     int8 = [modes.get(f"onnxruntime_int8_b{b}") for b in (1, 8)]
     if all(int8):
         lines.append(
@@ -223,8 +226,8 @@ def speed_summary() -> str:
                 f"one. It gives fp32's top-1 on most images (docs/speed.md) on CPUs with "
                 f"AVX512-BF16; for speed, use int8.")
         else:
-            lines.append(f"bf16 (`--precision bf16`): {speed[1]:.2f}x its own fp32 speed at "
-                         f"batch 8.")
+            lines.append(f"bf16 (`--precision bf16`, Paddle Inference): {speed[1]:.2f}x its own "
+                         f"fp32 speed at batch 8.")
     return "\n".join(lines)
 
 
