@@ -134,8 +134,8 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     int8 = _is_int8(folder)
     if runtime is None:
         runtime = fastest_runtime(has_paddle, has_onnx, int8)
-        if precision == "bf16" and runtime == "onnx" and not int8:
-            runtime = "paddle"
+        if precision == "bf16" and runtime == "onnx" and not int8 and has_paddle:
+            runtime = "paddle"  # ONNX Runtime has no bf16 here
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
