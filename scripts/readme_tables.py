@@ -221,10 +221,11 @@ def speed_summary() -> str:
                  / h["results"]["ours"]["ms_per_image"]["median"] for f, h in zip(fp32, bf16)]
         if speed[1] < 1.5:
             lines.append(
-                f"bf16 (`--precision bf16`) is not sold as a speed-up: at batch 8 it ran at "
-                f"{speed[1]:.2f}x its own fp32 speed, short of the 1.5x that would make it "
-                f"one. It gives fp32's top-1 on most images (docs/speed.md) on CPUs with "
-                f"AVX512-BF16; for speed, use int8.")
+                f"bf16 in Paddle Inference (`--runtime paddle --precision bf16`) is not a "
+                f"speed-up: at batch 8 it ran at {speed[1]:.2f}x its own fp32 speed, short of "
+                f"the 1.5x that would make it one. It gives fp32's top-1 on most images "
+                f"(docs/speed.md) on CPUs with AVX512-BF16; in OpenVINO, bf16 is the peer's "
+                f"own default, compared above.")
         else:
             lines.append(f"bf16 (`--precision bf16`, Paddle Inference): {speed[1]:.2f}x its own "
                          f"fp32 speed at batch 8.")
