@@ -261,8 +261,8 @@ class OpenVINOSession:
     A batch of at least ``threads`` images runs as ``threads`` slices at once,
     on ``threads`` inference streams of one thread each, as
     ``SplitBatchSession`` does for ONNX Runtime: no thread then waits for
-    another at each layer's end (faster at batch 8 on the 2-core benchmark
-    machine: benchmarks/results/openvino.md). Smaller batches run on all
+    another at each layer's end (faster at batch 8 in most runs on the 2-core
+    benchmark machine, not all: docs/speed.md). Smaller batches run on all
     threads in one stream. Same outputs: the rows are independent. The
     streams are compiled on the first large batch.
     """
