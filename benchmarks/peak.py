@@ -10,12 +10,17 @@ Two figures each, for all threads (``--threads``, default every CPU):
   MLAS kernels: ``MatMul`` in fp32, ``MatMulInteger`` uint8 x int8, the
   VNNI path on CPUs with AVX512-VNNI / AVX-VNNI), as GFLOP/s and GOP/s
   (2 operations per multiply-accumulate);
+* bf16, where the CPU has AVX512-BF16/AMX and OpenVINO is installed: the
+  same fp32 ``MatMul`` compiled by OpenVINO with
+  ``INFERENCE_PRECISION_HINT: bf16`` (oneDNN's bf16 kernels);
 * nominal: clock x cores x operations per cycle, assuming two 512-bit FMA
-  pipes per core (64 fp32 FLOP/cycle) and VNNI's 4 int8 products per 32-bit
-  lane (4x that). Only a guide: the clock is /proc/cpuinfo's, not the turbo.
+  pipes per core (64 fp32 FLOP/cycle), VNNI's 4 int8 products per 32-bit
+  lane (4x that) and AVX512-BF16's 2 bf16 products per lane (2x). Only a
+  guide: the clock is /proc/cpuinfo's, not the turbo.
 
-report.py divides each mode's GFLOP/s by these (fp32 and bf16 modes by the
-fp32 peak, int8 modes by the int8 peak): the distance to the machine's limit.
+report.py divides each mode's GFLOP/s by these (fp32 modes by the fp32
+peak, bf16 modes and OpenVINO's defaults by the bf16 peak where there is
+one, int8 modes by the int8 peak): the distance to the machine's limit.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 FP32_FLOP_PER_CYCLE = 64  # 2 FMA pipes x 16 fp32 lanes x 2
 INT8_OPS_PER_CYCLE = 4 * FP32_FLOP_PER_CYCLE  # VNNI: 4 uint8*int8 products per 32-bit lane
+BF16_FLOP_PER_CYCLE = 2 * FP32_FLOP_PER_CYCLE  # AVX512-BF16: 2 bf16 products per 32-bit lane
 
 
 def _clock_ghz() -> float | None:
@@ -64,22 +70,33 @@ def _matmul_model(kind: str, n: int):
 
 
 def measure(kind: str, threads: int, n: int = 2048, repeats: int = 15) -> dict:
-    """Best and median rate of an n x n x n product, in G(FL)OP/s."""
+    """Best and median rate of an n x n x n product, in G(FL)OP/s.
+
+    kind: "fp32" or "int8" (ONNX Runtime), "bf16" (OpenVINO)."""
     import numpy as np
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(_matmul_model(kind, n), options,
-                                   providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
-    a = (rng.standard_normal((n, n)).astype("float32") if kind == "fp32"
-         else rng.integers(0, 256, (n, n), dtype=np.uint8))
+    a = (rng.integers(0, 256, (n, n), dtype=np.uint8) if kind == "int8"
+         else rng.standard_normal((n, n)).astype("float32"))
+    if kind == "bf16":
+        import openvino as ov
+        core = ov.Core()
+        request = core.compile_model(core.read_model(_matmul_model("fp32", n), b""), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "bf16",
+        }).create_infer_request()
+        run = lambda: request.infer([a])  # noqa: E731
+    else:
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(_matmul_model(kind, n), options,
+                                       providers=["CPUExecutionProvider"])
+        run = lambda: session.run(None, {"a": a})  # noqa: E731
     for _ in range(3):
-        session.run(None, {"a": a})
+        run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(None, {"a": a})
+        run()
         times.append(time.perf_counter() - start)
     ops = 2 * n ** 3
     return {"best": ops / min(times) / 1e9, "median": ops / statistics.median(times) / 1e9,
@@ -87,17 +104,23 @@ def measure(kind: str, threads: int, n: int = 2048, repeats: int = 15) -> dict:
 
 
 def peaks(threads: int) -> dict:
-    """Measured and nominal fp32 and int8 peaks for ``threads`` threads."""
+    """Measured and nominal fp32, int8 (and bf16) peaks for ``threads`` threads."""
+    from rexnet_plugin.deploy.runtime import bf16_supported, openvino_available
     clock = _clock_ghz()
+    measured = {"fp32_gflop_per_s": measure("fp32", threads),
+                "int8_gop_per_s": measure("int8", threads)}
+    nominal = None if clock is None else {
+        "fp32_gflop_per_s": clock * threads * FP32_FLOP_PER_CYCLE,
+        "int8_gop_per_s": clock * threads * INT8_OPS_PER_CYCLE,
+        "assumes": f"{FP32_FLOP_PER_CYCLE} fp32 FLOP, {INT8_OPS_PER_CYCLE} int8 OP and "
+                   f"{BF16_FLOP_PER_CYCLE} bf16 FLOP per cycle per core at the listed clock"}
+    if bf16_supported() and openvino_available():
+        measured["bf16_gflop_per_s"] = measure("bf16", threads)
+        if nominal:
+            nominal["bf16_gflop_per_s"] = clock * threads * BF16_FLOP_PER_CYCLE
     return {"threads": threads, "clock_ghz": clock,
             "load_average_start": list(os.getloadavg()),
-            "measured": {"fp32_gflop_per_s": measure("fp32", threads),
-                         "int8_gop_per_s": measure("int8", threads)},
-            "nominal": None if clock is None else {
-                "fp32_gflop_per_s": clock * threads * FP32_FLOP_PER_CYCLE,
-                "int8_gop_per_s": clock * threads * INT8_OPS_PER_CYCLE,
-                "assumes": f"{FP32_FLOP_PER_CYCLE} fp32 FLOP and {INT8_OPS_PER_CYCLE} int8 "
-                           f"OP per cycle per core at the listed clock"},
+            "measured": measured, "nominal": nominal,
             "load_average_end": list(os.getloadavg())}
 
 

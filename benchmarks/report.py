@@ -85,7 +85,8 @@ def int8_summary(doc: dict) -> str:
     """int8 (ours, quantized) against the built-in's fp32 Paddle Inference, and agreement."""
     lines = []
     for m in doc["modes"]:
-        if m.get("skipped") or m.get("precision") != "int8":
+        if m.get("skipped") or m.get("precision") != "int8" \
+                or m.get("builtin_runtime") != "paddle_inference":
             continue
         o, b = (m["results"][i]["ms_per_image"]["median"] for i in ("ours", "builtin"))
         met = "met" if m["goal_met"] else "not met"
@@ -103,19 +104,55 @@ def int8_summary(doc: dict) -> str:
     return "\n".join(lines)
 
 
+RUNTIME_NAMES = {"paddle_inference": "Paddle Inference oneDNN", "onnxruntime": "ONNX Runtime",
+                 "openvino": "OpenVINO"}
+
+
 def _runs(doc: dict):
-    """(batch, label, precision, runtime, stats) of every exported-model run."""
+    """(batch, label, precision, stats, mode) of every exported-model run."""
     for m in doc["modes"]:
-        if m.get("skipped") or m["runtime"] not in ("paddle_inference", "onnxruntime") \
-                or m.get("stock_allocator"):
+        if m.get("skipped") or m["runtime"] not in RUNTIME_NAMES or m.get("stock_allocator"):
             continue
-        names = {"paddle_inference": "Paddle Inference oneDNN", "onnxruntime": "ONNX Runtime"}
-        yield m["batch"], f"ours, {names[m['runtime']]} {m['precision']}", m["precision"], \
-            m["results"]["ours"], m
+        yield m["batch"], f"ours, {RUNTIME_NAMES[m['runtime']]} {m['precision']}", \
+            m["precision"], m["results"]["ours"], m
         builtin_runtime = m.get("builtin_runtime") or m["runtime"]
-        builtin_precision = "fp32" if m.get("builtin_runtime") else m["precision"]
-        yield m["batch"], f"built-in, {names[builtin_runtime]} {builtin_precision}", \
+        builtin_precision = m.get("builtin_precision", "fp32") if m.get("builtin_runtime") \
+            else m["precision"]
+        if builtin_precision == "default":
+            builtin_precision = "defaults"
+        yield m["batch"], f"built-in, {RUNTIME_NAMES[builtin_runtime]} {builtin_precision}", \
             builtin_precision, m["results"]["builtin"], m
+
+
+def peer_summary(doc: dict) -> str:
+    """Each path against the peer, the built-in in OpenVINO with its defaults,
+    measured side by side in the same mode; and the fastest path per batch."""
+    lines = []
+    for batch in sorted({m["batch"] for m in doc["modes"] if m.get("builtin_runtime") == "openvino"}):
+        rows = [m for m in doc["modes"] if m.get("builtin_runtime") == "openvino"
+                and m["batch"] == batch and not m.get("skipped")]
+        if not rows:
+            continue
+        parts = []
+        for m in sorted(rows, key=lambda m: m["ratio"]):
+            o, b = (m["results"][i]["ms_per_image"]["median"] for i in ("ours", "builtin"))
+            parts.append(f"ours {RUNTIME_NAMES[m['runtime']]} {m['precision']} {o:.2f} vs "
+                         f"{b:.2f} ms/img, **{m['ratio']:.2f}x**")
+        best = min(rows, key=lambda m: m["ratio"])
+        ours_q3 = best["results"]["ours"]["ms_per_image"]["q3"]
+        peer_q1 = best["results"]["builtin"]["ms_per_image"]["q1"]
+        met = ("not met" if best["ratio"] > 0.5 else
+               "met, beyond the spread: ours' upper quartile is within 0.5x the peer's lower one"
+               if ours_q3 <= 0.5 * peer_q1 else
+               f"met by the medians only; the quartiles ({ours_q3:.2f} ms/img for ours' upper, "
+               f"{peer_q1:.2f} for the peer's lower) overlap the goal, so not a firm result")
+        peer = [m["results"]["builtin"]["ms_per_image"]["median"] for m in rows]
+        lines.append(f"- batch {batch}: " + "; ".join(parts) + f". Fastest: "
+                     f"{RUNTIME_NAMES[best['runtime']]} {best['precision']}, {best['ratio']:.2f}x "
+                     f"the peer (goal ≤ 0.50: {met}). The peer's own median ranged from "
+                     f"{min(peer):.2f} to {max(peer):.2f} ms/img over these modes: the "
+                     f"machine's load moved that much within the run.")
+    return "\n".join(lines)
 
 
 def fastest_fp32(doc: dict) -> str:
@@ -143,19 +180,28 @@ def limits_table(doc: dict) -> str:
         return ""
     rows = ["| Run | Batch | G(FL)OP/s | measured peak | % of it | nominal peak | % of it |",
             "|---|---|---|---|---|---|---|"]
+    seen = set()
     for batch, label, precision, stats, _ in _runs(doc):
-        key = "int8_gop_per_s" if precision == "int8" else "fp32_gflop_per_s"
+        if (batch, label) in seen:  # the peer, timed in several modes: its first
+            continue
+        seen.add((batch, label))
+        key = {"int8": "int8_gop_per_s", "bf16": "bf16_gflop_per_s",
+               "defaults": "bf16_gflop_per_s"}.get(precision, "fp32_gflop_per_s")
+        if key not in peak["measured"]:  # no bf16 peak measured (or no bf16 here)
+            key = "fp32_gflop_per_s"
         measured = peak["measured"][key]["best"]
         nominal = (peak.get("nominal") or {}).get(key)
         rate = stats["gflop_per_s"]
         rows.append(f"| {label} | {batch} | {rate:.0f} | {measured:.0f} | {100 * rate / measured:.0f}% "
                     f"| {'' if nominal is None else f'{nominal:.0f}'} "
                     f"| {'' if nominal is None else f'{100 * rate / nominal:.0f}%'} |")
-    kinds = ("int8: ONNX Runtime's MatMulInteger (uint8 x int8); fp32 and bf16: its fp32 MatMul")
+    kinds = ("int8: ONNX Runtime's MatMulInteger (uint8 x int8); fp32: its fp32 MatMul; "
+             "bf16 and OpenVINO's defaults: OpenVINO's MatMul with a bf16 precision hint, "
+             "where measured, else the fp32 peak")
     return "\n".join(rows + ["", f"Peaks from `benchmarks/peak.py` in the same run "
                               f"({peak['threads']} threads; measured = best 2048³ matrix product, "
                               f"{kinds}; nominal = {peak['nominal']['assumes'] if peak.get('nominal') else 'n/a'}). "
-                              f"Conv work only (2 ops per multiply-accumulate), bf16 runs against the fp32 peak."])
+                              f"Conv work only (2 ops per multiply-accumulate)."])
 
 
 def machine_text(doc: dict) -> str:
@@ -166,7 +212,7 @@ def machine_text(doc: dict) -> str:
             f"{', ' + m['hypervisor'] + ' VM' if m.get('hypervisor') else ''}), L2 {m['l2_cache']}, "
             f"L3 {m['l3_cache']}; flags: {', '.join(m['cpu_flags'])}. PaddlePaddle "
             f"{v['paddlepaddle']}, PaddleClas {v['paddleclas']}, ONNX Runtime {v['onnxruntime']}, "
-            f"paddle2onnx {v['paddle2onnx']}, Python {m['python']}. {doc['settings']['threads']} "
+            f"paddle2onnx {v['paddle2onnx']}, OpenVINO {v.get('openvino')}, Python {m['python']}. {doc['settings']['threads']} "
             f"threads; {doc['settings']['warmup']} warm-up and {doc['settings']['repeats']} timed "
             f"batches per mode and implementation, in alternating turns; load average "
             f"{doc['load_average_start'][0]:.1f} at the start, {doc['load_average_end'][0]:.1f} "
@@ -191,6 +237,11 @@ def markdown_report(doc: dict) -> str:
     if fastest:
         text += ["Fastest fp32 runtime per batch size (median ms/img, fastest first):", "",
                  fastest, ""]
+    peer = peer_summary(doc)
+    if peer:
+        text += ["Against the peer, PaddleClas's built-in exported with paddle2onnx and run by "
+                 "OpenVINO with its defaults (each ratio from one mode: the two side by side):",
+                 "", peer, ""]
     limits = limits_table(doc)
     if limits:
         text += ["Distance to the machine's limit:", "", limits, ""]

@@ -387,12 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
                    metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
     p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
-                   help="bf16: an fp32 model run in bfloat16 by Paddle Inference (oneDNN; "
-                        "needs AVX512-BF16 or AMX). Default fp32 (an int8 folder runs int8)")
+                   help="bf16: an fp32 model run in bfloat16 by OpenVINO or Paddle "
+                        "Inference (needs AVX512-BF16 or AMX). Default fp32 (an int8 folder "
+                        "runs int8)")
     p.add_argument("--runtime", choices=predict_mod.RUNTIMES, default=None,
                    help="paddle: Paddle Inference with oneDNN; onnx: ONNX Runtime on "
-                        "inference.onnx (default: paddle when the folder has inference.json, "
-                        "else onnx)")
+                        "inference.onnx; openvino: OpenVINO on inference.onnx (default: the "
+                        "fastest the folder allows, named on stderr: openvino when installed "
+                        "and the folder has inference.onnx, onnx for an int8 folder, else "
+                        "paddle; docs/speed.md)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(

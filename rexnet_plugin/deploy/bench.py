@@ -10,6 +10,9 @@ variant with the same weights on the same machine in the same run:
   against the built-in's fp32 Paddle Inference, the issue's baseline, at
   batch 1 and 8 (the built-in worker of these modes runs fp32 Paddle
   Inference: ``Mode.builtin_runtime``);
+* OpenVINO on our export in fp32, bf16 and int8, and our ONNX Runtime int8,
+  each against the built-in's paddle2onnx export in OpenVINO with its
+  defaults (the peer a CPU user would pick), at batch 1 and 8;
 * the dygraph eval forward and the dygraph training step.
 
 How it measures. Every (mode, implementation) pair runs in its own worker
@@ -72,21 +75,28 @@ class Mode:
     """One way of running the model."""
 
     key: str
-    runtime: str  # "paddle_inference", "onnxruntime", "dygraph_eval" or "dygraph_train"
+    # "paddle_inference", "onnxruntime", "openvino", "dygraph_eval" or "dygraph_train"
+    runtime: str
     batch: int
     image_size: int
     precision: str = "fp32"
     goal: float | None = None  # the issue's target for ours/built-in latency
     # Paddle Inference as configured by default, without export.retain_freed_memory().
     stock_allocator: bool = False
-    # The built-in's worker runs this instead (fp32): the int8 modes compare
-    # with the built-in's fp32 Paddle Inference, which has no int8 of its own here.
+    # The built-in's worker runs this instead, in builtin_precision: the int8
+    # modes compare with the built-in's fp32 Paddle Inference, which has no
+    # int8 of its own here, and the OpenVINO modes with OpenVINO's defaults.
     builtin_runtime: str | None = None
+    builtin_precision: str = "fp32"  # or "default": what the runtime picks
 
     @property
     def title(self) -> str:
         if self.stock_allocator:
             return f"Paddle Inference oneDNN {self.precision}, stock allocator"
+        if self.builtin_runtime == "openvino":
+            ours = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime",
+                    "paddle_inference": "Paddle Inference oneDNN"}[self.runtime]
+            return f"{ours} {self.precision}; built-in: OpenVINO defaults"
         if self.precision == "int8":
             return "ONNX Runtime int8 (quantize); built-in: Paddle Inference oneDNN fp32"
         return {"paddle_inference": f"Paddle Inference oneDNN {self.precision}",
@@ -94,6 +104,15 @@ class Mode:
                 "dygraph_eval": "dygraph eval forward",
                 "dygraph_train": "dygraph train step"}[self.runtime]
 
+
+# (mode key without the batch, runtime, precision, goal) of the modes against the peer.
+PEER_PATHS = (("openvino_fp32", "openvino", "fp32", 1.0),
+              ("openvino_bf16", "openvino", "bf16", 1.0),
+              ("openvino_int8", "openvino", "int8", 0.5),
+              ("onnxruntime_int8_vs_openvino", "onnxruntime", "int8", 0.5),
+              ("onnxruntime_fp32_vs_openvino", "onnxruntime", "fp32", 1.0),
+              ("paddle_fp32_vs_openvino", "paddle_inference", "fp32", 1.0),
+              ("paddle_bf16_vs_openvino", "paddle_inference", "bf16", 1.0))
 
 MODES = {m.key: m for m in [
     Mode("paddle_fp32_b1", "paddle_inference", 1, 224, goal=0.75),
@@ -108,6 +127,12 @@ MODES = {m.key: m for m in [
          builtin_runtime="paddle_inference"),
     Mode("onnxruntime_int8_b8", "onnxruntime", 8, 224, "int8", goal=0.5,
          builtin_runtime="paddle_inference"),
+    # Every path of ours against the peer: the built-in's ONNX in OpenVINO with
+    # its defaults (bf16 on a CPU with AVX512-BF16). fp32 and bf16 are to match
+    # it, the fastest path to take half its time.
+    *(Mode(f"{key}_b{batch}", runtime, batch, 224, precision, goal,
+           builtin_runtime="openvino", builtin_precision="default")
+      for key, runtime, precision, goal in PEER_PATHS for batch in (1, 8)),
     Mode("dygraph_eval_b8", "dygraph_eval", 8, 224),
     Mode("dygraph_train_b16", "dygraph_train", 16, 160, goal=0.85),
 ]}
@@ -152,7 +177,8 @@ def describe_machine() -> dict:
         "versions": {"paddlepaddle": paddle.version.full_version,
                      "paddle_commit": paddle.version.commit,
                      **{d: _version(d) for d in ("paddleclas", "rexnet-plugin", "numpy",
-                                                 "onnxruntime", "paddle2onnx", "onnx")}},
+                                                 "onnxruntime", "paddle2onnx", "onnx",
+                                                 "openvino")}},
     }
 
 
@@ -235,7 +261,8 @@ def _setup_step(impl: str, job: dict):
     mode = Mode(**job["mode"])
     images, labels = _inputs(mode.batch, mode.image_size)
     if impl == "builtin" and mode.builtin_runtime:
-        mode = Mode(mode.key, mode.builtin_runtime, mode.batch, mode.image_size)
+        mode = Mode(mode.key, mode.builtin_runtime, mode.batch, mode.image_size,
+                    mode.builtin_precision)
     if mode.runtime == "paddle_inference":
         from .runtime import create_predictor, run_predictor
         predictor = create_predictor(job["model_dirs"][impl], threads=job["threads"],
@@ -247,6 +274,14 @@ def _setup_step(impl: str, job: dict):
         files = job["int8_files"] if mode.precision == "int8" else job["onnx_files"]
         session = create_onnx_session(files[impl], threads=job["threads"])
         return lambda: run_onnx(session, images)
+    if mode.runtime == "openvino":
+        from .runtime import create_openvino_session, run_openvino
+        files = job["int8_files"] if mode.precision == "int8" else job["onnx_files"]
+        # int8: its float parts in fp32, as load_model runs an int8 folder.
+        precision = {"int8": "fp32", "default": None}.get(mode.precision, mode.precision)
+        session = create_openvino_session(files[impl], threads=job["threads"],
+                                          precision=precision)
+        return lambda: run_openvino(session, images)
 
     import paddle
     import paddle.nn.functional as F
@@ -446,13 +481,14 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
 
     job = {"arch": v.arch, "class_num": ours.class_num, "weights_file": str(weights_file),
            "threads": None, "model_dirs": {}, "onnx_files": {}, "int8_files": {}}
-    sizes = {m.image_size for m in modes if m.runtime in ("paddle_inference", "onnxruntime")}
+    exported = ("paddle_inference", "onnxruntime", "openvino")
+    sizes = {m.image_size for m in modes if m.runtime in exported}
     if len(sizes) > 1:
         raise ValueError(f"exported modes must share one image size; got {sorted(sizes)}")
     for impl, model in (("ours", ours), ("builtin", builtin)):
         if sizes:
             job["model_dirs"][impl] = str(export_inference(model, workdir / impl, next(iter(sizes))))
-        if any(m.runtime == "onnxruntime" for m in modes):
+        if any(m.runtime in ("onnxruntime", "openvino") for m in modes):
             job["onnx_files"][impl] = str(export_onnx(workdir / impl))
     if any(m.precision == "int8" for m in modes):
         job["int8_files"]["ours"] = str(_quantize_for_bench(v, workdir, next(iter(sizes))))
@@ -489,10 +525,13 @@ def _quantize_for_bench(v, workdir: Path, size: int) -> Path:
 def _skip_reason(mode: Mode) -> str | None:
     """Why ``mode`` cannot run here, or None."""
     import importlib.util
-    from .runtime import bf16_supported
+    from .runtime import bf16_supported, openvino_available
     if mode.precision == "bf16" and not bf16_supported():
         return "the CPU has no AVX512-BF16/AMX-BF16"
-    if mode.runtime == "onnxruntime" and not all(
+    if "openvino" in (mode.runtime, mode.builtin_runtime) and not openvino_available():
+        from ..extras import install_command
+        return f"needs OpenVINO: {install_command('openvino')}"
+    if mode.runtime in ("onnxruntime", "openvino") and not all(
             importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime", "ml_dtypes")):
         from ..extras import missing
         return missing("paddle2onnx", "onnxruntime")

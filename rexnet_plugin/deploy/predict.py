@@ -4,8 +4,8 @@ A model folder is what this package writes (``rexnet-plugin export``, the
 int8 folder of ``rexnet-plugin quantize``) or what PaddleClas's
 ``tools/export_model.py -o Global.export_for_fd=True`` writes: a model
 (``inference.json`` + ``inference.pdiparams`` for Paddle Inference,
-``inference.onnx`` for ONNX Runtime) and its ``inference.yml``, whose
-preprocessing and Topk settings are followed.
+``inference.onnx`` for ONNX Runtime and OpenVINO) and its ``inference.yml``,
+whose preprocessing and Topk settings are followed.
 
 ``load_model`` is the one place that picks the runtime for a folder.
 """
@@ -25,7 +25,9 @@ from .images import ImageInputError, ImageItem, check_image, collect_images
 from .infer_config import InferConfig, InferConfigError, read_infer_config
 from .runtime import PRECISIONS
 
-RUNTIMES = ("paddle", "onnx")
+RUNTIMES = ("paddle", "onnx", "openvino")
+RUNTIME_NAMES = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime",
+                 "openvino": "OpenVINO"}
 DEFAULT_BATCH_SIZE = 8
 # Fewer images than this finish before a progress bar would help.
 PROGRESS_MIN_IMAGES = 32
@@ -41,16 +43,16 @@ class LoadedModel:
     """A model folder ready to run: its runtime session and its inference.yml."""
 
     folder: Path
-    runtime: str       # "paddle" (Paddle Inference, oneDNN) or "onnx" (ONNX Runtime)
-    precision: str     # "fp32", "bf16" (Paddle Inference) or "int8" (quantized folder)
+    runtime: str       # one of RUNTIMES
+    precision: str     # "fp32", "bf16" or "int8" (quantized folder)
     config: InferConfig
     _session: object
     _fixed_batch: int | None = None
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, 3, H, W] -> the model's outputs [N, classes]."""
-        from .runtime import run_onnx, run_predictor
-        run = run_predictor if self.runtime == "paddle" else run_onnx
+        from .runtime import run_onnx, run_openvino, run_predictor
+        run = {"paddle": run_predictor, "onnx": run_onnx, "openvino": run_openvino}[self.runtime]
         if not self._fixed_batch or len(images) == self._fixed_batch:
             return run(self._session, images)
         # A graph with a fixed batch size: feed it that many at a time, padded.
@@ -75,24 +77,36 @@ class LoadedModel:
         return outputs
 
     def describe(self) -> str:
-        names = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime"}
-        return f"{self.folder}: {self.precision}, {names[self.runtime]}"
+        return f"{self.folder}: {self.precision}, {RUNTIME_NAMES[self.runtime]}"
 
 
 def _is_int8(folder: Path) -> bool:
     return (folder / QUANTIZATION_FILENAME).is_file()
 
 
+def fastest_runtime(has_paddle: bool, has_onnx: bool, int8: bool) -> str:
+    """The fastest runtime for a folder, as measured (docs/speed.md): ONNX
+    Runtime for an int8 folder (its QDQ model is tuned for it), OpenVINO for
+    an fp32 folder with inference.onnx when OpenVINO is installed, else
+    Paddle Inference, else ONNX Runtime."""
+    from .runtime import openvino_available
+    if int8:
+        return "onnx"
+    if has_onnx and openvino_available():
+        return "openvino"
+    return "paddle" if has_paddle else "onnx"
+
+
 def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                precision: str = "fp32", threads: int | None = None) -> LoadedModel:
     """Open a model folder for inference; the runtime is chosen here.
 
-    ``runtime=None`` picks Paddle Inference (oneDNN) when the folder has
-    ``inference.json`` + ``inference.pdiparams``, else ONNX Runtime on
-    ``inference.onnx`` (an int8 folder of ``rexnet-plugin quantize``).
-    ``precision="bf16"`` needs Paddle Inference and a CPU with bf16
-    (UnsupportedCPUError otherwise). Raises ModelFolderError or
-    InferConfigError (naming the folder and the fix) before loading anything.
+    ``runtime=None`` picks the fastest runtime the folder and this machine
+    allow (``fastest_runtime``); ``describe()`` names it. ``precision`` is
+    kept whichever runtime runs: "bf16" runs an fp32 model in bfloat16
+    (Paddle Inference or OpenVINO) on a CPU with bf16 (UnsupportedCPUError
+    otherwise). Raises ModelFolderError or InferConfigError (naming the
+    folder and the fix) before loading anything.
     """
     folder = Path(model_dir)
     if runtime not in (None, *RUNTIMES):
@@ -119,16 +133,31 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
             f"rexnet-plugin export ReXNet_1_0 --weights CKPT -o {folder}")
     int8 = _is_int8(folder)
     if runtime is None:
-        runtime = "paddle" if has_paddle else "onnx"
+        runtime = fastest_runtime(has_paddle, has_onnx, int8)
+        if precision == "bf16" and runtime == "onnx" and not int8 and has_paddle:
+            runtime = "paddle"  # ONNX Runtime has no bf16 here
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
-            f"(oneDNN); {folder} is {'an int8 model' if int8 else 'asked for ONNX Runtime'}. "
+            f"(oneDNN) or OpenVINO; {folder} is "
+            f"{'an int8 model' if int8 else 'asked for ONNX Runtime'}. "
             f"Drop --precision bf16{'' if int8 else ' or --runtime onnx'}.")
-    if runtime == "onnx" and not has_onnx:
+    if runtime in ("onnx", "openvino") and not has_onnx:
         raise ModelFolderError(
-            f"--runtime onnx: {folder} has no {ONNX_FILENAME}. Export with --onnx "
+            f"--runtime {runtime}: {folder} has no {ONNX_FILENAME}. Export with --onnx "
             f"(rexnet-plugin export ... --onnx -o {folder}), or use --runtime paddle.")
+    if runtime == "openvino":
+        from ..extras import install_command
+        from .quantize import QuantizeError, check_onnx_file
+        from .runtime import openvino_available
+        if not openvino_available():
+            raise ModelFolderError(
+                f"--runtime openvino: OpenVINO is not installed here: "
+                f"{install_command('openvino')}, or use --runtime onnx or paddle.")
+        try:  # ONNX Runtime refuses external data outside the folder; check it for OpenVINO
+            check_onnx_file(folder / ONNX_FILENAME)
+        except QuantizeError as err:
+            raise ModelFolderError(str(err)) from None
     if runtime == "paddle" and not has_paddle:
         raise ModelFolderError(
             f"--runtime paddle: {folder} has no {MODEL_FILENAME} + {PARAMS_FILENAME} "
@@ -147,10 +176,15 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                    f"not a regular file; a model folder is read only from "
                                    f"inside: copy the file into the folder")
     fixed_batch = None
+    runtime_names = {"paddle": "Paddle Inference", "onnx": "ONNX Runtime",
+                     "openvino": "OpenVINO"}
     try:
         if runtime == "paddle":
             session = rt.create_predictor(folder, mkldnn=True, threads=threads,
                                           precision=precision)
+        elif runtime == "openvino":
+            session = rt.create_openvino_session(folder / ONNX_FILENAME, threads=threads,
+                                                 precision=precision)
         else:
             session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
             batch_dim = session.get_inputs()[0].shape[0]
@@ -160,8 +194,7 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     except Exception as err:  # damaged, truncated or unknown-op files; external data outside
         reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelFolderError(
-            f"{folder}: {', '.join(names)} cannot be loaded by "
-            f"{'Paddle Inference' if runtime == 'paddle' else 'ONNX Runtime'} "
+            f"{folder}: {', '.join(names)} cannot be loaded by {runtime_names[runtime]} "
             f"({type(err).__name__}: {reason}); the files are damaged, truncated or not "
             f"written by an export: export the model again") from None
     return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,
@@ -280,6 +313,7 @@ def run_from_args(args) -> int:
     try:
         items = prepare_inputs(args.inputs)
         model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
+        print(f"rexnet-plugin predict: {model.describe()}", file=sys.stderr)
         labels = model.config.label_list
         labelled = correct = 0
         for prediction in predict_items(model, items, topk=args.topk,
@@ -301,5 +335,5 @@ def run_from_args(args) -> int:
     return 0
 
 
-__all__ = ["LoadedModel", "ModelFolderError", "Prediction",
+__all__ = ["LoadedModel", "ModelFolderError", "Prediction", "fastest_runtime",
            "load_model", "predict", "predict_items", "prepare_inputs", "run_from_args"]

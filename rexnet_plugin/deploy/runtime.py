@@ -1,4 +1,5 @@
-"""Run exported models: Paddle Inference predictors and ONNX Runtime sessions on the CPU.
+"""Run exported models on the CPU: Paddle Inference predictors, ONNX Runtime
+sessions and OpenVINO compiled models.
 
 Also what the CPU can do (bf16), and the allocator setting that makes every
 Paddle Inference run faster on glibc.
@@ -239,3 +240,73 @@ def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None
 def run_onnx(session, images: np.ndarray) -> np.ndarray:
     name = session.get_inputs()[0].name
     return session.run(None, {name: np.ascontiguousarray(images, dtype="float32")})[0]
+
+
+# -- OpenVINO ---------------------------------------------------------------------------
+
+# OpenVINO's INFERENCE_PRECISION_HINT for each precision. Without a hint it
+# runs an fp32 model in bf16 on CPUs with AVX512-BF16 or AMX: fp32 here is
+# always asked for. An int8 model keeps its quantized ops in int8 either way.
+OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OpenVINOSession:
+    """An OpenVINO model compiled for the CPU, run one batch at a time.
+
+    A batch of at least ``threads`` images runs as ``threads`` slices at once,
+    on ``threads`` inference streams of one thread each, as
+    ``SplitBatchSession`` does for ONNX Runtime: no thread then waits for
+    another at each layer's end (faster at batch 8 in most runs on the 2-core
+    benchmark machine, not all: docs/speed.md). Smaller batches run on all
+    threads in one stream. Same outputs: the rows are independent. The
+    streams are compiled on the first large batch.
+    """
+
+    def __init__(self, model_path, threads: int, precision: str | None):
+        import openvino as ov
+        self._core, self._path, self._threads = ov.Core(), str(model_path), threads
+        self._config = {"INFERENCE_NUM_THREADS": threads}
+        if precision is not None:
+            self._config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISION_HINTS[precision]
+        compiled = self._core.compile_model(self._path, "CPU", {**self._config, "NUM_STREAMS": 1})
+        self._whole = compiled.create_infer_request()
+        self._streams = None
+        # What OpenVINO runs the float parts in ("f32", "bf16").
+        self.inference_precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(images, dtype="float32")
+        if self._threads == 1 or len(x) < self._threads:
+            return self._whole.infer([x])[0]
+        if self._streams is None:
+            compiled = self._core.compile_model(
+                self._path, "CPU", {**self._config, "NUM_STREAMS": self._threads})
+            self._streams = [compiled.create_infer_request() for _ in range(self._threads)]
+        for request, part in zip(self._streams, np.array_split(x, self._threads)):
+            request.start_async([part])
+        for request in self._streams:
+            request.wait()
+        return np.concatenate([r.get_output_tensor(0).data for r in self._streams])
+
+
+def create_openvino_session(model_path: str | os.PathLike, threads: int | None = None,
+                            precision: str | None = "fp32") -> OpenVINOSession:
+    """OpenVINO on the CPU for an ONNX (or OpenVINO IR) file.
+
+    ``precision``: "fp32" runs fp32 (never silently bf16), "bf16" needs a CPU
+    with AVX512-BF16/AMX (UnsupportedCPUError otherwise), None leaves the
+    choice to OpenVINO (its defaults: bf16 where the CPU has it). For an int8
+    model the precision is that of its float parts.
+    """
+    if precision is not None:
+        check_precision(precision)
+    return OpenVINOSession(model_path, threads or os.cpu_count() or 1, precision)
+
+
+def run_openvino(session: OpenVINOSession, images: np.ndarray) -> np.ndarray:
+    return session.run(images)
