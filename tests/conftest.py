@@ -86,3 +86,20 @@ c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
 d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
 e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
 """
+
+
+class Blocked(BaseException):
+    """Raised by ``alarm``; not an OSError, which the code under test may catch."""
+
+
+@pytest.fixture
+def alarm():
+    """``alarm(seconds)``: fail with Blocked instead of hanging."""
+    import signal
+
+    def expire(signum, frame):
+        raise Blocked("the call blocked")
+    previous = signal.signal(signal.SIGALRM, expire)
+    yield signal.alarm
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

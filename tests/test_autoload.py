@@ -224,7 +224,7 @@ def test_pth_and_module_agree_on_the_off_values():
 
 
 def test_the_hook_adds_only_its_own_modules_at_startup():
-    """Issue 20: the hook imported typing (and re, enum), ~9 ms at every start-up."""
+    """The hook imported typing (and re, enum), ~9 ms at every start-up."""
     probe = "import sys; print(' '.join(sorted(sys.modules)))"
     on = run_python(probe).stdout.split()
     off = run_python(probe, env=subprocess_env(REXNET_PLUGIN_AUTOLOAD="0")).stdout.split()

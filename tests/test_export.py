@@ -425,7 +425,7 @@ def test_label_list_option(tmp_path, capsys):
     assert "has 3 names; the model has 4 classes" in capsys.readouterr().err
 
 
-# -- issue 20: one unit, under a lock; nothing from outside ---------------------------
+# -- one unit, under a lock; nothing from outside ---------------------------
 
 def test_a_crash_midway_through_the_swap_leaves_no_runnable_mix(tmp_path, monkeypatch):
     """Killed after the first rename: the folder must not run a new graph with

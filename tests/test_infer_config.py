@@ -303,7 +303,7 @@ def test_reading_and_preprocessing_import_no_paddle(tmp_path, photos):
     assert run.stdout.strip() == "(3, 224, 224) False", run.stderr[-2000:]
 
 
-# -- issue 20: bounded work for any file and any image ---------------------------------
+# -- bounded work for any file and any image ---------------------------------
 
 def _topk():
     return {"Topk": {"topk": 1}}

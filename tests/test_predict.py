@@ -379,23 +379,7 @@ def test_predict_cls_with_the_same_inference_yml_gives_the_same_top5(exported, p
         assert np.allclose(scores, [s for _, s in prediction.topk], atol=0.005)  # it prints 0.12
 
 
-# -- issue 20: hostile inputs are clear errors, with bounded work ----------------------
-
-class Blocked(BaseException):
-    """Not an OSError, which the code under test may catch."""
-
-
-@pytest.fixture
-def alarm():
-    import signal
-
-    def expire(signum, frame):
-        raise Blocked("the call blocked")
-    previous = signal.signal(signal.SIGALRM, expire)
-    yield signal.alarm
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
+# -- hostile inputs are clear errors, with bounded work -------------------------------
 
 def _fails_clearly(capsys, *argv, match):
     code, out, err = run_cli(capsys, *argv)

@@ -63,7 +63,7 @@ def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, m
         _assert_loaded(factory(pretrained=source), expected)
     url_files = {f for f in cache_files(cache) if f.startswith("url-")}
     assert len(url_files) == 1  # the plain URL above
-    # cached under their names, .pth as .pt (issue 20)
+    # cached under their names, .pth as .pt
     assert cache_files(cache) - url_files == {cache_path(w.filename).name
                                               for w in sources.values()}
     if sources:

@@ -385,7 +385,7 @@ def test_onnx_runtime_threads_spin_only_during_a_run(int8_run, monkeypatch):
         runtime.create_onnx_session(path, threads=2)
 
 
-# -- issue 20: nothing from outside, bounded work, nothing left behind -----------------
+# -- nothing from outside, bounded work, nothing left behind -----------------
 
 def _onnx_folder(fp32_folder, folder):
     """fp32_folder with an inference.onnx (converted here) and its inference.yml."""

@@ -511,24 +511,9 @@ def test_convert_into_an_unwritable_folder(kind, reference, tmp_path, capsys):
     assert "writable" in err
 
 
-# -- Issue 20: a second attack pass ---------------------------------------------------
+# -- a second attack pass --------------------------------------------------------------
 
 OFFICIAL = VARIANTS["ReXNet_1_0"].weights["official"]
-
-
-class Blocked(BaseException):
-    """Raised by ``alarm``; not an OSError, which the code under test may catch."""
-
-
-@pytest.fixture
-def alarm():
-    """Fail instead of hanging: raise Blocked after ``seconds``."""
-    def expire(signum, frame):
-        raise Blocked("the call blocked")
-    previous = signal.signal(signal.SIGALRM, expire)
-    yield lambda seconds: signal.alarm(seconds)
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def _url_model(server, good_bytes, path="/x/model.pdparams"):

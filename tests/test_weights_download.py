@@ -214,7 +214,7 @@ def test_official_weights_need_a_manual_download(cache, tmp_path, reference):
     with pytest.raises(ManualDownloadError) as err:
         create_model("ReXNet_1_0", pretrained="official")
     msg = str(err.value)
-    # Cached as .pt: no file the plugin names ends in .pth (issue 20)
+    # Cached as .pt: no file the plugin names ends in .pth
     cached = cache / official.filename.replace(".pth", ".pt")
     assert official.url in msg and "pass its path" in msg and str(cached) in msg
     torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'rexnet-plugin[torch]'")
