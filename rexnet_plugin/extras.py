@@ -15,6 +15,7 @@ _PROVIDERS = {
     "onnxruntime": ("onnxruntime", None),
     "torch": ("torch", "torch"),
     "paddlex": ("paddlex", "paddlex"),
+    "openvino": ("openvino", "openvino"),
     "ppdet": ("paddledet", "detection"),
 }
 

@@ -524,17 +524,14 @@ def _quantize_for_bench(v, workdir: Path, size: int) -> Path:
 
 def _skip_reason(mode: Mode) -> str | None:
     """Why ``mode`` cannot run here, or None."""
-    import importlib.util
-    from .runtime import bf16_supported, openvino_available
+    from ..extras import missing
+    from .runtime import bf16_supported
     if mode.precision == "bf16" and not bf16_supported():
         return "the CPU has no AVX512-BF16/AMX-BF16"
-    if "openvino" in (mode.runtime, mode.builtin_runtime) and not openvino_available():
-        from ..extras import install_command
-        return f"needs OpenVINO: {install_command('openvino')}"
-    if mode.runtime in ("onnxruntime", "openvino") and not all(
-            importlib.util.find_spec(m) for m in ("paddle2onnx", "onnxruntime", "ml_dtypes")):
-        from ..extras import missing
-        return missing("paddle2onnx", "onnxruntime")
+    if "openvino" in (mode.runtime, mode.builtin_runtime) and missing("openvino"):
+        return f"needs OpenVINO: {missing('openvino')}"
+    if mode.runtime in ("onnxruntime", "openvino"):
+        return missing("paddle2onnx", "onnxruntime", "ml_dtypes")
     return None
 
 

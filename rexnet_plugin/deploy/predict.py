@@ -176,8 +176,6 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                    f"not a regular file; a model folder is read only from "
                                    f"inside: copy the file into the folder")
     fixed_batch = None
-    runtime_names = {"paddle": "Paddle Inference", "onnx": "ONNX Runtime",
-                     "openvino": "OpenVINO"}
     try:
         if runtime == "paddle":
             session = rt.create_predictor(folder, mkldnn=True, threads=threads,
@@ -194,7 +192,7 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     except Exception as err:  # damaged, truncated or unknown-op files; external data outside
         reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelFolderError(
-            f"{folder}: {', '.join(names)} cannot be loaded by {runtime_names[runtime]} "
+            f"{folder}: {', '.join(names)} cannot be loaded by {RUNTIME_NAMES[runtime]} "
             f"({type(err).__name__}: {reason}); the files are damaged, truncated or not "
             f"written by an export: export the model again") from None
     return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,

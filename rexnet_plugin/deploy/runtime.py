@@ -251,8 +251,8 @@ OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
 def openvino_available() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("openvino") is not None
+    from ..extras import missing
+    return missing("openvino") is None
 
 
 class OpenVINOSession:
