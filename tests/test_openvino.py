@@ -19,9 +19,10 @@ from rexnet_plugin.cli import main
 from rexnet_plugin.deploy import predict as predict_mod
 from rexnet_plugin.deploy import runtime
 from rexnet_plugin.deploy.artifacts import ONNX_FILENAME
+from rexnet_plugin.extras import missing
 
 needs_openvino = pytest.mark.skipif(not runtime.openvino_available(),
-                                    reason="needs pip install 'rexnet-plugin[openvino]'")
+                                    reason=missing("openvino"))
 
 
 @pytest.fixture(scope="module")
