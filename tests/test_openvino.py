@@ -22,7 +22,7 @@ from rexnet_plugin.deploy.artifacts import ONNX_FILENAME
 from rexnet_plugin.extras import missing
 
 needs_openvino = pytest.mark.skipif(not runtime.openvino_available(),
-                                    reason=missing("openvino"))
+                                    reason=missing("openvino") or "")
 
 
 @pytest.fixture(scope="module")
