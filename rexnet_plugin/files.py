@@ -41,24 +41,64 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
     return folder
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
-    """Yield a new hidden temp path beside ``path``; rename it onto ``path`` on
-    success, delete it on any error (KeyboardInterrupt included).
+# Every temp entry: .<target name>.rexnet-tmp-<pid>-<8 hex><suffix>, beside its target.
+TEMP_MARK = ".rexnet-tmp-"
+_TEMP_NAME = re.compile(r"\..+\.rexnet-tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
 
-    The suffix lets a writer keep the extension that a reader looks at.
+
+def temp_path(target: str | os.PathLike, suffix: str = "") -> Path:
+    """A new hidden name beside ``target``, carrying this process's id so that
+    ``sweep_stale`` can tell a killed writer's leftovers from a live one's."""
+    target = Path(target)
+    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files and folders in ``folder`` whose writer is gone
+    (SIGKILL, a crash); return them. A live process's temp is kept."""
+    swept = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return swept
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match and not process_alive(int(match["pid"])):
+            _remove(entry)
+            swept.append(entry)
+    return swept
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temp path beside ``path``; the caller writes a file or makes a
+    folder there. On success it replaces ``path``; on any error (Ctrl-C too)
+    it is deleted. What killed writers left beside ``path`` is swept first.
+
+    The suffix keeps the extension that a reader looks at.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+    sweep_stale(path.parent)
+    tmp = temp_path(path, suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir() and path.is_dir() and not path.is_symlink():
+            old = temp_path(path)
+            path.rename(old)
+            tmp.rename(path)
+            _remove(old)
         else:
-            tmp.unlink(missing_ok=True)
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -70,46 +110,12 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-# atomic_dir's folders: .<name>.rexnet-tmp-<pid> and .<name>.rexnet-old-<pid>.
-_DIR_TEMP_NAME = re.compile(r"\..+\.rexnet-(?:tmp|old)-(?P<pid>\d+)")
-
-
-def sweep_stale_dirs(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp folders of ``atomic_dir`` in ``folder`` whose process is
-    gone (SIGKILL, a crash); return them. A live process's folder is kept."""
-    swept = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return swept
-    for entry in entries:
-        match = _DIR_TEMP_NAME.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() \
-                and not process_alive(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
-            swept.append(entry)
-    return swept
-
-
 @contextmanager
 def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary folder; it replaces ``path`` (a folder) on success.
-    Temp folders that killed processes left beside ``path`` are swept first."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.rexnet-tmp-{os.getpid()}")
-    old = path.with_name(f".{path.name}.rexnet-old-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_dirs(path.parent)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    """``atomic_path`` for a folder: yields the temp folder, already made."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
         yield tmp
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
