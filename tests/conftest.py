@@ -77,6 +77,13 @@ def export_reference_model(folder: Path, onnx: bool = True):
     return folder / "model", model
 
 
+@pytest.fixture(scope="session")
+def reference_export(tmp_path_factory):
+    """One ``export_reference_model`` (with ONNX) per test session: (model folder,
+    dygraph model). Read-only: a test that changes the folder copies it first."""
+    return export_reference_model(tmp_path_factory.mktemp("reference_export"))
+
+
 # YAML nested aliases ("billion laughs"): a few hundred bytes that expand to 9**5
 # strings. Anchor &e is the whole expansion.
 BILLION_LAUGHS_YAML = """\
