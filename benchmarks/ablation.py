@@ -101,7 +101,7 @@ def train_ablation(steps: int, state: dict) -> dict[str, float]:
     import paddle
     import paddle.nn.functional as F
     from rexnet_plugin import model as M
-    from rexnet_plugin.deploy.bench import builtin_class
+    from run import builtin_class
 
     def swish_forward(self, x):
         return F.swish(x)
@@ -147,7 +147,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # dygraph kernels
 
     import paddle
-    from rexnet_plugin.deploy.bench import builtin_class, describe_machine
+    from run import builtin_class, describe_machine
     from rexnet_plugin.deploy.export import export_inference
     from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
     from rexnet_plugin.model import ReXNet

@@ -11,7 +11,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from rexnet_plugin.deploy.bench import WORKER_TIMEOUT_S
+from run import WORKER_TIMEOUT_S
 
 
 def default_reference_dir() -> Path | None:

@@ -4,12 +4,12 @@ The peer is PaddleClas's built-in ReXNet, exported with paddle2onnx, in
 OpenVINO with its defaults. Each path below runs our export (same weights)
 in its own worker process; all are alive at once and take turns of a few
 timed batches, in alternating order, so that the machine's load hits all
-alike (the same protocol as rexnet_plugin/deploy/bench.py). Kept paths are
+alike (the same protocol as run.py). Kept paths are
 in `python benchmarks/run.py`; this records the ones tried beside them:
 
 * precision: fp32 (f32 hint), bf16 (bf16 hint);
 * batch 8 as one request on all threads, or split over one stream per
-  thread (what runtime.OpenVINOSession does);
+  thread;
 * batch 1 on 1 thread instead of 2;
 * our graph with the partial shortcut as Pad + Add (OpenVINO fuses the Add
   into the conv before it) instead of Split, Add and Concat;
@@ -86,7 +86,7 @@ def worker(spec: dict) -> None:
 
 def prepare(workdir: Path) -> dict:
     """Our export, the built-in's, our int8 QDQ and the other int8 variants."""
-    from rexnet_plugin.deploy.bench import MODES, _prepare
+    from run import MODES, _prepare
     job, _, macs = _prepare("ReXNet_1_0", None, workdir, [MODES["openvino_int8_b1"]])
     files = {"peer": job["onnx_files"]["builtin"], "ours": job["onnx_files"]["ours"],
              "ours_int8_qdq": job["int8_files"]["ours"]}
@@ -172,11 +172,11 @@ def _qdq_symmetric(fp32: str, calib, workdir: Path) -> str:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    from rexnet_plugin.deploy.quantize import _Batches
+    from rexnet_plugin.deploy.quantize import Batches
     prepared, out = workdir / "prepared.onnx", workdir / "qdq_symmetric.onnx"
     quant_pre_process(fp32, str(prepared), skip_symbolic_shape=True)
     name = onnx.load(str(prepared)).graph.input[0].name
-    quantize_static(str(prepared), str(out), _Batches(name, calib, False),
+    quantize_static(str(prepared), str(out), Batches(name, calib),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                     per_channel=True, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,

@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    from rexnet_plugin.deploy.bench import describe_machine
+    from run import describe_machine
     from rexnet_plugin.files import write_json
     doc = {"command": "python benchmarks/peak.py" + (f" --threads {args.threads}"
                                                     if args.threads != os.cpu_count() else ""),

@@ -36,7 +36,7 @@ IMPLEMENTATIONS = ("ours", "builtin")
 
 def _build(impl: str):
     import paddle
-    from rexnet_plugin.deploy.bench import builtin_class
+    from run import builtin_class
     from rexnet_plugin.model import ReXNet
     paddle.seed(0)
     ours = ReXNet()

@@ -111,7 +111,7 @@ RUNTIME_NAMES = {"paddle_inference": "Paddle Inference oneDNN", "onnxruntime": "
 def _runs(doc: dict):
     """(batch, label, precision, stats, mode) of every exported-model run."""
     for m in doc["modes"]:
-        if m.get("skipped") or m["runtime"] not in RUNTIME_NAMES or m.get("stock_allocator"):
+        if m.get("skipped") or m["runtime"] not in RUNTIME_NAMES:
             continue
         yield m["batch"], f"ours, {RUNTIME_NAMES[m['runtime']]} {m['precision']}", \
             m["precision"], m["results"]["ours"], m

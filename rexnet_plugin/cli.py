@@ -152,19 +152,19 @@ def _export(args) -> int:
 
 
 def _bench(args) -> int:
-    import shlex
-    from .deploy.bench import parse_modes, run_benchmark, text_summary, write_results
-    from .zoo import DEFAULT_VARIANT
+    from .deploy.bench import time_folder
+    from .deploy.predict import ModelFolderError
     try:
-        modes = parse_modes(args.modes)
-        doc = run_benchmark(args.variant or DEFAULT_VARIANT, args.weights, modes,
-                            warmup=args.warmup, repeats=args.repeats, threads=args.threads,
-                            command="rexnet-plugin " + shlex.join(sys.argv[1:]))
-    except (ValueError, ImportError) as err:
+        rows = time_folder(args.folder, args.batch, args.warmup, args.repeats, args.threads,
+                           log=lambda *_: None)
+    except (ModelFolderError, ValueError) as err:
         print(f"rexnet-plugin bench: error: {err}", file=sys.stderr)
         return 2
-    print(text_summary(doc))
-    print(f"wrote {write_results(doc, args.output)}")
+    print(f"{args.folder}: ms per image, median of {args.repeats} runs, one process")
+    for row in rows:
+        times = row.get("skipped") or "  ".join(
+            f"{k} {v:7.2f}" for k, v in row.items() if k != "path")
+        print(f"  {row['path']:<14} {times}")
     return 0
 
 
@@ -253,7 +253,6 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .deploy.artifacts import DEFAULT_OPSET
-    from .deploy.bench import MODES as bench_modes  # stdlib-only module: cheap to import
     from .deploy import predict as predict_mod  # numpy, no paddle
     from .deploy import quantize as quantize_mod  # numpy, no paddle
     parser = argparse.ArgumentParser(
@@ -350,21 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
-        "bench", help="time this ReXNet against PaddleClas's built-in, side by side",
-        description="Time this package's ReXNet and PaddleClas's built-in ReXNetV1 (same "
-                    "variant, same weights, timed in alternating turns) in Paddle Inference "
-                    "fp32/bf16, ONNX Runtime, dygraph eval and dygraph training; write "
-                    "<variant>.json (python benchmarks/run.py adds the markdown report).")
-    p.add_argument("--variant", help="a V1 variant (default ReXNet_1_0)")
-    p.add_argument("--weights", help="checkpoint for both models (default: random init, "
-                                     "copied into both)")
-    p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(bench_modes)} "
-                                   f"(default: all)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed batches first (default 5)")
-    p.add_argument("--repeats", type=int, default=30, help="timed batches (default 30)")
+        "bench", help="time a model folder in each runtime and precision it allows",
+        description="Time a model folder (rexnet-plugin export or quantize) in Paddle Inference, "
+                    "ONNX Runtime and OpenVINO, fp32 and bf16 where the CPU has it, one after "
+                    "the other in this process. The side-by-side comparison with PaddleClas's "
+                    "built-in, each path in its own process, is python benchmarks/run.py in a "
+                    "source checkout (docs/speed.md).")
+    p.add_argument("folder", help="model folder")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8],
+                   help="batch sizes (default 1 8)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
-    p.add_argument("-o", "--output", default="bench-results",
-                   help="directory for the JSON (default ./bench-results)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(
