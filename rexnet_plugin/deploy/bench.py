@@ -27,6 +27,10 @@ def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
     from PIL import Image
     from .predict import ModelFolderError, load_model
     from .runtime import UnsupportedCPUError
+    for name, value, low in (("--repeats", repeats, 1), ("--warmup", warmup, 0),
+                             *(("--batch", b, 1) for b in batches)):
+        if value < low:
+            raise ValueError(f"{name} {value}: expected an integer of at least {low}")
     rows = []
     for runtime, precision in PATHS:
         try:
