@@ -42,7 +42,7 @@ def align_channels(model, align: int = ALIGN) -> tuple[object, list[tuple[int, i
     def chain(start):
         """(convs padded on their output, convs padded on their input) or None."""
         channels = weight(start.input[1]).shape[0]
-        pad_out, pad_in, seen, todo = [start], [], set(), [start.output[0]]
+        pad_out, pad_in, seen, todo = {start.name: start}, {}, set(), [start.output[0]]
         while todo:
             t = todo.pop()
             if t in seen:
@@ -68,21 +68,21 @@ def align_channels(model, align: int = ALIGN) -> tuple[object, list[tuple[int, i
                         w = weight(conv.input[1])
                         if w is None or _group(conv) != 1 or w.shape[0] != channels:
                             return None
-                        pad_out.append(conv)
+                        pad_out[conv.name] = conv  # SiLU's Mul finds the start conv
                         todo.append(conv.output[0])
                     todo.append(n.output[0])
                 elif n.op_type == "Conv" and n.input[0] == t and weight(n.input[1]) is not None:
                     w = weight(n.input[1])
                     if _group(n) == channels == w.shape[0] and w.shape[1] == 1:  # depthwise
-                        pad_out.append(n)
+                        pad_out[n.name] = n
                         todo.append(n.output[0])
                     elif _group(n) == 1 and w.shape[1] == channels:
-                        pad_in.append(n)
+                        pad_in[n.name] = n
                     else:
                         return None
                 else:
                     return None
-        return pad_out, pad_in
+        return list(pad_out.values()), list(pad_in.values())
 
     def pad(name, axis, extra):
         array = weight(name)
