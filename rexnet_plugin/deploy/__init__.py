@@ -1,2 +1,2 @@
 """Running ReXNet outside dygraph: export (Paddle Inference, ONNX), runtimes
-and predictors, and the speed measurement behind ``rexnet-plugin bench``."""
+and predictors, and the quick timing of ``rexnet-plugin bench``."""
