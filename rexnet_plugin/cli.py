@@ -162,7 +162,7 @@ def _bench(args) -> int:
         return 2
     print(f"{args.folder}: ms per image, median of {args.repeats} runs, one process")
     for row in rows:
-        times = row.get("skipped") or "  ".join(
+        times = f"skipped: {row['skipped'][:160]}" if "skipped" in row else "  ".join(
             f"{k} {v:7.2f}" for k, v in row.items() if k != "path")
         print(f"  {row['path']:<14} {times}")
     return 0
