@@ -108,7 +108,8 @@ def _weights(args) -> int:
         return 2
     try:
         for name in args.variants:
-            print(fetch_pretrained(name, args.source))
+            print(fetch_pretrained(name, args.source, **(
+                {} if args.timeout is None else {"download_timeout": args.timeout})))
     except (WeightsError, ValueError) as err:
         print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
         return 2
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download into the cache and check each file against its model")
     p.add_argument("--source", help="source to download (default: the variant's first)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds each whole download may take (default 3600; 0: no limit)")
     p.add_argument("--forget", action="append", metavar="NAME_OR_URL",
                    help="delete a cached file and the sha256 recorded on its first download, so "
                         "that a changed file is accepted on its next download (repeatable)")

@@ -1,9 +1,5 @@
-"""What a canonical state dict is (variant, class count), and whether it fits a model.
-
-``check_state_dict`` compares every key and shape with the model and raises
-one readable error: the checkpoint's own variant when it is another one, or
-the missing keys, unexpected keys and shape conflicts.
-"""
+"""What a canonical state dict is (variant, class count), and whether it fits a model:
+one error naming the checkpoint's variant, or its missing/unexpected keys and conflicts."""
 
 from __future__ import annotations
 
@@ -20,12 +16,9 @@ from .errors import WeightsError, WrongVariantError
 
 logger = logging.getLogger(__name__)
 
-# -- what a checkpoint is ------------------------------------------------------
-
 @dataclass(frozen=True)
 class Signature:
     """The shape facts that tell ReXNet variants apart."""
-
     stem_channels: int
     block_channels: tuple[int, ...]
     head_channels: int
@@ -56,7 +49,6 @@ def variant_of_plan(plan) -> str | None:
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What the shapes of a canonical state dict say it is."""
-
     signature: Signature
     class_num: int  # 0 for a headless checkpoint
     variant: str | None  # the named variant whose channel plan matches
@@ -64,11 +56,6 @@ class CheckpointInfo:
     @property
     def lite(self) -> bool | None:
         return VARIANTS[self.variant].lite if self.variant else None
-
-    @property
-    def kind(self) -> str | None:
-        """"v1", "lite" or "r" (ReXNet-R), when the variant is known."""
-        return VARIANTS[self.variant].kind if self.variant else None
 
     def describe(self) -> str:
         classes = f"{self.class_num} classes" if self.class_num else "no classifier"
@@ -79,7 +66,7 @@ class CheckpointInfo:
 
 
 def _family(v) -> str:
-    """"ReXNet-R, timm's rexnetr_200, width 2.0": the kind, and timm's name for it."""
+    """"ReXNet-R, timm's rexnetr_200, width 2.0"."""
     timm = f", timm's {v.timm_name}" if v.timm_name else ""
     return f"{v.kind_title}{timm}, width {v.width_mult}"
 
@@ -103,8 +90,6 @@ def inspect_state(state: dict) -> CheckpointInfo:
     variant = next((n for n, s in _variant_signatures().items() if s == sig), None)
     return CheckpointInfo(sig, class_num, variant)
 
-
-# -- checking against a model ---------------------------------------------------
 
 def describe_model(model) -> str:
     name = variant_of_plan(model.plan)
@@ -135,8 +120,7 @@ def _is_float(dtype) -> bool:
 
 
 def non_float_tensors(state: dict) -> list[str]:
-    """The keys whose tensors are not floating point. Every ReXNet weight and
-    statistic is a float, so an integer or bool tensor means a damaged file."""
+    """Keys of non-float tensors: every ReXNet tensor is a float, so these mean a bad file."""
     return sorted(k for k, v in state.items() if not _is_float(np.asarray(v).dtype))
 
 
@@ -145,14 +129,8 @@ _DTYPE_FIX = ("  Weights must be floating point (float16, bfloat16, float32 and 
 
 
 def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -> dict:
-    """Compare a canonical ``state`` with ``model``; raise one readable error on mismatch.
-
-    Keys, shapes and dtypes are compared: a float tensor of any width fits a
-    float parameter, an integer or bool one does not. With ``skip_head``,
-    classifier tensors the model lacks or has in another shape are left out
-    (fine-tuning on another class count, or a headless backbone); the model
-    keeps its own initial classifier. Returns the state to load.
-    """
+    """The state to load, after comparing keys, shapes and float-ness with ``model``; one
+    readable error otherwise. ``skip_head``: leave out classifier tensors that differ."""
     own_tensors = model.state_dict()
     own = {k: list(v.shape) for k, v in own_tensors.items()}
     shapes = {k: list(np.shape(v)) for k, v in state.items()}
@@ -220,9 +198,8 @@ def _classifier_advice(model, own: dict, shapes: dict, differing: list) -> str |
 
 
 def ready_to_set(model, state: dict) -> dict:
-    """The full state for ``set_state_dict``: floats cast to the model's dtype (a
-    float16 file into a float32 model), and the model's own tensors for keys
-    the checkpoint does not fill (a skipped head), so Paddle warns about nothing."""
+    """The full state for ``set_state_dict``: floats cast to the model's dtype, and the
+    model's own tensors where the checkpoint has none (a skipped head)."""
     own = model.state_dict()
     out = {k: v for k, v in own.items() if k not in state}
     for key, value in state.items():

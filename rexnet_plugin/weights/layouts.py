@@ -1,11 +1,5 @@
-"""Checkpoint key layouts, and renaming any of them to the canonical one.
-
-Three layouts hold ReXNet weights: Paddle (the official names with BN
-``_mean``/``_variance``; PaddleClas's and the seed's .pdparams), official
-PyTorch (``running_mean``/``running_var``) and timm (named modules:
-``stem.conv``, ``features.<i>.conv_exp`` ...). The canonical layout is the
-Paddle one, which is what ``ReXNet.state_dict()`` has.
-"""
+"""Key layouts (Paddle, official PyTorch, timm) and renaming them to the canonical one,
+Paddle's (BN ``_mean``/``_variance``), which ``ReXNet.state_dict()`` has."""
 
 from __future__ import annotations
 
@@ -17,8 +11,6 @@ from ..plan import STEM_INDEX_END
 from .errors import NotReXNetError
 
 _MODULE_PREFIX = "module."  # torch DataParallel / DistributedDataParallel
-
-# -- layouts ----------------------------------------------------------------
 
 def _strip_module_prefix(state: dict) -> dict:
     if state and all(k.startswith(_MODULE_PREFIX) for k in state):
@@ -43,17 +35,9 @@ def detect_layout(state: dict) -> str | None:
 
 
 def timm_to_official(state: dict) -> dict:
-    """Rename a timm ``rexnet_*`` or ``rexnetr_*`` state dict to the official PyTorch names.
-
-    ReXNet-R has V1's modules with other channel counts, so one rule serves
-    both (tests/test_rexnetr.py maps timm's keys of all five rexnetr_*).
-
-    timm's modules are named; the official ones are positions in
-    Sequentials, and those positions depend on which parts a block has (an
-    expansion conv, an SE module). So each block's keys are placed by that
-    rule, not by a table. ``head.fc.weight`` [C, F] becomes the official
-    1x1 conv ``output.1.weight`` [C, F, 1, 1].
-    """
+    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones. Official blocks are
+    Sequentials whose positions depend on the parts a block has (expansion, SE), so
+    keys are placed by rule; ``head.fc.weight`` [C, F] becomes ``output.1.weight`` [C, F, 1, 1]."""
     state = _strip_module_prefix(state)
     blocks = sorted({int(m.group(1)) for k in state
                      if (m := re.match(r"features\.(\d+)\.conv_pwl\.", k))})
@@ -105,11 +89,7 @@ def timm_to_official(state: dict) -> dict:
 
 
 def to_canonical(state: dict) -> dict:
-    """Any ReXNet layout -> the canonical Paddle layout (BN ``_mean``/``_variance``).
-
-    Strips a ``module.`` prefix, maps timm names, renames ``running_mean``/
-    ``running_var`` and drops ``num_batches_tracked``.
-    """
+    """Any ReXNet layout -> the canonical one (no ``module.``, no ``num_batches_tracked``)."""
     state = _strip_module_prefix(state)
     if "stem.conv.weight" in state:
         state = timm_to_official(state)
@@ -124,7 +104,7 @@ def to_canonical(state: dict) -> dict:
 
 
 def to_official(state: dict) -> dict:
-    """Canonical (Paddle) names -> official PyTorch names, for PyTorch users."""
+    """Canonical names -> official PyTorch names."""
     out = {}
     for key, value in state.items():
         key = re.sub(r"\._mean$", ".running_mean", key)
