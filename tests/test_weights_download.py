@@ -233,6 +233,8 @@ def test_lite_default_is_the_official_manual_download(cache):
     ("ReXNet_0_9", True, "ReXNet_0_9 has no published ImageNet weights"),
     ("ReXNetLite_1_0", "ppim", r"ReXNetLite_1_0 has no 'ppim' weights \(published for it: 'official'\)"),
     ("ReXNet_1_0", "no/such/file.pdparams", "is not a file, a URL or a source name"),
+    ("ReXNet_1_0", "seed", r"is not a file, a URL or a source name\. Accepted: .*'ppim', "
+                           r"'paddleclas', 'timm', 'official'"),
     ("ReXNet_1_0", 3, r"pretrained=3 \(int\) is not understood"),
 ])
 def test_bad_pretrained_values(cache, name, pretrained, match):

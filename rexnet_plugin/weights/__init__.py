@@ -1,4 +1,4 @@
-"""ReXNet weights: formats, layouts, checks, the download cache, ``pretrained=`` (docs/weights.md)."""
+"""ReXNet weights: formats, layouts, checks, downloads and ``pretrained=`` (docs/weights.md)."""
 
 from .checks import CheckpointInfo, check_state_dict, inspect_state
 from .errors import WeightsError

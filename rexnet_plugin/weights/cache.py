@@ -157,7 +157,7 @@ def updating_manifest(folder: Path):
         if json.dumps(files, sort_keys=True) == before:
             return
         if problem:
-            copy = folder / f"{MANIFEST_NAME}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}"
+            copy = folder / f"{MANIFEST_NAME}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}"
             os.replace(folder / MANIFEST_NAME, copy)
             logger.warning("%s: %s; it was kept as %s, and a new one holds the readable "
                            "records", folder / MANIFEST_NAME, problem, copy)

@@ -24,7 +24,7 @@ from ..files import atomic_path
 from . import cache
 from .cache import CACHE_ENV, cache_dir  # noqa: F401  (used from here too)
 from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
-                     IncompleteDownloadError, WeightsError)
+                     IncompleteDownloadError, ManualDownloadError, WeightsError)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,12 +143,12 @@ class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None = None,
-          sha256: str | None = None, progress: bool = True,
+def fetch(url: str | None, name: str, verify: Callable[[Path], T], *, size: int | None = None,
+          sha256: str | None = None, progress: bool = True, manual: str | None = None,
           timeout: float | None = DEFAULT_TIMEOUT) -> T:
     """``verify(path)`` of the cached file ``name``, downloading ``url`` first if it is
-    missing or fails its checks. ``timeout``: seconds the whole download may take
-    (0 or None: no limit). ``verify`` raises WeightsError if the file does not fit."""
+    missing or fails its checks (no ``url``: ``manual`` says how to get it). ``timeout``:
+    seconds the whole download may take (0: no limit). ``verify`` raises WeightsError."""
     if timeout is not None and not timeout >= 0:
         raise WeightsError(f"timeout={timeout!r}: expected the seconds a whole download may "
                            f"take (--timeout on the command line), or 0 for no limit")
@@ -161,20 +161,21 @@ def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None 
                 return verify(dest)
             except CorruptCheckpointError as err:
                 problem = f"it cannot be read ({err})"
+        if url is None:
+            raise WeightsError(f"{dest} cannot be used: {problem}. {manual}")
         logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
         dest.unlink(missing_ok=True)
+    if url is None:
+        raise ManualDownloadError(manual)
     try:
         with atomic_path(dest, dest.suffix) as tmp:
             got = _stream(url, tmp, dest, size, progress, timeout or None)
             _check_checksums(url, dest, got, sha256)
-            first = cache.first_download(dest.name)
-            if first is not None:
-                _check_same_as_first(url, dest.name, got, first)
             try:
                 result = verify(tmp)
             except WeightsError as err:
                 raise type(err)(f"{err}\nNothing was kept in the cache.") from None
-            # Two first downloads at once: the second compares with the first's record.
+            # Under the lock: of two first downloads at once, the second meets the first's record.
             with cache.updating_manifest(dest.parent) as files:
                 if dest.name in files:
                     _check_same_as_first(url, dest.name, got, files[dest.name])
@@ -196,29 +197,23 @@ def cached_problem(path: Path, size: int | None, sha256: str | None) -> str | No
     followed), or its size or sha256 differs from the published or first download's."""
     try:
         info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
+                               f"move it away")
+        if not stat.S_ISREG(info.st_mode):
+            return "it is a link or not a regular file (the cache follows no links)"
+        first = cache.first_download(path.name) or {}
+        actual = cache.sha256_of(path) if sha256 or first else None
     except OSError as err:
-        return f"it cannot be read ({err.strerror})"
-    if stat.S_ISDIR(info.st_mode):
-        raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
-                           f"move it away")
-    if not stat.S_ISREG(info.st_mode):
-        return "it is a link or not a regular file (the cache follows no links)"
-    first = cache.first_download(path.name)
-    for expected, what in ((size, "the published file"),
-                           (first and first["size"], "its first download")):
-        if expected is not None and info.st_size != expected:
-            return f"it has {info.st_size} bytes, {what} {expected}"
-    if sha256 is None and first is None:
-        return None
-    try:
-        actual = cache.sha256_of(path)
-    except OSError as err:
-        return f"it cannot be read ({err})"
-    if sha256 is not None and actual != sha256:
-        return "its sha256 differs from the published one"
-    if first is not None and actual != first["sha256"]:
-        return (f"its sha256 differs from its first download's (recorded in "
-                f"{cache.MANIFEST_NAME}): it was changed after it was downloaded")
+        return f"it cannot be read ({err.strerror or err})"
+    for want_size, want_sha256, what in (
+            (size, sha256, "the published file's"),
+            (first.get("size"), first.get("sha256"),
+             f"its first download's (in {cache.MANIFEST_NAME}): it was changed since")):
+        if want_size is not None and info.st_size != want_size:
+            return f"it has {info.st_size} bytes, not {what} {want_size}"
+        if want_sha256 is not None and actual != want_sha256:
+            return f"its sha256 differs from {what}"
     return None
 
 

@@ -1,4 +1,4 @@
-"""Errors about checkpoints; all are ``WeightsError`` (a ValueError) and name the file and the fix."""
+"""Errors about checkpoints: all ``WeightsError`` (a ValueError), naming the file and the fix."""
 
 
 class WeightsError(ValueError):

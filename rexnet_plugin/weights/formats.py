@@ -31,54 +31,37 @@ def format_of_suffix(suffix: str) -> str | None:
     return _EXTENSIONS.get(suffix.lower())
 
 
-def format_of(path: str | os.PathLike, declared: str | None = None, name: str | None = None) -> str:
-    """``declared``, else the format its first bytes show (``name``: the file in messages)."""
+def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
+                    name: str | None = None) -> tuple[dict, str]:
+    """``({key: array}, format)``, keys as stored; the format from the file's first bytes
+    unless declared. ``name``: the file in messages (a download's URL)."""
     path = Path(path)
     name = name or str(path)
-    if declared is not None:
-        if declared not in FORMATS:
-            raise WeightsError(f"format={declared!r} is not supported; use one of {', '.join(FORMATS)}")
-        return declared
+    if declared_format not in (None, *FORMATS):
+        raise WeightsError(f"format={declared_format!r} is not supported; use one of "
+                           f"{', '.join(FORMATS)}")
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {name} does not exist (or is not a file)")
     try:
         with open(path, "rb") as f:
             head = f.read(512)
-        size = path.stat().st_size
     except OSError as err:
         raise WeightsError(f"cannot read {name}: {err.strerror}") from None
-    if head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
-        return "pth"
-    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
-        return "safetensors"  # 8-byte header length, then a JSON header
-    if head[:1] == b"\x80":  # a pickle (protocol 2+): legacy torch file or .pdparams
-        return "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
-    raise CorruptCheckpointError(
-        f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
-        f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
-        f"something else than the file (an error or sign-in page, for instance): download it "
-        f"again, or by hand.")
-
-
-def _looks_like(head: bytes, size: int) -> str:
-    text = head.lstrip().lower()
-    if size == 0:
-        return "the file is empty"
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
-        return "it is an HTML page"
-    if head[:2] == b"\x1f\x8b":
-        return "it is a gzip archive; unpack it first"
-    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
-        return "it is text (JSON, XML: a server's error reply?)"
-    return f"its first bytes {head[:8]!r} match no checkpoint format"
-
-
-def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
-                    name: str | None = None) -> tuple[dict, str]:
-    """``({key: array}, format)``, keys as stored; ``name``: the file in messages."""
-    path = Path(path)
-    name = name or str(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {name} does not exist (or is not a file)")
-    fmt = format_of(path, declared_format, name)
+    size = path.stat().st_size
+    if declared_format:
+        fmt = declared_format
+    elif head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
+        fmt = "pth"
+    elif head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
+        fmt = "safetensors"  # 8-byte header length, then a JSON header
+    elif head[:1] == b"\x80":  # a pickle: legacy torch file or .pdparams
+        fmt = "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
+    else:
+        raise CorruptCheckpointError(
+            f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
+            f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
+            f"something else than the file (an error or sign-in page, for instance): download "
+            f"it again, or by hand.")
     reader = {"pdparams": _read_pdparams, "safetensors": _read_safetensors, "pth": _read_torch}[fmt]
     return _tensor_dict(reader(path, name), name), fmt
 

@@ -12,6 +12,7 @@ from .errors import NotReXNetError
 
 _MODULE_PREFIX = "module."  # torch DataParallel / DistributedDataParallel
 
+
 def _strip_module_prefix(state: dict) -> dict:
     if state and all(k.startswith(_MODULE_PREFIX) for k in state):
         return {k[len(_MODULE_PREFIX):]: v for k, v in state.items()}
@@ -20,12 +21,10 @@ def _strip_module_prefix(state: dict) -> dict:
 
 def detect_layout(state: dict) -> str | None:
     """"paddle", "official", "timm", or None when the keys are not ReXNet's."""
-    keys = _strip_module_prefix(state).keys()
-    if "stem.conv.weight" in keys:
-        head = state.get("head.fc.weight", state.get(_MODULE_PREFIX + "head.fc.weight"))
-        if head is None or np.ndim(head) == 2:  # timm's classifier is a Linear
-            return "timm"
-        return None
+    state = _strip_module_prefix(state)
+    keys = state.keys()
+    if "stem.conv.weight" in keys:  # timm's classifier is a Linear
+        return "timm" if np.ndim(state.get("head.fc.weight", np.zeros((1, 1)))) == 2 else None
     if "features.0.weight" in keys:
         if any(k.endswith(("._mean", "._variance")) for k in keys):
             return "paddle"
@@ -88,28 +87,26 @@ def timm_to_official(state: dict) -> dict:
     return out
 
 
+_BN_TO_PADDLE = {".running_mean": "._mean", ".running_var": "._variance"}
+
+
+def _rename_bn(key: str, table: dict) -> str:
+    old = next((o for o in table if key.endswith(o)), None)
+    return key[:-len(old)] + table[old] if old else key
+
+
 def to_canonical(state: dict) -> dict:
     """Any ReXNet layout -> the canonical one (no ``module.``, no ``num_batches_tracked``)."""
     state = _strip_module_prefix(state)
     if "stem.conv.weight" in state:
         state = timm_to_official(state)
-    out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        key = re.sub(r"\.running_mean$", "._mean", key)
-        key = re.sub(r"\.running_var$", "._variance", key)
-        out[key] = value
-    return out
+    return {_rename_bn(k, _BN_TO_PADDLE): v for k, v in state.items()
+            if not k.endswith("num_batches_tracked")}
 
 
 def to_official(state: dict) -> dict:
     """Canonical names -> official PyTorch names."""
-    out = {}
-    for key, value in state.items():
-        key = re.sub(r"\._mean$", ".running_mean", key)
-        out[re.sub(r"\._variance$", ".running_var", key)] = value
-    return out
+    return {_rename_bn(k, {v: o for o, v in _BN_TO_PADDLE.items()}): v for k, v in state.items()}
 
 
 def canonical_state(state: dict, source: str) -> tuple[dict, str]:

@@ -14,11 +14,12 @@ from . import cache, download
 from .download import DEFAULT_TIMEOUT
 from .checks import (CheckpointInfo, check_state_dict, describe_model, inspect_state,
                      ready_to_set, variant_of_plan)
-from .errors import ManualDownloadError, WeightsError
+from .errors import WeightsError
 from .formats import read_checkpoint
 from .layouts import canonical_state
 
 logger = logging.getLogger(__name__)
+
 
 def load_state_dict(path: str | os.PathLike, format: str | None = None) -> dict:
     """Read a local checkpoint of any supported format and layout, in the canonical layout."""
@@ -157,33 +158,20 @@ def _obtain(model, pretrained, variant, skip_head, progress, timeout) -> tuple[d
             return check_state_dict(model, state, label, skip_head)
         return read_and_check
 
-    if isinstance(pretrained, str) and pretrained in SOURCE_NAMES:
-        source = source_for(variant, pretrained)
-        label = f"{variant} '{pretrained}' weights"
-        dest = cache.cache_path(source.filename)
-        url = download.mirror_url(source.filename)
-        if url is None and source.manual:
-            if os.path.lexists(dest):
-                problem = download.cached_problem(dest, source.size, source.sha256)
-                if problem:
-                    raise WeightsError(f"{dest} cannot be used: {problem}. "
-                                       + _manual_message(variant, pretrained, source, dest))
-                return verify(label)(dest), f"{label} ({dest})"
-            raise ManualDownloadError(_manual_message(variant, pretrained, source, dest))
-        url = url or source.url
-        state = download.fetch(url, source.filename, verify(label, url, dest), size=source.size,
-                               sha256=source.sha256, progress=progress, timeout=timeout)
-        return state, f"{label} ({dest})"
-
-    if _is_url(pretrained):
-        source = _source_for_url(pretrained)
-        name = cache_name(pretrained)
+    if isinstance(pretrained, str) and (pretrained in SOURCE_NAMES or _is_url(pretrained)):
+        if pretrained in SOURCE_NAMES:
+            source = source_for(variant, pretrained)
+            what, name = f"{variant} '{pretrained}' weights", source.filename
+            url = download.mirror_url(name) or (None if source.manual else source.url)
+            manual = _manual_message(variant, pretrained, source, cache.cache_path(name))
+        else:
+            source, what, url, manual = _source_for_url(pretrained), "", pretrained, None
+            name = cache_name(url)
         dest = cache.cache_path(name)
-        state = download.fetch(pretrained, name, verify("", pretrained, dest),
-                               size=source.size if source else None,
-                               sha256=source.sha256 if source else None, progress=progress,
-                               timeout=timeout)
-        return state, download.public_url(pretrained)
+        state = download.fetch(url, name, verify(what, url, dest), manual=manual,
+                               size=source and source.size, sha256=source and source.sha256,
+                               progress=progress, timeout=timeout)
+        return state, f"{what} ({dest})" if what else download.public_url(url)
 
     if isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained).expanduser()
