@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 import rexnet_plugin
 from rexnet_plugin.weights import download
-from rexnet_plugin.weights.cache import cache_path
+from rexnet_plugin.weights.download import cache_path
 from rexnet_plugin.weights.formats import write_checkpoint
 from rexnet_plugin.weights.errors import ManualDownloadError, WeightsError
 from rexnet_plugin.weights import to_official

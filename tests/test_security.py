@@ -29,7 +29,7 @@ from conftest import load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
 from rexnet_plugin.files import TEMP_MARK, sweep_stale
-from rexnet_plugin.weights import cache as cache_module, download, load_pretrained, to_canonical
+from rexnet_plugin.weights import download, load_pretrained, to_canonical
 from rexnet_plugin.weights.errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                                           UnsafeCheckpointError, WeightsError)
 from rexnet_plugin.weights.formats import write_checkpoint
@@ -116,7 +116,7 @@ def test_hostile_url_is_cached_inside_the_cache(case, server, cache, good_bytes,
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
     new = _all_files(tmp_path) - before
     assert all(p.parent == cache for p in new), sorted(map(str, new))
-    (cached,) = [p for p in new if p.name != cache_module.MANIFEST_NAME]
+    (cached,) = [p for p in new if p.name != download.MANIFEST_NAME]
     assert re.fullmatch(r"url-[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*", cached.name), cached.name
     assert len(cached.name) <= 120 and not cached.name.endswith((".pth", ".py"))
     assert not any(p.stem == "escaped" for p in tmp_path.parent.iterdir())
@@ -130,16 +130,16 @@ def test_hostile_url_is_cached_inside_the_cache(case, server, cache, good_bytes,
 ])
 def test_cache_names_are_plain_and_bounded(url):
     """No server needed: the name alone, for inputs too large or odd to serve."""
-    name = cache_module.filename_from_url(url)
+    name = download.filename_from_url(url)
     assert re.fullmatch(r"url-[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*", name) and ".." not in name
     assert len(name) <= 120 and not name.lower().endswith((".pth", ".py", ".pyc"))
-    assert cache_module.cache_path(name).parent == cache_module.cache_dir()
+    assert download.cache_path(name).parent == download.cache_dir()
 
 
 def test_names_that_are_not_plain_are_refused(cache):
     for name in ("../x.pdparams", "/tmp/x.pdparams", ".hidden", "a/b", "a\\b", "x\0y", ""):
         with pytest.raises(WeightsError, match="is not a cache file name"):
-            cache_module.cache_path(name)
+            download.cache_path(name)
 
 
 def test_hostile_content_disposition_header_is_ignored(server, cache, good_bytes, tmp_path):
@@ -251,7 +251,7 @@ def test_first_download_is_recorded_and_a_changed_file_refused(server, cache, go
                                                                other_bytes, monkeypatch, capsys):
     _serve_ppim_on_mirror(server, monkeypatch, good_bytes)
     create_model("ReXNet_1_0", pretrained=True)
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
     entry = manifest["files"][PPIM.filename]
     assert entry["sha256"] == hashlib.sha256(good_bytes).hexdigest()
     assert entry["size"] == len(good_bytes) and entry["url"] == f"{server.base}/{PPIM.filename}"
@@ -272,7 +272,7 @@ def test_first_download_is_recorded_and_a_changed_file_refused(server, cache, go
     assert PPIM.filename in capsys.readouterr().out
     create_model("ReXNet_1_0", pretrained=True)
     assert (cache / PPIM.filename).read_bytes() == other_bytes
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
     assert manifest["files"][PPIM.filename]["sha256"] == hashlib.sha256(other_bytes).hexdigest()
 
 
@@ -299,7 +299,7 @@ def test_forget_by_url_and_unknown_names(server, cache, good_bytes, capsys):
     (name,) = cache_files(cache)
     assert main(["weights", "--forget", url]) == 0
     assert "removed" in capsys.readouterr().out and cache_files(cache) == set()
-    assert name not in cache_module.read_manifest(cache)
+    assert download.first_download(name) is None
     assert main(["weights", "--forget", "no-such-file.pdparams"]) == 0
     assert "nothing recorded or cached" in capsys.readouterr().out
     assert main(["weights", "--forget", "../outside.pdparams"]) == 2
@@ -572,7 +572,7 @@ def test_a_concurrent_first_download_of_other_bytes_is_refused(server, cache, go
     with pytest.raises(ChecksumError, match="different file"):
         create_model("ReXNet_1_0", pretrained=url)
     assert cache_files(cache) == set()
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
     assert manifest["files"][name]["sha256"] == hashlib.sha256(good_bytes).hexdigest()
 
 
@@ -629,9 +629,9 @@ def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cach
                                                                     caplog, capsys):
     url = _url_model(server, good_bytes)
     create_model("ReXNet_1_0", pretrained=url)
-    manifest = cache / cache_module.MANIFEST_NAME
+    manifest = cache / download.MANIFEST_NAME
     before = manifest.read_text()
-    assert main(["weights", "--forget", cache_module.MANIFEST_NAME]) == 2
+    assert main(["weights", "--forget", download.MANIFEST_NAME]) == 2
     assert "not a cached file" in capsys.readouterr().err and manifest.read_text() == before
     # An entry of the wrong type, and a damaged file: no traceback, a copy is kept.
     (name,) = cache_files(cache)
@@ -640,7 +640,7 @@ def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cach
     manifest.write_text('{"files": {"broken')
     (cache / name).unlink()
     create_model("ReXNet_1_0", pretrained=url)
-    copies = sorted(cache.glob(cache_module.MANIFEST_NAME + ".damaged-*"))
+    copies = sorted(cache.glob(download.MANIFEST_NAME + ".damaged-*"))
     assert copies and copies[-1].read_text() == '{"files": {"broken'
     assert "it was kept as" in caplog.text and len(copies) == 1
     assert json.loads(manifest.read_text())["files"][name]["size"] == len(good_bytes)
@@ -672,7 +672,7 @@ def test_mirror_urls_keep_their_query_and_hide_their_credentials(server, cache, 
     with pytest.raises(DownloadError) as err:
         create_model("ReXNet_1_0", pretrained="ppim")
     assert "s3cret" not in str(err.value) and "HTTP 404" in str(err.value)
-    assert "s3cret" not in (cache / cache_module.MANIFEST_NAME).read_text()
+    assert "s3cret" not in (cache / download.MANIFEST_NAME).read_text()
 
 
 def test_an_impossible_safetensors_shape_is_a_clear_error(reference, tmp_path, capsys):

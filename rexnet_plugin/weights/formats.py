@@ -31,6 +31,19 @@ def format_of_suffix(suffix: str) -> str | None:
     return _EXTENSIONS.get(suffix.lower())
 
 
+def _looks_like(head: bytes, size: int) -> str:
+    text = head.lstrip().lower()
+    if size == 0:
+        return "the file is empty"
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "it is an HTML page"
+    if head[:2] == b"\x1f\x8b":
+        return "it is a gzip archive; unpack it first"
+    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return "it is text (JSON, XML: a server's error reply?)"
+    return f"its first bytes {head[:8]!r} match no checkpoint format"
+
+
 def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
                     name: str | None = None) -> tuple[dict, str]:
     """``({key: array}, format)``, keys as stored; the format from the file's first bytes
@@ -67,14 +80,10 @@ def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
 
 
 def _numpy_attr(module: str, name: str):
-    # numpy 2 pickles name numpy._core, numpy 1 names numpy.core; accept both.
-    for candidate in (module, module.replace("numpy._core", "numpy.core"),
-                      module.replace("numpy.core", "numpy._core")):
-        try:
-            return getattr(importlib.import_module(candidate), name)
-        except (ImportError, AttributeError):
-            continue
-    raise AttributeError(f"{module}.{name}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:  # numpy 2 pickles name numpy._core, which numpy 1 lacks
+        return getattr(importlib.import_module(module.replace("numpy._core", "numpy.core")), name)
 
 
 # What paddle.save writes for a state dict: ndarrays (rebuilt by numpy's own

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..model import ReXNet
 from ..zoo import (IMAGENET_CLASSES, PUBLISHERS, SOURCE_NAMES, VARIANTS, WeightSource,
                    get_variant)
-from . import cache, download
+from . import download
 from .download import DEFAULT_TIMEOUT
 from .checks import (CheckpointInfo, check_state_dict, describe_model, inspect_state,
                      ready_to_set, variant_of_plan)
@@ -48,12 +48,6 @@ def _is_url(value) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def _variant_name(model, variant: str | None) -> str | None:
-    if variant is not None:
-        return get_variant(variant).name
-    return variant_of_plan(model.plan) if hasattr(model, "plan") else None
-
-
 def _accepted(variant: str | None) -> str:
     sources = ", ".join(repr(s) for s in VARIANTS[variant].weights) if variant else ""
     return ("False; True (the variant's default source); "
@@ -83,13 +77,13 @@ def _source_for_url(url: str) -> WeightSource | None:
 def cache_name(url: str) -> str:
     """A URL's name in the cache: a published file's table name, else one made from the URL."""
     source = _source_for_url(url)
-    return source.filename if source else cache.filename_from_url(url)
+    return source.filename if source else download.filename_from_url(url)
 
 
 def forget(name_or_url: str) -> list[str]:
     """Delete a cached file and its first-download record (by cache name or URL), so that a
     changed file can be accepted deliberately. Returns what was removed."""
-    return cache.forget(cache_name(name_or_url) if _is_url(name_or_url) else name_or_url)
+    return download.forget(cache_name(name_or_url) if _is_url(name_or_url) else name_or_url)
 
 
 def should_skip_head(class_num: int, pretrained, skip_head: bool = False,
@@ -129,7 +123,7 @@ def load_pretrained(model, pretrained, variant: str | None = None, skip_head: bo
     """
     if pretrained is False or pretrained is None:
         return model
-    name = _variant_name(model, variant)
+    name = get_variant(variant).name if variant else variant_of_plan(model.plan)
     state, label = _obtain(model, pretrained, name, skip_head, progress, download_timeout)
     model.set_state_dict(ready_to_set(model, state))
     logger.info("loaded %s into %s", label, describe_model(model))
@@ -163,11 +157,11 @@ def _obtain(model, pretrained, variant, skip_head, progress, timeout) -> tuple[d
             source = source_for(variant, pretrained)
             what, name = f"{variant} '{pretrained}' weights", source.filename
             url = download.mirror_url(name) or (None if source.manual else source.url)
-            manual = _manual_message(variant, pretrained, source, cache.cache_path(name))
+            manual = _manual_message(variant, pretrained, source, download.cache_path(name))
         else:
             source, what, url, manual = _source_for_url(pretrained), "", pretrained, None
             name = cache_name(url)
-        dest = cache.cache_path(name)
+        dest = download.cache_path(name)
         state = download.fetch(url, name, verify(what, url, dest), manual=manual,
                                size=source and source.size, sha256=source and source.sha256,
                                progress=progress, timeout=timeout)
@@ -207,14 +201,14 @@ def fetch_pretrained(variant: str, source: str | None = None, *, progress: bool 
         raise WeightsError(f"{variant} has no published weights")
     model = ReXNet(**v.arch, class_num=source_for(v.name, source).class_num)
     _obtain(model, source, v.name, False, progress, download_timeout)
-    return cache.cache_path(source_for(v.name, source).filename)
+    return download.cache_path(source_for(v.name, source).filename)
 
 
 def sources_table(variants=None) -> str:
     """Every published file of ``variants`` (default: all), and whether it is cached."""
     names = [get_variant(n).name for n in variants] if variants else list(VARIANTS)
-    folder = cache.cache_dir()
-    rows = [f"cache: {folder} (set {cache.CACHE_ENV} to move it)"]
+    folder = download.cache_dir()
+    rows = [f"cache: {folder} (set {download.CACHE_ENV} to move it)"]
     if os.environ.get(download.MIRROR_ENV):
         rows.append(f"mirror: {download.public_url(os.environ[download.MIRROR_ENV])}")
     rows.append(f"{'variant':<16}{'source':<12}{'layout':<10}{'cached':<8}file / URL")
@@ -224,7 +218,7 @@ def sources_table(variants=None) -> str:
             rows.append(f"{name:<16}{'-':<12}{'':<10}{'':<8}no published weights")
         for i, (source, w) in enumerate(sources.items()):
             label = source + (" *" if i == 0 else "")
-            cached = "yes" if cache.cache_path(w.filename).is_file() else "no"
+            cached = "yes" if download.cache_path(w.filename).is_file() else "no"
             how = " (manual download)" if w.manual else ""
             rows.append(f"{name:<16}{label:<12}{w.layout:<10}{cached:<8}{w.filename}{how}")
             rows.append(f"{'':<46}{w.url}")
