@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
                         "Arch.name, Arch.class_num, Global.image_shape, "
                         "Global.pretrained_model and Global.save_inference_dir are used")
-    p.add_argument("--weights", help="checkpoint path, source name (seed, paddleclas, ...) "
+    p.add_argument("--weights", help="checkpoint path, source name (ppim, paddleclas, ...) "
                                      "or URL (default: the config's Global.pretrained_model)")
     p.add_argument("--untrained", action="store_true", help="export random weights")
     p.add_argument("-o", "--output", help="output directory (default: the config's "
