@@ -58,6 +58,10 @@ class CheckpointInfo:
     def lite(self) -> bool | None:
         return VARIANTS[self.variant].lite if self.variant else None
 
+    @property
+    def kind(self) -> str | None:  # "v1", "lite" or "r"
+        return VARIANTS[self.variant].kind if self.variant else None
+
     def describe(self) -> str:
         return _describe(self.variant, self.class_num, "a ReXNet that is none of the named "
                          f"variants ({self.signature.describe()}")
