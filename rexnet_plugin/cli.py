@@ -108,7 +108,8 @@ def _weights(args) -> int:
         return 2
     try:
         for name in args.variants:
-            print(fetch_pretrained(name, args.source))
+            print(fetch_pretrained(name, args.source, **(
+                {} if args.timeout is None else {"download_timeout": args.timeout})))
     except (WeightsError, ValueError) as err:
         print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
         return 2
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download into the cache and check each file against its model")
     p.add_argument("--source", help="source to download (default: the variant's first)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds each whole download may take (default 3600; 0: no limit)")
     p.add_argument("--forget", action="append", metavar="NAME_OR_URL",
                    help="delete a cached file and the sha256 recorded on its first download, so "
                         "that a changed file is accepted on its next download (repeatable)")
@@ -327,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
                         "Arch.name, Arch.class_num, Global.image_shape, "
                         "Global.pretrained_model and Global.save_inference_dir are used")
-    p.add_argument("--weights", help="checkpoint path, source name (seed, paddleclas, ...) "
+    p.add_argument("--weights", help="checkpoint path, source name (ppim, paddleclas, ...) "
                                      "or URL (default: the config's Global.pretrained_model)")
     p.add_argument("--untrained", action="store_true", help="export random weights")
     p.add_argument("-o", "--output", help="output directory (default: the config's "

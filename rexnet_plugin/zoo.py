@@ -88,7 +88,7 @@ class Publisher:
 # keys of ``Variant.weights``, and the first one listed for a variant is what
 # ``pretrained=True`` loads.
 PUBLISHERS: dict[str, Publisher] = {
-    "seed": Publisher(
+    "ppim": Publisher(
         "Seed model zoo (PPIM, AgentMaker/Paddle-Image-Models)", SEED_SOURCE,
         "Apache-2.0", "the repository's LICENSE file and setup.py; no separate "
         "terms for the weight files", "PIL bicubic resize 256, center crop 224"),
@@ -232,9 +232,9 @@ def _v1(name: str, *, width: float, paper: tuple, seed_key: str | None = None,
     weights = {}
     if seed_key:
         filename = f"rexnetv1_{width:.1f}x.pdparams"
-        weights["seed"] = WeightSource(
+        weights["ppim"] = WeightSource(
             url=_SEED_URL.format(key=seed_key, filename=filename), filename=filename,
-            layout="paddle", publisher="seed", accuracy=(Accuracy(*seed_acc),))
+            layout="paddle", publisher="ppim", accuracy=(Accuracy(*seed_acc),))
     if paddleclas_acc:
         weights["paddleclas"] = WeightSource(
             url=_PADDLECLAS_URL.format(name=name), filename=f"{name}_pretrained.pdparams",
@@ -325,7 +325,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 SOURCE_NAMES = tuple(dict.fromkeys(s for v in VARIANTS.values() for s in v.weights))
 
 # The five variants PaddleClas and the seed publish weights for.
-SEED_VARIANTS = tuple(name for name, v in VARIANTS.items() if "seed" in v.weights)
+SEED_VARIANTS = tuple(name for name, v in VARIANTS.items() if "ppim" in v.weights)
 # The names PaddleClas 2.3+ ships built in (ppcls.arch.backbone ReXNet_*):
 # the ones it publishes weights for.
 PADDLECLAS_BUILTIN_NAMES = tuple(name for name, v in VARIANTS.items()

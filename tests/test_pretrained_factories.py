@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 import rexnet_plugin
 from rexnet_plugin.weights import download
-from rexnet_plugin.weights.cache import cache_path
+from rexnet_plugin.weights.download import cache_path
 from rexnet_plugin.weights.formats import write_checkpoint
 from rexnet_plugin.weights.errors import ManualDownloadError, WeightsError
 from rexnet_plugin.weights import to_official
@@ -32,25 +32,24 @@ def _assert_loaded(model, expected: dict):
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, monkeypatch):
+    """Every published source of the 1.0 models, and a file and a URL; the wider ones
+    (the same code, larger models) load True and their last source, to keep it fast."""
     factory = getattr(rexnet_plugin, name)
     paddle.seed(123)
     expected = state_of(factory())
-    write_checkpoint(expected, tmp_path / "w.pdparams")
-    save_file(expected, str(tmp_path / "w.safetensors"))
-
     paddle.seed(7)  # another init, so that a load that did nothing would show
-    _assert_loaded(factory(pretrained=str(tmp_path / "w.safetensors")), expected)
-    _assert_loaded(factory(pretrained=server.add(f"/files/{name}.pdparams", tmp_path / "w.pdparams")),
-                   expected)
-
-    # The published files, each in its own layout, served by the mirror.
-    # Every source name is tried on the 1.0 models; the wider ones try their
-    # default (True) and their last source, to keep the test fast.
-    monkeypatch.setenv(download.MIRROR_ENV, server.base)
     sources = VARIANTS[name].weights
-    if VARIANTS[name].width_mult != 1.0:
-        sources = {s: sources[s] for s in list(sources)[:1] + list(sources)[-1:]}
-    for source, w in sources.items():
+    if VARIANTS[name].width_mult == 1.0:
+        save_file(expected, str(tmp_path / "w.safetensors"))
+        _assert_loaded(factory(pretrained=str(tmp_path / "w.safetensors")), expected)
+        write_checkpoint(expected, tmp_path / "w.pdparams")
+        _assert_loaded(factory(pretrained=server.add(f"/files/{name}.pdparams",
+                                                     tmp_path / "w.pdparams")), expected)
+    else:
+        sources = {s: sources[s] for s in list(sources)[1:][-1:]}
+    # The published files, each in its own layout, served by the mirror.
+    monkeypatch.setenv(download.MIRROR_ENV, server.base)
+    for source, w in VARIANTS[name].weights.items():
         path = tmp_path / w.filename
         if w.layout == "paddle":
             write_checkpoint(expected, path)
@@ -61,16 +60,15 @@ def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, m
         server.add("/" + w.filename, path)
     for source in sources:
         _assert_loaded(factory(pretrained=source), expected)
-    url_files = {f for f in cache_files(cache) if f.startswith("url-")}
-    assert len(url_files) == 1  # the plain URL above
-    # cached under their names, .pth as .pt
-    assert cache_files(cache) - url_files == {cache_path(w.filename).name
-                                              for w in sources.values()}
-    if sources:
+    if VARIANTS[name].weights:
         _assert_loaded(factory(pretrained=True), expected)
     else:
         with pytest.raises(WeightsError, match=f"{name} has no published ImageNet weights"):
             factory(pretrained=True)
+    # Cached under their names, .pth as .pt; the URL's file under its own name.
+    loaded = {VARIANTS[name].default_source, *sources} - {None}
+    assert {f for f in cache_files(cache) if not f.startswith("url-")} == {
+        cache_path(VARIANTS[name].weights[s].filename).name for s in loaded}
 
 
 @pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if "official" in v.weights])

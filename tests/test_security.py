@@ -28,7 +28,8 @@ from safetensors.numpy import save_file
 from conftest import load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
-from rexnet_plugin.weights import cache as cache_module, download, to_canonical
+from rexnet_plugin.files import TEMP_MARK, sweep_stale
+from rexnet_plugin.weights import download, load_pretrained, to_canonical
 from rexnet_plugin.weights.errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                                           UnsafeCheckpointError, WeightsError)
 from rexnet_plugin.weights.formats import write_checkpoint
@@ -36,9 +37,10 @@ from rexnet_plugin.zoo import VARIANTS
 from weights_helpers import (_server, cache, cache_files, local_only,  # noqa: F401
                              official_to_timm, server)
 
-SEED = VARIANTS["ReXNet_1_0"].weights["seed"]
+PPIM = VARIANTS["ReXNet_1_0"].weights["ppim"]
 TIMM = VARIANTS["ReXNet_1_0"].weights["timm"]
 ROOT = Path(__file__).resolve().parents[1]
+TEMPS = f"*{TEMP_MARK}*"
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def test_hostile_url_is_cached_inside_the_cache(case, server, cache, good_bytes,
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
     new = _all_files(tmp_path) - before
     assert all(p.parent == cache for p in new), sorted(map(str, new))
-    (cached,) = [p for p in new if p.name != cache_module.MANIFEST_NAME]
+    (cached,) = [p for p in new if p.name != download.MANIFEST_NAME]
     assert re.fullmatch(r"url-[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*", cached.name), cached.name
     assert len(cached.name) <= 120 and not cached.name.endswith((".pth", ".py"))
     assert not any(p.stem == "escaped" for p in tmp_path.parent.iterdir())
@@ -128,16 +130,16 @@ def test_hostile_url_is_cached_inside_the_cache(case, server, cache, good_bytes,
 ])
 def test_cache_names_are_plain_and_bounded(url):
     """No server needed: the name alone, for inputs too large or odd to serve."""
-    name = cache_module.filename_from_url(url)
+    name = download.filename_from_url(url)
     assert re.fullmatch(r"url-[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*", name) and ".." not in name
     assert len(name) <= 120 and not name.lower().endswith((".pth", ".py", ".pyc"))
-    assert cache_module.cache_path(name).parent == cache_module.cache_dir()
+    assert download.cache_path(name).parent == download.cache_dir()
 
 
 def test_names_that_are_not_plain_are_refused(cache):
     for name in ("../x.pdparams", "/tmp/x.pdparams", ".hidden", "a/b", "a\\b", "x\0y", ""):
         with pytest.raises(WeightsError, match="is not a cache file name"):
-            cache_module.cache_path(name)
+            download.cache_path(name)
 
 
 def test_hostile_content_disposition_header_is_ignored(server, cache, good_bytes, tmp_path):
@@ -174,16 +176,16 @@ def test_cache_in_a_site_packages_folder_is_refused(server, cache, good_bytes, m
 
 # -- 2. integrity: the server's checksums, the manifest ------------------------------
 
-def _serve_seed_on_mirror(server, monkeypatch, data, headers=None):
+def _serve_ppim_on_mirror(server, monkeypatch, data, headers=None):
     monkeypatch.setenv(download.MIRROR_ENV, server.base)
-    return server.add("/" + SEED.filename, data, headers=headers)
+    return server.add("/" + PPIM.filename, data, headers=headers)
 
 
 @pytest.mark.parametrize("header", ["Content-MD5", "ETag"])
 def test_md5_offered_by_the_server_is_checked(header, server, cache, good_bytes, monkeypatch):
     wrong = {"Content-MD5": _md5_b64(b"something else"),
              "ETag": '"%s"' % hashlib.md5(b"something else").hexdigest()}[header]
-    url = _serve_seed_on_mirror(server, monkeypatch, good_bytes, {header: wrong})
+    url = _serve_ppim_on_mirror(server, monkeypatch, good_bytes, {header: wrong})
     with pytest.raises(ChecksumError) as err:
         create_model("ReXNet_1_0", pretrained=True)
     msg = str(err.value)
@@ -191,26 +193,26 @@ def test_md5_offered_by_the_server_is_checked(header, server, cache, good_bytes,
     assert cache_files(cache) == set()
     right = {"Content-MD5": _md5_b64(good_bytes),
              "ETag": '"%s"' % hashlib.md5(good_bytes).hexdigest()}[header]
-    server.headers["/" + SEED.filename] = {header: right}
+    server.headers["/" + PPIM.filename] = {header: right}
     create_model("ReXNet_1_0", pretrained=True)
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 @pytest.mark.parametrize("etag", ['"%s-3"' % ("a" * 32), 'W/"%s"' % ("b" * 32), '"5f2b-19a4c"'])
 def test_etags_that_are_not_md5_digests_are_not_checked(etag, server, cache, good_bytes, monkeypatch):
     """Multipart uploads ("-N"), weak ETags and server-made tags say nothing about the bytes."""
-    _serve_seed_on_mirror(server, monkeypatch, good_bytes, {"ETag": etag})
+    _serve_ppim_on_mirror(server, monkeypatch, good_bytes, {"ETag": etag})
     create_model("ReXNet_1_0", pretrained=True)
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 def test_opaque_etag_beside_a_right_content_md5(server, cache, good_bytes, monkeypatch):
     """An object store that sends Content-MD5 and a 32-hex ETag that differs from it: the
     ETag is opaque (a multipart upload), the Content-MD5 is the body's."""
-    _serve_seed_on_mirror(server, monkeypatch, good_bytes,
+    _serve_ppim_on_mirror(server, monkeypatch, good_bytes,
                           {"Content-MD5": _md5_b64(good_bytes), "ETag": '"%s"' % ("c" * 32)})
     create_model("ReXNet_1_0", pretrained=True)
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 @pytest.fixture(scope="module")
@@ -247,48 +249,48 @@ def test_hub_sha256_is_checked(server, cache, timm_bytes, monkeypatch):
 
 def test_first_download_is_recorded_and_a_changed_file_refused(server, cache, good_bytes,
                                                                other_bytes, monkeypatch, capsys):
-    _serve_seed_on_mirror(server, monkeypatch, good_bytes)
+    _serve_ppim_on_mirror(server, monkeypatch, good_bytes)
     create_model("ReXNet_1_0", pretrained=True)
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
-    entry = manifest["files"][SEED.filename]
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
+    entry = manifest["files"][PPIM.filename]
     assert entry["sha256"] == hashlib.sha256(good_bytes).hexdigest()
-    assert entry["size"] == len(good_bytes) and entry["url"] == f"{server.base}/{SEED.filename}"
+    assert entry["size"] == len(good_bytes) and entry["url"] == f"{server.base}/{PPIM.filename}"
 
     # The server now has another (valid) file; the damaged cached copy makes us download it.
-    server.add("/" + SEED.filename, other_bytes)
-    (cache / SEED.filename).write_bytes(b"damaged")
+    server.add("/" + PPIM.filename, other_bytes)
+    (cache / PPIM.filename).write_bytes(b"damaged")
     with pytest.raises(ChecksumError) as err:
         create_model("ReXNet_1_0", pretrained=True)
     msg = str(err.value)
     assert hashlib.sha256(good_bytes).hexdigest() in msg
     assert hashlib.sha256(other_bytes).hexdigest() in msg
-    assert f"rexnet-plugin weights --forget {SEED.filename}" in msg
-    assert not (cache / SEED.filename).exists() or (cache / SEED.filename).read_bytes() == b"damaged"
+    assert f"rexnet-plugin weights --forget {PPIM.filename}" in msg
+    assert not (cache / PPIM.filename).exists() or (cache / PPIM.filename).read_bytes() == b"damaged"
 
     # Accepting it deliberately: forget, then load.
-    assert main(["weights", "--forget", SEED.filename]) == 0
-    assert SEED.filename in capsys.readouterr().out
+    assert main(["weights", "--forget", PPIM.filename]) == 0
+    assert PPIM.filename in capsys.readouterr().out
     create_model("ReXNet_1_0", pretrained=True)
-    assert (cache / SEED.filename).read_bytes() == other_bytes
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
-    assert manifest["files"][SEED.filename]["sha256"] == hashlib.sha256(other_bytes).hexdigest()
+    assert (cache / PPIM.filename).read_bytes() == other_bytes
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
+    assert manifest["files"][PPIM.filename]["sha256"] == hashlib.sha256(other_bytes).hexdigest()
 
 
 def test_mirror_copy_that_differs_from_the_first_download_is_refused(
         server, cache, good_bytes, other_bytes, monkeypatch):
     weights = VARIANTS["ReXNet_1_0"].weights
     import dataclasses
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(
-        SEED, url=server.add("/publisher/seed", good_bytes)))
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(
+        PPIM, url=server.add("/publisher/ppim", good_bytes)))
     create_model("ReXNet_1_0", pretrained=True)
-    (cache / SEED.filename).unlink()
+    (cache / PPIM.filename).unlink()
     monkeypatch.setenv(download.MIRROR_ENV, server.base + "/mirror")
-    server.add(f"/mirror/{SEED.filename}", other_bytes)
-    with pytest.raises(ChecksumError, match=f"{server.base}/publisher/seed"):
+    server.add(f"/mirror/{PPIM.filename}", other_bytes)
+    with pytest.raises(ChecksumError, match=f"{server.base}/publisher/ppim"):
         create_model("ReXNet_1_0", pretrained=True)
-    server.add(f"/mirror/{SEED.filename}", good_bytes)  # a faithful mirror is fine
+    server.add(f"/mirror/{PPIM.filename}", good_bytes)  # a faithful mirror is fine
     create_model("ReXNet_1_0", pretrained=True)
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 def test_forget_by_url_and_unknown_names(server, cache, good_bytes, capsys):
@@ -297,7 +299,7 @@ def test_forget_by_url_and_unknown_names(server, cache, good_bytes, capsys):
     (name,) = cache_files(cache)
     assert main(["weights", "--forget", url]) == 0
     assert "removed" in capsys.readouterr().out and cache_files(cache) == set()
-    assert name not in cache_module.read_manifest(cache)
+    assert download.first_download(name) is None
     assert main(["weights", "--forget", "no-such-file.pdparams"]) == 0
     assert "nothing recorded or cached" in capsys.readouterr().out
     assert main(["weights", "--forget", "../outside.pdparams"]) == 2
@@ -306,51 +308,50 @@ def test_forget_by_url_and_unknown_names(server, cache, good_bytes, capsys):
 
 # -- 3. an overall deadline ------------------------------------------------------------
 
-def test_trickling_server_hits_the_deadline(server, cache, good_bytes, monkeypatch):
-    monkeypatch.setenv(download.DEADLINE_ENV, "1")
+def test_trickling_server_hits_the_deadline(server, cache, good_bytes):
     url = server.add("/slow/model.pdparams", good_bytes)
     server.trickle["/slow/model.pdparams"] = (1024, 0.2)
     start = time.monotonic()
     with pytest.raises(DownloadError) as err:
-        create_model("ReXNet_1_0", pretrained=url)
+        load_pretrained(create_model("ReXNet_1_0"), url, download_timeout=1)
     assert time.monotonic() - start < 5
     msg = str(err.value)
     received = int(re.search(r"after (\d+) of", msg).group(1))
-    assert url in msg and download.DEADLINE_ENV in msg and 1024 <= received < len(good_bytes)
+    assert url in msg and "longer than 1 s" in msg and "--timeout" in msg
+    assert 1024 <= received < len(good_bytes)
     assert cache_files(cache) == set()
 
 
-def test_stalled_server_hits_the_deadline(server, cache, good_bytes, monkeypatch):
-    monkeypatch.setenv(download.DEADLINE_ENV, "1")
-    url = server.add("/stalled/model.pdparams", good_bytes)
-    server.stall["/stalled/model.pdparams"] = 4096
+def test_stalled_server_hits_the_deadline_of_the_command(server, cache, good_bytes, monkeypatch,
+                                                         capsys):
+    monkeypatch.setenv(download.MIRROR_ENV, server.base)
+    server.add("/" + PPIM.filename, good_bytes)
+    server.stall["/" + PPIM.filename] = 4096
     start = time.monotonic()
-    with pytest.raises(DownloadError, match=download.DEADLINE_ENV):
-        create_model("ReXNet_1_0", pretrained=url)
+    assert main(["weights", "ReXNet_1_0", "--download", "--timeout", "1"]) == 2
     assert time.monotonic() - start < 5
+    assert "longer than 1 s" in capsys.readouterr().err
     assert cache_files(cache) == set()
 
 
-@pytest.mark.parametrize("value", ["soon", "-3", "nan"])
-def test_bad_deadline_setting_is_named(value, server, cache, good_bytes, monkeypatch):
-    monkeypatch.setenv(download.DEADLINE_ENV, value)
-    url = server.add("/x/model.pdparams", good_bytes)
-    with pytest.raises(WeightsError, match=f"{download.DEADLINE_ENV}={value}"):
-        create_model("ReXNet_1_0", pretrained=url)
+@pytest.mark.parametrize("value", ["-3", "nan"])
+def test_bad_timeout_is_named(value, cache, capsys):
+    assert main(["weights", "ReXNet_1_0", "--download", "--timeout", value]) == 2
+    assert f"timeout={float(value)}" in capsys.readouterr().err
 
 
 # -- 4. killed downloads leave nothing behind ------------------------------------------
 
 def _start_download(server, cache, good_bytes):
     """A `rexnet-plugin weights --download` process whose server stalls mid-file."""
-    server.add("/" + SEED.filename, good_bytes)
-    server.stall["/" + SEED.filename] = 1 << 20
+    server.add("/" + PPIM.filename, good_bytes)
+    server.stall["/" + PPIM.filename] = 1 << 20
     env = dict(os.environ, **{download.CACHE_ENV: str(cache), download.MIRROR_ENV: server.base})
     proc = subprocess.Popen([sys.executable, "-m", "rexnet_plugin.cli", "weights", "ReXNet_1_0",
                              "--download"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not [p for p in cache.glob(".*.part*") if p.stat().st_size >= 1 << 19]:
+    while not [p for p in cache.glob(TEMPS) if p.stat().st_size >= 1 << 19]:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the download did not start: {proc.communicate()}")
@@ -362,23 +363,20 @@ def test_sweep_removes_only_temp_files_without_a_live_writer(cache):
     cache.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    orphan = cache / f".{SEED.filename}.{dead}-0123abcd.part.pdparams"
-    mine = cache / f".{SEED.filename}.{os.getpid()}-4567abcd.part.pdparams"  # alive: this process
-    old = cache / f".{SEED.filename}.89abcdef.part.pdparams"  # no pid (an older version's name)
+    orphan = cache / f".{PPIM.filename}{TEMP_MARK}{dead}-0123abcd.pdparams"
+    mine = cache / f".{PPIM.filename}{TEMP_MARK}{os.getpid()}-4567abcd.pdparams"  # alive
     other = cache / ".not-a-download.part"
-    for path in (orphan, mine, old, other):
+    for path in (orphan, mine, other):
         path.write_bytes(b"partial")
-    assert cache_module.sweep_stale_downloads(cache) == [orphan]
-    os.utime(old, (time.time() - 3600, time.time() - 3600))  # untouched for an hour
-    assert cache_module.sweep_stale_downloads(cache) == [old]
+    assert sweep_stale(cache) == [orphan]
     assert {p.name for p in cache.iterdir()} == {mine.name, other.name}
 
 
 def test_sigterm_cleans_up_like_ctrl_c_and_live_downloads_are_not_swept(server, cache, good_bytes):
     proc = _start_download(server, cache, good_bytes)
     try:
-        (part,) = cache.glob(".*.part*")
-        cache_module.sweep_stale_downloads(cache)  # another run touching the cache meanwhile
+        (part,) = cache.glob(TEMPS)
+        sweep_stale(cache)  # another run touching the cache meanwhile
         assert part.exists(), "a live download's temp file was swept"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -394,13 +392,13 @@ def test_sigkill_leaves_a_part_file_that_the_next_run_sweeps(server, cache, good
     proc = _start_download(server, cache, good_bytes)
     proc.kill()
     proc.communicate(timeout=30)
-    assert len(list(cache.glob(".*.part*"))) == 1  # what SIGKILL leaves: nothing can run
+    assert len(list(cache.glob(TEMPS))) == 1  # what SIGKILL leaves: nothing can run
     server.release()
     server.stall.clear()
     monkeypatch.setenv(download.MIRROR_ENV, server.base)
-    model = create_model("ReXNet_1_0", pretrained="seed")
+    model = create_model("ReXNet_1_0", pretrained="ppim")
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 # -- 5. messages ------------------------------------------------------------------------
@@ -415,7 +413,7 @@ def test_unsafe_download_is_named_by_its_url(server, cache):
     with pytest.raises(UnsafeCheckpointError) as err:
         create_model("ReXNet_1_0", pretrained=url)
     msg = str(err.value)
-    assert url in msg and ".part" not in msg
+    assert url in msg and TEMP_MARK not in msg
     assert cache_files(cache) == set()
 
 
@@ -563,19 +561,18 @@ def test_a_tampered_cache_hit_is_noticed(how, server, cache, good_bytes, other_b
 
 
 def test_a_concurrent_first_download_of_other_bytes_is_refused(server, cache, good_bytes,
-                                                               other_bytes, monkeypatch):
-    """Two first downloads at once: the other process records its file between
-    this one's early check and its rename; the record is checked again under the lock."""
+                                                               other_bytes):
+    """The record is checked under the manifest's lock, after the download: another
+    process may have recorded its file meanwhile."""
     url = _url_model(server, good_bytes)
     create_model("ReXNet_1_0", pretrained=url)
     (name,) = cache_files(cache)
     (cache / name).unlink()
     server.add("/x/model.pdparams", other_bytes)
-    monkeypatch.setattr(cache_module, "first_download", lambda name: None)
     with pytest.raises(ChecksumError, match="different file"):
         create_model("ReXNet_1_0", pretrained=url)
     assert cache_files(cache) == set()
-    manifest = json.loads((cache / cache_module.MANIFEST_NAME).read_text())
+    manifest = json.loads((cache / download.MANIFEST_NAME).read_text())
     assert manifest["files"][name]["sha256"] == hashlib.sha256(good_bytes).hexdigest()
 
 
@@ -595,11 +592,11 @@ def test_a_full_disk_is_a_clear_error(server, cache, good_bytes, monkeypatch):
     """RLIMIT_FSIZE stands in for a full disk: writes past 1 MB fail (EFBIG)."""
     from ppcls_support import subprocess_env
     monkeypatch.setenv(download.MIRROR_ENV, server.base)
-    server.add("/" + SEED.filename, good_bytes)
+    server.add("/" + PPIM.filename, good_bytes)
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
             "from rexnet_plugin.cli import main; "
-            "sys.exit(main(['weights', '--download', 'ReXNet_1_0', '--source', 'seed']))")
+            "sys.exit(main(['weights', '--download', 'ReXNet_1_0', '--source', 'ppim']))")
     result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
@@ -632,9 +629,9 @@ def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cach
                                                                     caplog, capsys):
     url = _url_model(server, good_bytes)
     create_model("ReXNet_1_0", pretrained=url)
-    manifest = cache / cache_module.MANIFEST_NAME
+    manifest = cache / download.MANIFEST_NAME
     before = manifest.read_text()
-    assert main(["weights", "--forget", cache_module.MANIFEST_NAME]) == 2
+    assert main(["weights", "--forget", download.MANIFEST_NAME]) == 2
     assert "not a cached file" in capsys.readouterr().err and manifest.read_text() == before
     # An entry of the wrong type, and a damaged file: no traceback, a copy is kept.
     (name,) = cache_files(cache)
@@ -643,7 +640,7 @@ def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cach
     manifest.write_text('{"files": {"broken')
     (cache / name).unlink()
     create_model("ReXNet_1_0", pretrained=url)
-    copies = sorted(cache.glob(cache_module.MANIFEST_NAME + ".damaged-*"))
+    copies = sorted(cache.glob(download.MANIFEST_NAME + ".damaged-*"))
     assert copies and copies[-1].read_text() == '{"files": {"broken'
     assert "it was kept as" in caplog.text and len(copies) == 1
     assert json.loads(manifest.read_text())["files"][name]["size"] == len(good_bytes)
@@ -651,7 +648,7 @@ def test_the_manifest_cannot_be_forgotten_and_a_damaged_one_is_kept(server, cach
 
 def test_a_fifo_named_like_a_temp_file_does_not_hang_loads(server, cache, good_bytes, alarm):
     cache.mkdir()
-    os.mkfifo(cache / ".model.pdparams.99999999-0123abcd.part.pdparams")
+    os.mkfifo(cache / f".model.pdparams{TEMP_MARK}99999999-0123abcd.pdparams")
     url = _url_model(server, good_bytes)
     alarm(20)
     create_model("ReXNet_1_0", pretrained=url)
@@ -665,17 +662,17 @@ def test_redirects_to_other_schemes_are_refused(server, cache, good_bytes):
 
 def test_mirror_urls_keep_their_query_and_hide_their_credentials(server, cache, good_bytes,
                                                                  reference, monkeypatch):
-    server.add("/m/" + SEED.filename, good_bytes)
+    server.add("/m/" + PPIM.filename, good_bytes)
     monkeypatch.setenv(download.MIRROR_ENV, server.base + "/m?token=abc")
-    model = create_model("ReXNet_1_0", pretrained="seed")
+    model = create_model("ReXNet_1_0", pretrained="ppim")
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
     host = server.base.split("//")[1]
     monkeypatch.setenv(download.MIRROR_ENV, f"http://someone:s3cret@{host}/missing")
-    (cache / SEED.filename).unlink()
+    (cache / PPIM.filename).unlink()
     with pytest.raises(DownloadError) as err:
-        create_model("ReXNet_1_0", pretrained="seed")
+        create_model("ReXNet_1_0", pretrained="ppim")
     assert "s3cret" not in str(err.value) and "HTTP 404" in str(err.value)
-    assert "s3cret" not in (cache / cache_module.MANIFEST_NAME).read_text()
+    assert "s3cret" not in (cache / download.MANIFEST_NAME).read_text()
 
 
 def test_an_impossible_safetensors_shape_is_a_clear_error(reference, tmp_path, capsys):

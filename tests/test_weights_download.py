@@ -29,8 +29,8 @@ from rexnet_plugin.zoo import VARIANTS
 from weights_helpers import (_server, cache, cache_files, closed_port, local_only,  # noqa: F401
                              official_to_timm, server)
 
-SEED = VARIANTS["ReXNet_1_0"].weights["seed"]
-SEED_PATH = "/" + SEED.filename  # where the mirror serves it
+PPIM = VARIANTS["ReXNet_1_0"].weights["ppim"]
+PPIM_PATH = "/" + PPIM.filename  # where the mirror serves it
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,9 @@ def reference():
 
 
 @pytest.fixture
-def seed_bytes(reference, tmp_path):
-    write_checkpoint(to_canonical(reference[0]), tmp_path / "seed.pdparams")
-    return (tmp_path / "seed.pdparams").read_bytes()
+def ppim_bytes(reference, tmp_path):
+    write_checkpoint(to_canonical(reference[0]), tmp_path / "ppim.pdparams")
+    return (tmp_path / "ppim.pdparams").read_bytes()
 
 
 @pytest.fixture
@@ -59,45 +59,45 @@ def _assert_reference_logits(model, reference):
     assert np.abs(logits - cases["a"]["logits"]).max() <= 1e-4
 
 
-def test_download_once_then_reuse_the_cache(mirror, cache, seed_bytes, reference):
-    mirror.add(SEED_PATH, seed_bytes)
+def test_download_once_then_reuse_the_cache(mirror, cache, ppim_bytes, reference):
+    mirror.add(PPIM_PATH, ppim_bytes)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=True), reference)
-    assert mirror.hits[SEED_PATH] == 1
-    assert cache_files(cache) == {SEED.filename}
-    _assert_reference_logits(create_model("ReXNet_1_0", pretrained="seed"), reference)
-    assert mirror.hits[SEED_PATH] == 1  # served from the cache
+    assert mirror.hits[PPIM_PATH] == 1
+    assert cache_files(cache) == {PPIM.filename}
+    _assert_reference_logits(create_model("ReXNet_1_0", pretrained="ppim"), reference)
+    assert mirror.hits[PPIM_PATH] == 1  # served from the cache
 
 
-def test_damaged_cache_file_is_downloaded_again(mirror, cache, seed_bytes, reference):
-    mirror.add(SEED_PATH, seed_bytes)
+def test_damaged_cache_file_is_downloaded_again(mirror, cache, ppim_bytes, reference):
+    mirror.add(PPIM_PATH, ppim_bytes)
     create_model("ReXNet_1_0", pretrained=True)
-    cached = cache / SEED.filename
+    cached = cache / PPIM.filename
     cached.write_bytes(cached.read_bytes()[:1000])
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=True), reference)
-    assert mirror.hits[SEED_PATH] == 2
-    assert cached.read_bytes() == seed_bytes and cache_files(cache) == {SEED.filename}
+    assert mirror.hits[PPIM_PATH] == 2
+    assert cached.read_bytes() == ppim_bytes and cache_files(cache) == {PPIM.filename}
 
 
-def test_table_url_itself_is_used_without_a_mirror(server, cache, seed_bytes, reference, monkeypatch):
-    url = server.add("/v1/ai-studio-online/abc", seed_bytes) + "?responseContentDisposition=x"
-    monkeypatch.setitem(VARIANTS["ReXNet_1_0"].weights, "seed", dataclasses.replace(SEED, url=url))
+def test_table_url_itself_is_used_without_a_mirror(server, cache, ppim_bytes, reference, monkeypatch):
+    url = server.add("/v1/ai-studio-online/abc", ppim_bytes) + "?responseContentDisposition=x"
+    monkeypatch.setitem(VARIANTS["ReXNet_1_0"].weights, "ppim", dataclasses.replace(PPIM, url=url))
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=True), reference)
-    assert server.hits["/v1/ai-studio-online/abc"] == 1 and cache_files(cache) == {SEED.filename}
+    assert server.hits["/v1/ai-studio-online/abc"] == 1 and cache_files(cache) == {PPIM.filename}
 
 
-def test_timm_and_paddleclas_sources(mirror, cache, seed_bytes, reference, tmp_path):
+def test_timm_and_paddleclas_sources(mirror, cache, ppim_bytes, reference, tmp_path):
     timm = VARIANTS["ReXNet_1_0"].weights["timm"]
     paddleclas = VARIANTS["ReXNet_1_0"].weights["paddleclas"]
     save_file(official_to_timm(reference[0]), str(tmp_path / "model.safetensors"))
     mirror.add("/" + timm.filename, tmp_path / "model.safetensors")
-    mirror.add("/" + paddleclas.filename, seed_bytes)
+    mirror.add("/" + paddleclas.filename, ppim_bytes)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained="timm"), reference)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained="paddleclas"), reference)
     assert cache_files(cache) == {timm.filename, paddleclas.filename}
 
 
-def test_plain_url_is_cached_under_its_own_name(server, cache, seed_bytes, reference):
-    url = server.add("/models/ReXNet_1_0_best.pdparams", seed_bytes)
+def test_plain_url_is_cached_under_its_own_name(server, cache, ppim_bytes, reference):
+    url = server.add("/models/ReXNet_1_0_best.pdparams", ppim_bytes)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=url), reference)
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=url), reference)
     assert server.hits["/models/ReXNet_1_0_best.pdparams"] == 1
@@ -105,27 +105,27 @@ def test_plain_url_is_cached_under_its_own_name(server, cache, seed_bytes, refer
     assert name.startswith("url-") and name.endswith("-ReXNet_1_0_best.pdparams")
 
 
-def test_fetch_pretrained_fills_the_cache_for_offline_use(mirror, cache, seed_bytes):
-    mirror.add(SEED_PATH, seed_bytes)
-    assert fetch_pretrained("ReXNet_1_0") == cache / SEED.filename
-    assert cache_files(cache) == {SEED.filename}
+def test_fetch_pretrained_fills_the_cache_for_offline_use(mirror, cache, ppim_bytes):
+    mirror.add(PPIM_PATH, ppim_bytes)
+    assert fetch_pretrained("ReXNet_1_0") == cache / PPIM.filename
+    assert cache_files(cache) == {PPIM.filename}
 
 
 # -- every failure: its own error, a clean cache --------------------------------
 
-def test_truncated_download(mirror, cache, seed_bytes):
-    mirror.add(SEED_PATH, seed_bytes)
-    mirror.truncate.add(SEED_PATH)
+def test_truncated_download(mirror, cache, ppim_bytes):
+    mirror.add(PPIM_PATH, ppim_bytes)
+    mirror.truncate.add(PPIM_PATH)
     with pytest.raises(IncompleteDownloadError) as err:
         create_model("ReXNet_1_0", pretrained=True)
     msg = str(err.value)
-    assert f"{mirror.base}{SEED_PATH}" in msg and f"of {len(seed_bytes)} bytes" in msg
+    assert f"{mirror.base}{PPIM_PATH}" in msg and f"of {len(ppim_bytes)} bytes" in msg
     assert cache_files(cache) == set()
 
 
 def test_corrupt_download(mirror, cache):
-    mirror.add(SEED_PATH, os.urandom(50_000))
-    with pytest.raises(CorruptCheckpointError, match=f"downloaded from {mirror.base}{SEED_PATH}"):
+    mirror.add(PPIM_PATH, os.urandom(50_000))
+    with pytest.raises(CorruptCheckpointError, match=f"downloaded from {mirror.base}{PPIM_PATH}"):
         create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == set()
 
@@ -133,7 +133,7 @@ def test_corrupt_download(mirror, cache):
 def test_download_for_the_wrong_variant(mirror, cache, tmp_path):
     lite, _ = load_reference_npz("ReXNetLite_1_0")
     write_checkpoint(to_canonical(lite), tmp_path / "lite.pdparams")
-    mirror.add(SEED_PATH, tmp_path / "lite.pdparams")
+    mirror.add(PPIM_PATH, tmp_path / "lite.pdparams")
     with pytest.raises(WrongVariantError, match=r"holds ReXNetLite_1_0 .* but the model is ReXNet_1_0"):
         create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == set()
@@ -141,7 +141,7 @@ def test_download_for_the_wrong_variant(mirror, cache, tmp_path):
 
 def test_download_that_is_not_rexnet(mirror, cache, tmp_path):
     save_file({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}, str(tmp_path / "r.safetensors"))
-    mirror.add(SEED_PATH, tmp_path / "r.safetensors")
+    mirror.add(PPIM_PATH, tmp_path / "r.safetensors")
     with pytest.raises(NotReXNetError, match="not a ReXNet checkpoint"):
         create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == set()
@@ -153,14 +153,14 @@ def test_unreachable_host(cache, monkeypatch):
     with pytest.raises(DownloadError) as err:
         create_model("ReXNet_1_0", pretrained=True)
     msg = str(err.value)
-    assert f"could not download {base}{SEED_PATH}" in msg
-    assert f"pass its path (pretrained='/path/to/{SEED.filename}')" in msg
-    assert str(cache / SEED.filename) in msg
+    assert f"could not download {base}{PPIM_PATH}" in msg
+    assert f"pass its path (pretrained='/path/to/{PPIM.filename}')" in msg
+    assert str(cache / PPIM.filename) in msg
     assert cache_files(cache) == set()
 
 
-def test_cache_that_cannot_be_created(mirror, cache, seed_bytes, monkeypatch):
-    mirror.add(SEED_PATH, seed_bytes)
+def test_cache_that_cannot_be_created(mirror, cache, ppim_bytes, monkeypatch):
+    mirror.add(PPIM_PATH, ppim_bytes)
     blocker = cache.parent / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(download.CACHE_ENV, str(blocker / "cache"))
@@ -168,7 +168,7 @@ def test_cache_that_cannot_be_created(mirror, cache, seed_bytes, monkeypatch):
         create_model("ReXNet_1_0", pretrained=True)
     msg = str(err.value)
     assert str(blocker / "cache") in msg and f"set {download.CACHE_ENV} to a writable folder" in msg
-    assert mirror.hits.get(SEED_PATH, 0) == 0  # refused before downloading anything
+    assert mirror.hits.get(PPIM_PATH, 0) == 0  # refused before downloading anything
 
 
 def test_http_error(mirror, cache):
@@ -177,24 +177,24 @@ def test_http_error(mirror, cache):
     assert cache_files(cache) == set()
 
 
-def test_published_size_and_checksum_are_checked(mirror, cache, seed_bytes, monkeypatch):
-    mirror.add(SEED_PATH, seed_bytes)
+def test_published_size_and_checksum_are_checked(mirror, cache, ppim_bytes, monkeypatch):
+    mirror.add(PPIM_PATH, ppim_bytes)
     weights = VARIANTS["ReXNet_1_0"].weights
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(SEED, size=len(seed_bytes) + 1))
-    with pytest.raises(IncompleteDownloadError, match=f"the published file has {len(seed_bytes) + 1}"):
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(PPIM, size=len(ppim_bytes) + 1))
+    with pytest.raises(IncompleteDownloadError, match=f"the published file has {len(ppim_bytes) + 1}"):
         create_model("ReXNet_1_0", pretrained=True)
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(SEED, sha256="0" * 64))
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(PPIM, sha256="0" * 64))
     with pytest.raises(ChecksumError, match="sha256"):
         create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == set()
-    good = dataclasses.replace(SEED, size=len(seed_bytes), sha256=hashlib.sha256(seed_bytes).hexdigest())
-    monkeypatch.setitem(weights, "seed", good)
+    good = dataclasses.replace(PPIM, size=len(ppim_bytes), sha256=hashlib.sha256(ppim_bytes).hexdigest())
+    monkeypatch.setitem(weights, "ppim", good)
     create_model("ReXNet_1_0", pretrained=True)
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
-def test_ctrl_c_during_download_leaves_nothing(mirror, cache, seed_bytes, monkeypatch):
-    mirror.add(SEED_PATH, seed_bytes)
+def test_ctrl_c_during_download_leaves_nothing(mirror, cache, ppim_bytes, monkeypatch):
+    mirror.add(PPIM_PATH, ppim_bytes)
     monkeypatch.setattr(download, "_CHUNK_BYTES", 4096)
 
     class InterruptedBar(tqdm.tqdm):
@@ -231,8 +231,10 @@ def test_lite_default_is_the_official_manual_download(cache):
 
 @pytest.mark.parametrize("name,pretrained,match", [
     ("ReXNet_0_9", True, "ReXNet_0_9 has no published ImageNet weights"),
-    ("ReXNetLite_1_0", "seed", r"ReXNetLite_1_0 has no 'seed' weights \(published for it: 'official'\)"),
+    ("ReXNetLite_1_0", "ppim", r"ReXNetLite_1_0 has no 'ppim' weights \(published for it: 'official'\)"),
     ("ReXNet_1_0", "no/such/file.pdparams", "is not a file, a URL or a source name"),
+    ("ReXNet_1_0", "seed", r"is not a file, a URL or a source name\. Accepted: .*'ppim', "
+                           r"'paddleclas', 'timm', 'official'"),
     ("ReXNet_1_0", 3, r"pretrained=3 \(int\) is not understood"),
 ])
 def test_bad_pretrained_values(cache, name, pretrained, match):
@@ -240,23 +242,23 @@ def test_bad_pretrained_values(cache, name, pretrained, match):
         create_model(name, pretrained=pretrained)
 
 
-def test_weights_command_downloads_and_lists(mirror, cache, seed_bytes, capsys):
+def test_weights_command_downloads_and_lists(mirror, cache, ppim_bytes, capsys):
     from rexnet_plugin.cli import main
-    mirror.add(SEED_PATH, seed_bytes)
+    mirror.add(PPIM_PATH, ppim_bytes)
     assert main(["weights", "ReXNet_1_0", "--download"]) == 0
-    assert capsys.readouterr().out.strip() == str(cache / SEED.filename)
+    assert capsys.readouterr().out.strip() == str(cache / PPIM.filename)
     assert main(["weights", "ReXNet_1_0"]) == 0
     listing = capsys.readouterr().out
-    assert f"seed *      paddle    yes     {SEED.filename}" in listing
+    assert f"ppim *      paddle    yes     {PPIM.filename}" in listing
     assert "timm        timm      no" in listing
     # With a mirror even the official files download; this one has none of them.
     assert main(["weights", "ReXNet_1_0", "--download", "--source", "official"]) == 2
     assert "HTTP 404" in capsys.readouterr().err
-    assert cache_files(cache) == {SEED.filename}
+    assert cache_files(cache) == {PPIM.filename}
 
 
 def test_error_about_a_cached_file_names_its_path(cache, tmp_path):
     lite, _ = load_reference_npz("ReXNetLite_1_0")
-    write_checkpoint(to_canonical(lite), cache / SEED.filename)  # a file put there by hand
-    with pytest.raises(WrongVariantError, match=f"'seed' weights \\({cache / SEED.filename}\\) holds ReXNetLite_1_0"):
-        create_model("ReXNet_1_0", pretrained="seed")
+    write_checkpoint(to_canonical(lite), cache / PPIM.filename)  # a file put there by hand
+    with pytest.raises(WrongVariantError, match=f"'ppim' weights \\({cache / PPIM.filename}\\) holds ReXNetLite_1_0"):
+        create_model("ReXNet_1_0", pretrained="ppim")

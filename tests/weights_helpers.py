@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
-from rexnet_plugin.weights import cache as cache_module, download
+from rexnet_plugin.weights import download
 
 
 class FileServer:
@@ -160,7 +160,7 @@ def cache_files(folder: Path) -> set[str]:
     if not folder.exists():
         return set()
     return {p.name for p in folder.rglob("*")
-            if p.is_file() and p.name != cache_module.MANIFEST_NAME}
+            if p.is_file() and p.name != download.MANIFEST_NAME}
 
 
 def closed_port() -> int:

@@ -1,9 +1,5 @@
-"""What a canonical state dict is (variant, class count), and whether it fits a model.
-
-``check_state_dict`` compares every key and shape with the model and raises
-one readable error: the checkpoint's own variant when it is another one, or
-the missing keys, unexpected keys and shape conflicts.
-"""
+"""What a canonical state dict is (variant, class count), and whether it fits a model:
+one error naming the checkpoint's variant, or its missing/unexpected keys and conflicts."""
 
 from __future__ import annotations
 
@@ -20,12 +16,10 @@ from .errors import WeightsError, WrongVariantError
 
 logger = logging.getLogger(__name__)
 
-# -- what a checkpoint is ------------------------------------------------------
 
 @dataclass(frozen=True)
 class Signature:
     """The shape facts that tell ReXNet variants apart."""
-
     stem_channels: int
     block_channels: tuple[int, ...]
     head_channels: int
@@ -56,7 +50,6 @@ def variant_of_plan(plan) -> str | None:
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What the shapes of a canonical state dict say it is."""
-
     signature: Signature
     class_num: int  # 0 for a headless checkpoint
     variant: str | None  # the named variant whose channel plan matches
@@ -66,22 +59,22 @@ class CheckpointInfo:
         return VARIANTS[self.variant].lite if self.variant else None
 
     @property
-    def kind(self) -> str | None:
-        """"v1", "lite" or "r" (ReXNet-R), when the variant is known."""
+    def kind(self) -> str | None:  # "v1", "lite" or "r"
         return VARIANTS[self.variant].kind if self.variant else None
 
     def describe(self) -> str:
-        classes = f"{self.class_num} classes" if self.class_num else "no classifier"
-        if self.variant:
-            return f"{self.variant} ({_family(VARIANTS[self.variant])}, {classes})"
-        return (f"a ReXNet that is none of the named variants ({self.signature.describe()}, "
-                f"{classes})")
+        return _describe(self.variant, self.class_num, "a ReXNet that is none of the named "
+                         f"variants ({self.signature.describe()}")
 
 
-def _family(v) -> str:
-    """"ReXNet-R, timm's rexnetr_200, width 2.0": the kind, and timm's name for it."""
+def _describe(variant: str | None, class_num: int, otherwise: str) -> str:
+    """"ReXNetR_2_0 (ReXNet-R, timm's rexnetr_200, width 2.0, 1000 classes)"."""
+    classes = f"{class_num} classes" if class_num else "no classifier"
+    if variant is None:
+        return f"{otherwise}, {classes})"
+    v = VARIANTS[variant]
     timm = f", timm's {v.timm_name}" if v.timm_name else ""
-    return f"{v.kind_title}{timm}, width {v.width_mult}"
+    return f"{variant} ({v.kind_title}{timm}, width {v.width_mult}, {classes})"
 
 
 def inspect_state(state: dict) -> CheckpointInfo:
@@ -104,24 +97,15 @@ def inspect_state(state: dict) -> CheckpointInfo:
     return CheckpointInfo(sig, class_num, variant)
 
 
-# -- checking against a model ---------------------------------------------------
-
 def describe_model(model) -> str:
-    name = variant_of_plan(model.plan)
-    classes = f"{model.class_num} classes" if model.class_num else "no classifier"
-    if name:
-        return f"{name} ({_family(VARIANTS[name])}, {classes})"
-    return f"{KINDS[model.plan.kind]}, width {model.width_mult}, {classes}"
+    return _describe(variant_of_plan(model.plan), model.class_num,
+                     f"a model ({KINDS[model.plan.kind]}, width {model.width_mult}")
 
 
 def _key_report(missing, unexpected, conflicts, shapes, own, limit=10) -> list[str]:
-    lines = []
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:limit])}"
-                     + (" ..." if len(missing) > limit else ""))
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:limit])}"
-                     + (" ..." if len(unexpected) > limit else ""))
+    lines = [f"  {what} keys ({len(keys)}): {', '.join(keys[:limit])}"
+             + (" ..." if len(keys) > limit else "")
+             for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     for k in conflicts[:limit]:
         lines.append(f"  shape conflict at {k}: checkpoint {shapes[k]}, model {own[k]}")
     if len(conflicts) > limit:
@@ -135,24 +119,13 @@ def _is_float(dtype) -> bool:
 
 
 def non_float_tensors(state: dict) -> list[str]:
-    """The keys whose tensors are not floating point. Every ReXNet weight and
-    statistic is a float, so an integer or bool tensor means a damaged file."""
+    """Keys of non-float tensors: every ReXNet tensor is a float, so these mean a bad file."""
     return sorted(k for k, v in state.items() if not _is_float(np.asarray(v).dtype))
 
 
-_DTYPE_FIX = ("  Weights must be floating point (float16, bfloat16, float32 and float64 are cast "
-              "to the model's dtype); integer or bool tensors mean the file was written wrongly.")
-
-
 def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -> dict:
-    """Compare a canonical ``state`` with ``model``; raise one readable error on mismatch.
-
-    Keys, shapes and dtypes are compared: a float tensor of any width fits a
-    float parameter, an integer or bool one does not. With ``skip_head``,
-    classifier tensors the model lacks or has in another shape are left out
-    (fine-tuning on another class count, or a headless backbone); the model
-    keeps its own initial classifier. Returns the state to load.
-    """
+    """The state to load, after comparing keys, shapes and float-ness with ``model``; one
+    readable error otherwise. ``skip_head``: leave out classifier tensors that differ."""
     own_tensors = model.state_dict()
     own = {k: list(v.shape) for k, v in own_tensors.items()}
     shapes = {k: list(np.shape(v)) for k, v in state.items()}
@@ -175,12 +148,9 @@ def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -
     dtype_lines = [f"  dtype conflict at {k}: checkpoint {np.asarray(state[k]).dtype}, model "
                    f"{str(own_tensors[k].dtype).replace('paddle.', '')}" for k in wrong_dtype[:10]]
     if dtype_lines:
-        dtype_lines.append(_DTYPE_FIX)
-    if not (missing or unexpected or conflicts):
-        raise WeightsError("\n".join(
-            [f"{source} does not fit the model {describe_model(model)}:"] + dtype_lines))
-
-    report = _key_report(missing, unexpected, conflicts, shapes, own)
+        dtype_lines.append("  Weights must be floating point (float16, bfloat16, float32 and "
+                           "float64 are cast to the model's dtype); integer or bool tensors mean "
+                           "the file was written wrongly.")
     try:
         info = inspect_state(state)
     except (KeyError, IndexError, ValueError):  # too broken to say what it is
@@ -192,13 +162,13 @@ def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -
             [f"{source} holds {info.describe()}, but the model is {describe_model(model)}. "
              f"Pass the checkpoint made for this variant, or {fix}. First differences:"]
             + _key_report(missing, unexpected, conflicts, shapes, own, limit=3)))
-    lines = [f"{source} does not fit the model {describe_model(model)}:"] + report + dtype_lines
+    lines = [f"{source} does not fit the model {describe_model(model)}:"] + _key_report(
+        missing, unexpected, conflicts, shapes, own) + dtype_lines
     advice = _classifier_advice(model, own, shapes, missing + unexpected + conflicts)
     raise WeightsError("\n".join(lines + ([advice] if advice else [])))
 
 
 def _classifier_advice(model, own: dict, shapes: dict, differing: list) -> str | None:
-    """What to do when the classifier (``output.*``) is among the differences."""
     if not any(k.startswith("output.") for k in differing):
         return None
     own_head = {k for k in own if k.startswith("output.")}
@@ -220,9 +190,8 @@ def _classifier_advice(model, own: dict, shapes: dict, differing: list) -> str |
 
 
 def ready_to_set(model, state: dict) -> dict:
-    """The full state for ``set_state_dict``: floats cast to the model's dtype (a
-    float16 file into a float32 model), and the model's own tensors for keys
-    the checkpoint does not fill (a skipped head), so Paddle warns about nothing."""
+    """The full state for ``set_state_dict``: floats cast to the model's dtype, and the
+    model's own tensors where the checkpoint has none (a skipped head)."""
     own = model.state_dict()
     out = {k: v for k, v in own.items() if k not in state}
     for key, value in state.items():

@@ -1,70 +1,210 @@
-"""Download checkpoints into the cache (``cache``): checked, atomic, bounded in time.
-
-What is checked, before the file is renamed into place:
-
-1. the byte count: Content-Length, the published size, ``X-Linked-Size``;
-   a file of unknown size is stopped at ``MAX_DOWNLOAD_BYTES``;
-2. checksums: the published sha256 (variant table) and every checksum the
-   server offers (``offered_checksums``: Hugging Face's LFS sha256, an
-   object store's MD5);
-3. the first download: the sha256 and size that the cache's manifest
-   recorded for this file. A later download (again, or from a mirror) that
-   differs is refused until ``cache.forget(name)``; a first one is recorded;
-4. ``verify``: the caller's full read and check against the model.
-
-A cached file is checked at every load: a regular file (links are not
-followed), the published size and sha256 if known, and the size and sha256
-of its first download; anything else is downloaded again.
-
-The download streams into a temp file beside its target (``cache.temp_download``):
-any failure, Ctrl-C (and SIGTERM under the ``rexnet-plugin`` command) deletes
-it, and what a killed process leaves is swept by the next download into that
-folder. Besides the per-read timeout, an overall deadline
-(``REXNET_PLUGIN_DOWNLOAD_TIMEOUT``) bounds every download.
-"""
+"""The weights cache and checked downloads into it: safe names; ``downloads.json``, the
+sha256 and size of each file's first download (a later one that differs is refused until
+``forget``); size and checksums (published, offered by the server), then ``verify`` on
+the temp file before it is renamed into place."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import json
 import logging
-import math
 import os
 import re
+import site
 import socket
 import stat
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, TypeVar
-from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlparse, urlsplit, urlunsplit
 
-from . import cache
-from .cache import CACHE_ENV, cache_dir  # noqa: F401  (callers and tests use them from here too)
-from .errors import (ChangedFileError, ChecksumError, CorruptCheckpointError, DownloadError,
-                     DownloadTimeoutError, IncompleteDownloadError, WeightsError)
+from ..files import atomic_path, write_json
+from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
+                     IncompleteDownloadError, ManualDownloadError, WeightsError)
+from .formats import format_of_suffix
+
+try:
+    import fcntl
+except ImportError:  # Windows: records are written without a lock
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CACHE_ENV = "REXNET_PLUGIN_HOME"
+DEFAULT_CACHE = Path("~/.cache/rexnet_plugin")
+MANIFEST_NAME = "downloads.json"
+_STARTUP_FOLDER_NAMES = {"site-packages", "dist-packages"}  # Python runs their .pth files
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# No cached name ends in ".pth" (run by Python from a site folder) or ".py".
+_CACHED_SUFFIX = {"pdparams": ".pdparams", "safetensors": ".safetensors", "pth": ".pt"}
+
 MIRROR_ENV = "REXNET_PLUGIN_MIRROR"
-DEADLINE_ENV = "REXNET_PLUGIN_DOWNLOAD_TIMEOUT"
-# The largest file (ReXNet_3_0, ~140 MB) takes 25 minutes at 100 kB/s.
-DEFAULT_DEADLINE_SECONDS = 3600
+DEFAULT_TIMEOUT = 3600  # seconds; ReXNet_3_0 (~140 MB) takes 25 minutes at 100 kB/s
 _READ_TIMEOUT_SECONDS = 60
 _CHUNK_BYTES = 1 << 20
-# A file of unknown size is stopped here: the largest ReXNet checkpoint
-# (ReXNet_3_0 in float32) is about 140 MB; float64 would be about 280 MB.
+# A file of unknown size stops here: the largest ReXNet checkpoint is ~140 MB in float32.
 MAX_DOWNLOAD_BYTES = 512 << 20
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def cache_path(name: str) -> Path:
+    """The cached file ``name`` (``.pth`` kept as ``.pt``); refused unless a plain name."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise WeightsError(f"{name!r} is not a cache file name (letters, digits and ._- only, "
+                           f"not starting with a dot, at most 200 characters)")
+    if name == MANIFEST_NAME:
+        raise WeightsError(f"{name} is the cache's record of first downloads, not a cached "
+                           f"file; pass the name of a cached file")
+    if name.lower().endswith(".pth"):
+        name = name[:-4] + ".pt"
+    folder = cache_dir()
+    path = folder / name
+    if Path(os.path.abspath(path)).parent != Path(os.path.abspath(folder)):
+        raise WeightsError(f"refusing to write {path}: it is not directly inside the weights "
+                           f"cache {folder}")
+    return path
+
+
+def filename_from_url(url: str) -> str:
+    """``url-<hash of the URL>-<its file name, plain, at most 80 characters><suffix>``,
+    from the URL alone (or a bcebos link's ``responseContentDisposition``)."""
+    parsed = urlparse(url)
+    disposition = parse_qs(parsed.query).get("responseContentDisposition", [""])[0]
+    raw = disposition.split("filename=", 1)[1] if "filename=" in disposition else parsed.path
+    for _ in range(4):  # "%252F" needs two rounds
+        raw, before = unquote(raw), raw
+        if raw == before:
+            break
+    last = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    readable = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", last)).strip("._-")
+    stem, dot, ext = readable.rpartition(".")
+    suffix = _CACHED_SUFFIX.get(format_of_suffix(f".{ext}")) if dot else None
+    if suffix is None:
+        stem = readable.replace(".", "_")
+    stem = stem[:80].strip("._-") or "checkpoint"
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"url-{digest}-{stem}{suffix or ''}"
+
+
+def prepare_cache(folder: Path) -> None:
+    """Create ``folder``; refuse a site-packages folder (or one named like another's)."""
+    startup = {os.path.realpath(p) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    names = {os.path.basename(os.path.normpath(p)).lower()
+             for p in (os.path.abspath(folder), os.path.realpath(folder))}
+    if names & _STARTUP_FOLDER_NAMES or os.path.realpath(folder) in startup:
+        raise WeightsError(
+            f"the weights cache {folder} is a site-packages folder (or named like one), where "
+            f"Python runs every .pth file at start-up: a downloaded file there could run "
+            f"code. Set {CACHE_ENV} to a folder of its own (the default is {DEFAULT_CACHE}).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WeightsError(f"cannot create the weights cache {folder} ({err.strerror}); set "
+                           f"{CACHE_ENV} to a writable folder") from None
+
+
+def open_regular(path: Path):
+    """``path`` opened for reading if a regular file, not a link (a FIFO would block)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open_regular(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_manifest(folder: Path) -> tuple[dict[str, dict], str | None]:
+    """(the valid entries, what is wrong with the file or None)."""
+    try:
+        with open_regular(folder / MANIFEST_NAME) as f:
+            files = json.loads(f.read().decode("utf-8")).get("files")
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, AttributeError, RecursionError) as err:
+        return {}, f"it cannot be read ({type(err).__name__})"
+    if not isinstance(files, dict):
+        return {}, "its 'files' is not a mapping"
+    valid = {k: v for k, v in files.items() if isinstance(v, dict) and isinstance(
+        v.get("sha256"), str) and type(v.get("size")) is int}
+    bad = len(files) - len(valid)
+    return valid, (f"{bad} of its entries are not {{sha256, size, ...}} records" if bad else None)
+
+
+def first_download(name: str) -> dict | None:
+    files, problem = _load_manifest(cache_dir())
+    if problem:
+        logger.warning("%s: %s; those records are not used", cache_dir() / MANIFEST_NAME, problem)
+    return files.get(name)
+
+
+@contextmanager
+def updating_manifest(folder: Path):
+    """Yield the entries to change, under a lock on the folder; write them back if
+    changed. A damaged manifest is kept as ``downloads.json.damaged-<time>``."""
+    lock = os.open(folder, os.O_RDONLY) if fcntl else None
+    try:
+        if lock is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError:
+                pass  # no locks on this file system
+        files, problem = _load_manifest(folder)
+        before = json.dumps(files, sort_keys=True)
+        yield files
+        if json.dumps(files, sort_keys=True) == before:
+            return
+        if problem:
+            copy = folder / f"{MANIFEST_NAME}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}"
+            os.replace(folder / MANIFEST_NAME, copy)
+            logger.warning("%s: %s; it was kept as %s, and a new one holds the readable "
+                           "records", folder / MANIFEST_NAME, problem, copy)
+        write_json(folder / MANIFEST_NAME, {
+            "about": "sha256 and size of each file's first download, written by "
+                     "rexnet-plugin; 'rexnet-plugin weights --forget NAME' removes an entry",
+            "files": files})
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the lock
+
+
+def forget(name: str) -> list[str]:
+    """Drop ``name`` from the cache and its manifest; return what was removed."""
+    path = cache_path(name)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    with updating_manifest(path.parent) as files:
+        entry = files.pop(path.name, None)
+        if entry is not None:
+            removed.append(f"the recorded first download (sha256 {entry['sha256']}, "
+                           f"from {entry.get('url')})")
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(f"the cached file {path}")
+    return removed
+
+
 def mirror_url(filename: str) -> str | None:
-    """The file's URL on ``$REXNET_PLUGIN_MIRROR`` (a base URL, which may carry
-    a query string such as a token), if one is set."""
+    """The file's URL on ``$REXNET_PLUGIN_MIRROR`` (its query string kept), if set."""
     base = os.environ.get(MIRROR_ENV, "").strip()
     if not base:
         return None
@@ -73,7 +213,7 @@ def mirror_url(filename: str) -> str | None:
 
 
 def public_url(url: str) -> str:
-    """``url`` without the user name and password it may carry, for messages and records."""
+    """``url`` without its user name and password, for messages and records."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -81,8 +221,7 @@ def public_url(url: str) -> str:
 
 
 def _request(url: str) -> urllib.request.Request:
-    """A GET of ``url``; its credentials (user:password@) become a Basic
-    Authorization header, which a redirect to another host does not receive."""
+    """A GET; credentials become a Basic header that a redirect does not receive."""
     from .. import __version__
     parts = urlsplit(url)
     request = urllib.request.Request(public_url(url),
@@ -94,23 +233,7 @@ def _request(url: str) -> urllib.request.Request:
     return request
 
 
-def download_deadline() -> float | None:
-    """Seconds a whole download may take (``$REXNET_PLUGIN_DOWNLOAD_TIMEOUT``); None: no limit."""
-    text = os.environ.get(DEADLINE_ENV, "").strip()
-    if not text:
-        return DEFAULT_DEADLINE_SECONDS
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise WeightsError(f"{DEADLINE_ENV}={text} is not a number of seconds; set it to the "
-                           f"time a whole download may take, e.g. {DEFAULT_DEADLINE_SECONDS} "
-                           f"(the default), or 0 for no limit")
-    return seconds or None
-
-
-def _how_to_get_it_by_hand(url: str, dest: Path) -> str:
+def _by_hand(url: str, dest: Path) -> str:
     url = public_url(url)
     name = dest.name.split("-", 2)[-1] if dest.name.startswith("url-") else dest.name
     return (f"If this machine is offline or cannot reach {urlparse(url).netloc}, download "
@@ -119,15 +242,12 @@ def _how_to_get_it_by_hand(url: str, dest: Path) -> str:
             f"with {MIRROR_ENV}=<base URL>.")
 
 
-# -- what the server says about the file ------------------------------------------
-
 @dataclass
 class _Received:
     size: int = 0
     sha256: str = ""
     md5: str = ""
-    # (algorithm, hex digest, which header said so)
-    offered: list[tuple[str, str, str]] = field(default_factory=list)
+    offered: list[tuple[str, str, str]] = field(default_factory=list)  # (algorithm, hex, header)
 
 
 def _etag(value: str | None) -> str | None:
@@ -146,26 +266,17 @@ def _md5_from_base64(value: str | None) -> str | None:
 
 
 def offered_checksums(redirect_headers: list, final) -> list[tuple[str, str, str]]:
-    """Every checksum the server sent: ``[(algorithm, hex digest, header)]``.
-
-    * ``X-Linked-Etag`` (Hugging Face hub, on the ``/resolve/`` redirect): the
-      LFS file's sha256; so is a 64-hex ``ETag`` on a hub response (one that
-      carries ``X-Repo-Commit``).
-    * ``Content-MD5`` and ``x-goog-hash: md5=`` on the final response: the
-      body's MD5 (bcebos sends Content-MD5, as PaddleDetection relies on).
-    * A plain 32-hex ``ETag`` on the final response: an object store's MD5
-      (S3, BOS, GCS single uploads). Not a multipart ``"...-N"`` ETag, a weak
-      one, a compressed response's, nor one that differs from a Content-MD5
-      sent beside it (then it is opaque).
-    """
+    """Every checksum the server sent (rules in docs/weights.md): the hub's LFS sha256
+    (``X-Linked-Etag``, a hub's 64-hex ``ETag``), ``Content-MD5``, ``x-goog-hash``,
+    and a plain 32-hex ``ETag`` unless compressed or contradicting a Content-MD5."""
     offered = []
     for headers in [*redirect_headers, final]:
         linked = _etag(headers.get("X-Linked-Etag"))
         hub = _etag(headers.get("ETag")) if headers.get("X-Repo-Commit") else None
-        if linked and re.fullmatch(r"[0-9a-f]{64}", linked):
-            offered.append(("sha256", linked, "X-Linked-Etag"))
-        elif hub and re.fullmatch(r"[0-9a-f]{64}", hub):
-            offered.append(("sha256", hub, "ETag"))
+        for value, header in ((linked, "X-Linked-Etag"), (hub, "ETag")):
+            if value and re.fullmatch(r"[0-9a-f]{64}", value):
+                offered.append(("sha256", value, header))
+                break
     md5s = [(m, "Content-MD5") for m in [_md5_from_base64(final.get("Content-MD5"))] if m]
     for part in (final.get("x-goog-hash") or "").split(","):
         if part.strip().startswith("md5=") and (m := _md5_from_base64(part.strip()[4:])):
@@ -185,8 +296,7 @@ def _offered_sizes(redirect_headers: list, final) -> list[tuple[int, str]]:
 
 
 class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
-    """Follows redirects as urllib does, keeping each redirect's headers
-    (Hugging Face puts the file's sha256 on the redirect, not on the CDN's reply)."""
+    """Keeps each redirect's headers (the hub puts the sha256 on its redirect)."""
 
     def __init__(self):
         self.headers = []
@@ -199,19 +309,16 @@ class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-# -- fetching ---------------------------------------------------------------------
-
-def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None = None,
-          sha256: str | None = None, progress: bool = True) -> T:
-    """Return ``verify(path)`` of the cached file ``name``, downloading ``url`` first
-    if it is not cached (see the module docstring for the checks).
-
-    ``verify`` reads and checks the file (raising WeightsError if it does not
-    fit); for a download it runs on the temp file, before the rename.
-    """
-    dest = cache.cache_path(name)
-    cache.prepare_cache(dest.parent)
-    cache.sweep_stale_downloads(dest.parent)
+def fetch(url: str | None, name: str, verify: Callable[[Path], T], *, size: int | None = None,
+          sha256: str | None = None, progress: bool = True, manual: str | None = None,
+          timeout: float | None = DEFAULT_TIMEOUT) -> T:
+    """``verify(path)`` of the cached file ``name``, downloading ``url`` first if it is
+    missing or fails its checks (no ``url``: ``manual`` says how to get it). ``timeout``:
+    seconds the whole download may take (0: no limit). ``verify`` raises WeightsError."""
+    if timeout is not None and not timeout >= 0:
+        raise WeightsError(f"timeout={timeout!r}: expected the seconds a whole download may "
+                           f"take (--timeout on the command line), or 0 for no limit")
+    dest = cache_path(name)
     if os.path.lexists(dest):
         problem = cached_problem(dest, size, sha256)
         if problem is None:
@@ -219,68 +326,60 @@ def fetch(url: str, name: str, verify: Callable[[Path], T], *, size: int | None 
                 return verify(dest)
             except CorruptCheckpointError as err:
                 problem = f"it cannot be read ({err})"
+        if url is None:
+            raise WeightsError(f"{dest} cannot be used: {problem}. {manual}")
         logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
         dest.unlink(missing_ok=True)
-
-    deadline = download_deadline()
-    with cache.temp_download(dest) as (tmp, out):
-        got = _stream(url, out, dest, size, progress, deadline)
-        out.close()  # all written (and Windows cannot rename an open file)
-        _check_checksums(url, dest, got, sha256)
-        first = cache.first_download(dest.name)
-        if first is not None:
-            _check_same_as_first(url, dest.name, got, first)
-        try:
-            result = verify(tmp)
-        except WeightsError as err:
-            raise type(err)(f"{err}\nNothing was kept in the cache.") from None
-        # Two first downloads at once: the second compares with the first's record.
-        try:
-            with cache.updating_manifest(dest.parent) as files:
+    if url is None:
+        raise ManualDownloadError(manual)
+    prepare_cache(dest.parent)
+    try:
+        with atomic_path(dest, dest.suffix) as tmp:
+            got = _stream(url, tmp, dest, size, progress, timeout or None)
+            _check_checksums(url, dest, got, sha256)
+            try:
+                result = verify(tmp)
+            except WeightsError as err:
+                raise type(err)(f"{err}\nNothing was kept in the cache.") from None
+            # Under the lock: of two first downloads at once, the second meets the first's record.
+            with updating_manifest(dest.parent) as files:
                 if dest.name in files:
                     _check_same_as_first(url, dest.name, got, files[dest.name])
                 else:
-                    files[dest.name] = cache.new_entry(public_url(url), got.sha256, got.size)
-                cache.check_inside(dest, dest.parent)
-                os.replace(tmp, dest)
-        except OSError as err:  # a full disk
-            raise DownloadError(f"cannot write to the weights cache {dest.parent}: "
-                                f"{err.strerror or err}; nothing was kept. Free some space, or "
-                                f"set {CACHE_ENV} to a folder on another disk.") from None
+                    files[dest.name] = {"sha256": got.sha256, "size": got.size,
+                                        "url": public_url(url), "first_downloaded":
+                                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    except OSError as err:  # a full disk, a quota
+        raise DownloadError(f"cannot write the download of {public_url(url)} to the weights "
+                            f"cache {dest.parent}: {err.strerror or err}; nothing was kept. "
+                            f"Free some space, or set {CACHE_ENV} to a folder on another "
+                            f"disk.") from None
     logger.info("saved %s", dest)
     return result
 
 
 def cached_problem(path: Path, size: int | None, sha256: str | None) -> str | None:
-    """Why a cached file may not be used, or None: not a regular file (a link
-    is not followed), or its size or sha256 differs from the published file's
-    or from its first download's (downloads.json). Hashing costs about 1 s
-    per GB (docs/weights.md)."""
+    """Why a cached file may not be used, or None: not a regular file (links are not
+    followed), or its size or sha256 differs from the published or first download's."""
     try:
         info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
+                               f"move it away")
+        if not stat.S_ISREG(info.st_mode):
+            return "it is a link or not a regular file (the cache follows no links)"
+        first = first_download(path.name) or {}
+        actual = sha256_of(path) if sha256 or first else None
     except OSError as err:
-        return f"it cannot be read ({err.strerror})"
-    if stat.S_ISDIR(info.st_mode):
-        raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
-                           f"move it away")
-    if not stat.S_ISREG(info.st_mode):
-        return "it is a link or not a regular file (the cache follows no links)"
-    first = cache.first_download(path.name)
-    for expected, what in ((size, "the published file"),
-                           (first and first["size"], "its first download")):
-        if expected is not None and info.st_size != expected:
-            return f"it has {info.st_size} bytes, {what} {expected}"
-    if sha256 is None and first is None:
-        return None
-    try:
-        actual = cache.sha256_of(path)
-    except OSError as err:
-        return f"it cannot be read ({err})"
-    if sha256 is not None and actual != sha256:
-        return "its sha256 differs from the published one"
-    if first is not None and actual != first["sha256"]:
-        return ("its sha256 differs from its first download's (recorded in "
-                f"{cache.MANIFEST_NAME}): it was changed after it was downloaded")
+        return f"it cannot be read ({err.strerror or err})"
+    for want_size, want_sha256, what in (
+            (size, sha256, "the published file's"),
+            (first.get("size"), first.get("sha256"),
+             f"its first download's (in {MANIFEST_NAME}): it was changed since")):
+        if want_size is not None and info.st_size != want_size:
+            return f"it has {info.st_size} bytes, not {what} {want_size}"
+        if want_sha256 is not None and actual != want_sha256:
+            return f"its sha256 differs from {what}"
     return None
 
 
@@ -292,20 +391,19 @@ def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str
         if have != want.lower():
             raise ChecksumError(
                 f"the download of {public_url(url)} has {algorithm} {have}, but {where} says "
-                f"{want}; "
-                f"nothing was kept. The file was damaged on the way, or the server holds "
-                f"another file than it describes. Try again; if it fails again, the file on "
-                f"the server has changed. " + _how_to_get_it_by_hand(url, dest))
+                f"{want}; nothing was kept. The file was damaged on the way, or the server "
+                f"holds another file than it describes. Try again; if it fails again, the "
+                f"file on the server has changed. " + _by_hand(url, dest))
 
 
 def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> None:
-    if got.sha256 == first.get("sha256") and got.size == first.get("size"):
+    if got.sha256 == first["sha256"] and got.size == first["size"]:
         return
     url = public_url(url)
-    raise ChangedFileError(
+    raise ChecksumError(
         f"{url} sent a different file from the one first downloaded as {name}:\n"
         f"  now:   sha256 {got.sha256}, {got.size} bytes, from {url}\n"
-        f"  first: sha256 {first.get('sha256')}, {first.get('size')} bytes, from "
+        f"  first: sha256 {first['sha256']}, {first['size']} bytes, from "
         f"{first.get('url')} on {first.get('first_downloaded')}\n"
         f"Nothing was kept. A published checkpoint should not change, and a mirror should "
         f"serve the same file. If you trust the new file (its publisher replaced it), accept "
@@ -313,90 +411,76 @@ def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> No
         f"rexnet_plugin.weights.forget({name!r})) and load it again.")
 
 
-def _stream(url: str, out, dest: Path, size: int | None, progress: bool,
+def _stream(url: str, tmp: Path, dest: Path, size: int | None, progress: bool,
             deadline: float | None) -> _Received:
     from tqdm import tqdm
-    request = _request(url)
+    request, redirects = _request(url), _KeepRedirectHeaders()
     url = public_url(url)  # for messages
-    redirects = _KeepRedirectHeaders()
     logger.info("downloading %s to %s", url, dest)
     got, expected = _Received(), size
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     start = time.monotonic()
-    # A read may wait up to the timeout, so the deadline is overrun by at most that.
-    timeout = min(_READ_TIMEOUT_SECONDS, deadline) if deadline else _READ_TIMEOUT_SECONDS
+    # A read may wait up to its timeout, so the deadline is overrun by at most that.
+    timeout = min(_READ_TIMEOUT_SECONDS, deadline or _READ_TIMEOUT_SECONDS)
+
+    def too_slow() -> DownloadError:
+        return DownloadError(
+            f"the download of {url} was stopped after {got.size} of {expected or '?'} bytes: "
+            f"it took longer than {deadline:g} s (timeout=, or --timeout of 'rexnet-plugin "
+            f"weights --download'; default {DEFAULT_TIMEOUT}). Nothing was kept. On a slow "
+            f"link, allow more seconds (0 for no limit). " + _by_hand(url, dest))
+
+    def refuse(cls, what: str) -> DownloadError:
+        return cls(f"{url} {what}; nothing was kept. " + _by_hand(url, dest))
+
+    def cut(why: str = "") -> DownloadError:
+        return IncompleteDownloadError(
+            f"the download of {url} stopped after {got.size} of {expected or '?'} bytes{why}; "
+            f"the partial file was deleted. Try again. " + _by_hand(url, dest))
     try:
-        with urllib.request.build_opener(redirects).open(request, timeout=timeout) as response:
+        with urllib.request.build_opener(redirects).open(request, timeout=timeout) as response, \
+                open(tmp, "xb") as out:
             got.offered = offered_checksums(redirects.headers, response.headers)
             known_from = "the published file has"
             for announced, where in _offered_sizes(redirects.headers, response.headers):
                 if expected is not None and announced != expected:
-                    raise IncompleteDownloadError(
-                        f"{url} announces {announced} bytes ({where}), but {known_from} "
-                        f"{expected}; nothing was kept. " + _how_to_get_it_by_hand(url, dest))
+                    raise refuse(IncompleteDownloadError, f"announces {announced} bytes "
+                                 f"({where}), but {known_from} {expected}")
                 expected, known_from = announced, f"its {where} says"
             limit = MAX_DOWNLOAD_BYTES if expected is None else expected
             if limit > MAX_DOWNLOAD_BYTES:
-                raise _too_large(url, dest, f"announces {limit} bytes")
+                raise refuse(DownloadError, f"announces {limit} bytes: more than "
+                             f"{MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
+                             f"checkpoint. The URL is probably not a checkpoint")
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=dest.name, disable=None if progress else True) as bar:
-                # read1 returns what has arrived, so the deadline is checked even
-                # when a server trickles.
+                # read1 returns what has arrived: the deadline holds against trickling.
                 while block := response.read1(_CHUNK_BYTES):
                     got.size += len(block)
+                    if got.size > limit and expected is None:
+                        raise refuse(DownloadError, f"sends more than {limit >> 20} MB, with no "
+                                     f"size announced: far more than any ReXNet checkpoint. "
+                                     f"The URL is probably not a checkpoint")
                     if got.size > limit:
-                        if expected is None:
-                            raise _too_large(url, dest, "sends more, with no size announced")
-                        raise IncompleteDownloadError(
-                            f"{url} sends more than the {expected} bytes that {known_from}; "
-                            f"nothing was kept. " + _how_to_get_it_by_hand(url, dest))
-                    try:
-                        out.write(block)
-                    except OSError as err:  # a full disk, a quota
-                        raise DownloadError(
-                            f"cannot write the download of {url} to the weights cache "
-                            f"{dest.parent}: {err.strerror or err}; nothing was kept. Free "
-                            f"some space, or set {CACHE_ENV} to a folder on another disk."
-                        ) from None
+                        raise refuse(IncompleteDownloadError, f"sends more than the "
+                                     f"{expected} bytes that {known_from}")
+                    out.write(block)
                     sha256.update(block)
                     md5.update(block)
                     bar.update(len(block))
                     if deadline and time.monotonic() - start > deadline:
-                        raise _deadline_error(url, dest, got.size, expected, deadline)
+                        raise too_slow()
     except urllib.error.HTTPError as err:
         raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}. "
-                            + _how_to_get_it_by_hand(url, dest)) from None
+                            + _by_hand(url, dest)) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
         if deadline and time.monotonic() - start >= deadline:
-            raise _deadline_error(url, dest, got.size, expected, deadline) from None
-        reason = getattr(err, "reason", err)
-        raise DownloadError(f"could not download {url}: {reason}. "
-                            + _how_to_get_it_by_hand(url, dest)) from None
+            raise too_slow() from None
+        raise DownloadError(f"could not download {url}: {getattr(err, 'reason', err)}. "
+                            + _by_hand(url, dest)) from None
     except HTTPException as err:  # IncompleteRead: the server closed the connection early
-        raise IncompleteDownloadError(
-            f"the download of {url} stopped after {got.size} of {expected or '?'} bytes "
-            f"({type(err).__name__}); the partial file was deleted. Try again. "
-            + _how_to_get_it_by_hand(url, dest)) from None
+        raise cut(f" ({type(err).__name__})") from None
     if expected is not None and got.size != expected:
-        raise IncompleteDownloadError(
-            f"the download of {url} stopped after {got.size} of {expected} bytes; the "
-            f"partial file was deleted. Try again. " + _how_to_get_it_by_hand(url, dest))
+        raise cut()
     got.sha256, got.md5 = sha256.hexdigest(), md5.hexdigest()
     return got
-
-
-def _too_large(url: str, dest: Path, what: str) -> DownloadError:
-    return DownloadError(
-        f"{url} {what}: more than {MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
-        f"checkpoint; stopped, nothing was kept. The URL is probably not a checkpoint. "
-        + _how_to_get_it_by_hand(url, dest))
-
-
-def _deadline_error(url: str, dest: Path, received: int, expected: int | None,
-                    deadline: float) -> DownloadTimeoutError:
-    return DownloadTimeoutError(
-        f"the download of {public_url(url)} was stopped after {received} of "
-        f"{expected or '?'} bytes: it "
-        f"took longer than {deadline:g} s, the limit set by {DEADLINE_ENV} (default "
-        f"{DEFAULT_DEADLINE_SECONDS}). Nothing was kept. On a slow link, set {DEADLINE_ENV} "
-        f"to more seconds (0 for no limit). " + _how_to_get_it_by_hand(url, dest))

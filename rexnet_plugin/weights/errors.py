@@ -1,52 +1,37 @@
-"""The errors raised about checkpoints, one class per thing that can go wrong.
-
-All derive from ``WeightsError`` (a ``ValueError``), so callers can catch
-one class; tests and tools can tell the cases apart. Every message names the
-file or URL and says what to do.
-"""
-
-from __future__ import annotations
+"""Errors about checkpoints: all ``WeightsError`` (a ValueError), naming the file and the fix."""
 
 
 class WeightsError(ValueError):
-    """A checkpoint that cannot be used, with a message that says why and what to do."""
+    """A checkpoint that cannot be used."""
 
 
 class CorruptCheckpointError(WeightsError):
-    """The file cannot be read as the format it claims (truncated, damaged, not a checkpoint)."""
+    """Unreadable as the format it claims (truncated, damaged, not a checkpoint)."""
 
 
 class UnsafeCheckpointError(WeightsError):
-    """A pickle that holds something other than arrays; it was not unpickled."""
+    """A pickle asking for objects other than arrays; refused before anything ran."""
 
 
 class NotReXNetError(WeightsError):
-    """A readable checkpoint, but of another architecture."""
+    """A readable checkpoint of another architecture."""
 
 
 class WrongVariantError(WeightsError):
-    """A ReXNet checkpoint of another width, kind (V1/lite) or class count."""
+    """A ReXNet checkpoint of another width, kind or class count."""
 
 
 class DownloadError(WeightsError):
-    """The host could not be reached or answered with an error."""
+    """The host failed, the download was too slow or too large."""
 
 
 class IncompleteDownloadError(DownloadError):
-    """The download ended early or has the wrong size."""
-
-
-class DownloadTimeoutError(DownloadError):
-    """The download took longer than REXNET_PLUGIN_DOWNLOAD_TIMEOUT allows."""
+    """The download has the wrong size."""
 
 
 class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the checksum that the table or the server gives."""
-
-
-class ChangedFileError(ChecksumError):
-    """The download differs from the file's first download (recorded in the cache)."""
+    """The bytes differ from a published, offered or first-download checksum."""
 
 
 class ManualDownloadError(WeightsError):
-    """The publisher's host needs a browser; the user has to fetch the file."""
+    """The host needs a browser; the user fetches the file."""

@@ -1,23 +1,5 @@
-"""Read and write checkpoint files: .pdparams, .safetensors and PyTorch .pth.
-
-Readers return ``{key: numpy array}`` with the keys as stored (no renaming;
-``layouts`` does that). Nothing here executes code from a file:
-
-* ``.safetensors`` is parsed by ``safetensors`` itself: no pickle, no torch;
-  bfloat16 tensors are widened to float32 exactly (numpy has no bfloat16).
-* ``.pth`` is read with ``torch.load(weights_only=True)``, which refuses
-  anything but tensors and plain containers. torch is an optional extra.
-* ``.pdparams`` is a pickle. ``paddle.load`` would unpickle anything, so we
-  read it with an unpickler that only admits numpy arrays and plain
-  containers, and refuses every other object before building it.
-
-The format comes from the file's first bytes (the suffix only tells a torch
-pickle from a .pdparams one); anything else, an HTML page saved under a
-checkpoint's name for instance, is reported as not a checkpoint.
-
-Writers go through a temp file in the destination folder and an atomic
-rename, so a failure or Ctrl-C never leaves a half-written file.
-"""
+"""Read .pdparams (an allow-list unpickler: arrays only), .safetensors (no pickle) and .pth
+(``torch.load(weights_only=True)``) into ``{key: array}``; write .pdparams and .safetensors."""
 
 from __future__ import annotations
 
@@ -33,7 +15,6 @@ from .errors import CorruptCheckpointError, NotReXNetError, UnsafeCheckpointErro
 from ..files import atomic_path
 
 FORMATS = ("pdparams", "safetensors", "pth")
-WRITABLE_FORMATS = ("pdparams", "safetensors")
 _EXTENSIONS = {".pdparams": "pdparams", ".safetensors": "safetensors",
                ".pth": "pth", ".pt": "pth", ".bin": "pth", ".ckpt": "pth", ".tar": "pth"}
 # Wrappers that training scripts put around a state dict (timm, PaddleClas, others).
@@ -47,85 +28,62 @@ def torch_install_hint() -> str:
 
 
 def format_of_suffix(suffix: str) -> str | None:
-    """The format a file suffix names (".pth" -> "pth"), or None."""
     return _EXTENSIONS.get(suffix.lower())
 
 
-def format_of(path: str | os.PathLike, declared: str | None = None, name: str | None = None) -> str:
-    """The file's format: ``declared`` if given, else from its first bytes.
-
-    ``name``: what to call the file in messages (default: its path).
-    """
-    path = Path(path)
-    name = name or str(path)
-    if declared is not None:
-        if declared not in FORMATS:
-            raise WeightsError(f"format={declared!r} is not supported; use one of {', '.join(FORMATS)}")
-        return declared
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-        size = path.stat().st_size
-    except OSError as err:
-        raise WeightsError(f"cannot read {name}: {err.strerror}") from None
-    if head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
-        return "pth"
-    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
-        return "safetensors"  # 8-byte header length, then a JSON header
-    if head[:1] == b"\x80":  # a pickle (protocol 2+): legacy torch file or .pdparams
-        return "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
-    raise CorruptCheckpointError(
-        f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
-        f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
-        f"something else than the file (an error or sign-in page, for instance): download it "
-        f"again, or by hand.")
-
-
 def _looks_like(head: bytes, size: int) -> str:
-    """A few words on what a file that is not a checkpoint seems to be."""
     text = head.lstrip().lower()
     if size == 0:
         return "the file is empty"
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
         return "it is an HTML page"
-    if text.startswith(b"<"):
-        return "it is an XML document (an object store's error reply?)"
-    if text.startswith((b"{", b"[")):
-        return "it is JSON text"
     if head[:2] == b"\x1f\x8b":
         return "it is a gzip archive; unpack it first"
     if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
-        return "it is plain text"
+        return "it is text (JSON, XML: a server's error reply?)"
     return f"its first bytes {head[:8]!r} match no checkpoint format"
 
 
 def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
                     name: str | None = None) -> tuple[dict, str]:
-    """``({key: array}, format)`` of a local checkpoint file, keys as stored.
-
-    ``name``: what to call the file in messages (a download names its URL,
-    not its temp file); default: the path.
-    """
+    """``({key: array}, format)``, keys as stored; the format from the file's first bytes
+    unless declared. ``name``: the file in messages (a download's URL)."""
     path = Path(path)
     name = name or str(path)
+    if declared_format not in (None, *FORMATS):
+        raise WeightsError(f"format={declared_format!r} is not supported; use one of "
+                           f"{', '.join(FORMATS)}")
     if not path.is_file():
         raise WeightsError(f"checkpoint {name} does not exist (or is not a file)")
-    fmt = format_of(path, declared_format, name)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as err:
+        raise WeightsError(f"cannot read {name}: {err.strerror}") from None
+    size = path.stat().st_size
+    if declared_format:
+        fmt = declared_format
+    elif head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
+        fmt = "pth"
+    elif head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
+        fmt = "safetensors"  # 8-byte header length, then a JSON header
+    elif head[:1] == b"\x80":  # a pickle: legacy torch file or .pdparams
+        fmt = "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
+    else:
+        raise CorruptCheckpointError(
+            f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
+            f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
+            f"something else than the file (an error or sign-in page, for instance): download "
+            f"it again, or by hand.")
     reader = {"pdparams": _read_pdparams, "safetensors": _read_safetensors, "pth": _read_torch}[fmt]
     return _tensor_dict(reader(path, name), name), fmt
 
 
-# -- .pdparams: a pickle, read with an allow-list ----------------------------
-
 def _numpy_attr(module: str, name: str):
-    # numpy 2 pickles name numpy._core, numpy 1 names numpy.core; accept both.
-    for candidate in (module, module.replace("numpy._core", "numpy.core"),
-                      module.replace("numpy.core", "numpy._core")):
-        try:
-            return getattr(importlib.import_module(candidate), name)
-        except (ImportError, AttributeError):
-            continue
-    raise AttributeError(f"{module}.{name}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:  # numpy 2 pickles name numpy._core, which numpy 1 lacks
+        return getattr(importlib.import_module(module.replace("numpy._core", "numpy.core")), name)
 
 
 # What paddle.save writes for a state dict: ndarrays (rebuilt by numpy's own
@@ -140,7 +98,6 @@ _ALLOWED_GLOBALS = {
 
 
 def _latin1_bytes(text, encoding="latin1"):
-    """The one use of ``_codecs.encode`` admitted: text to bytes, latin-1 only."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
     return text.encode("latin1")
@@ -177,12 +134,8 @@ def _read_pdparams(path: Path, name: str) -> dict:
             f"it is truncated or damaged. Download or copy it again.") from None
 
 
-# -- .safetensors: no pickle, no torch ----------------------------------------
-
-# safetensors dtype -> numpy dtype (safetensors stores little-endian).
 _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
-                       "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
-                       "U8": "u1", "BOOL": "?"}
+                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}  # little-endian
 
 
 def _read_safetensors(path: Path, name: str) -> dict:
@@ -213,9 +166,7 @@ def _read_safetensors(path: Path, name: str) -> dict:
     return state
 
 
-# -- PyTorch .pth: torch.load(weights_only=True) -------------------------------
-
-def _import_torch(path: Path, name: str):
+def _read_torch(path: Path, name: str) -> dict:
     try:
         import torch
     except ImportError:
@@ -226,16 +177,10 @@ def _import_torch(path: Path, name: str):
             f"(rexnet-plugin convert {path.name if local else 'FILE.pth'} "
             f"{path.stem if local else 'FILE'}.safetensors) and use the .safetensors file, "
             f"which needs no torch.") from None
-    return torch
-
-
-def _read_torch(path: Path, name: str) -> dict:
-    torch = _import_torch(path, name)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's own message advises weights_only=False, which would run the
-        # file's code: never repeat it. Say what was refused, or that it is unreadable.
+        # Never repeat torch's advice (weights_only=False would run the file's code).
         wanted = re.search(r"GLOBAL ([\w.]+)", str(err))
         if wanted:
             raise UnsafeCheckpointError(
@@ -252,19 +197,13 @@ def _read_torch(path: Path, name: str) -> dict:
             f"it is truncated or damaged. Download or copy it again.") from None
 
     def to_numpy(value):
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.dtype == torch.bfloat16:  # numpy has no bfloat16
-                value = value.float()
-            return value.numpy()
+        if isinstance(value, dict):
+            return {k: to_numpy(v) for k, v in value.items()}
+        if isinstance(value, torch.Tensor):  # numpy has no bfloat16: widen it
+            return (value.float() if value.dtype == torch.bfloat16 else value).cpu().numpy()
         return value
-    if isinstance(obj, dict):
-        obj = {k: (to_numpy(v) if not isinstance(v, dict)
-                   else {kk: to_numpy(vv) for kk, vv in v.items()}) for k, v in obj.items()}
-    return obj
+    return to_numpy(obj)
 
-
-# -- common post-processing ---------------------------------------------------
 
 def _tensor_dict(obj, path: str) -> dict:
     """Unwrap ``{"state_dict": ...}`` and Tensor tuples; check every value is an array."""
@@ -299,7 +238,7 @@ def write_checkpoint(state: dict, path: str | os.PathLike, metadata: dict | None
     """Write ``state`` to ``path`` (.pdparams or .safetensors) atomically. Returns the format."""
     path = Path(path)
     fmt = _EXTENSIONS.get(path.suffix.lower())
-    if fmt not in WRITABLE_FORMATS:
+    if fmt not in ("pdparams", "safetensors"):
         raise WeightsError(f"cannot write {path}: the destination must end in .pdparams "
                            f"or .safetensors (writing .pth is left to PyTorch)")
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}

@@ -1,11 +1,5 @@
-"""Checkpoint key layouts, and renaming any of them to the canonical one.
-
-Three layouts hold ReXNet weights: Paddle (the official names with BN
-``_mean``/``_variance``; PaddleClas's and the seed's .pdparams), official
-PyTorch (``running_mean``/``running_var``) and timm (named modules:
-``stem.conv``, ``features.<i>.conv_exp`` ...). The canonical layout is the
-Paddle one, which is what ``ReXNet.state_dict()`` has.
-"""
+"""Key layouts (Paddle, official PyTorch, timm) and renaming them to the canonical one,
+Paddle's (BN ``_mean``/``_variance``), which ``ReXNet.state_dict()`` has."""
 
 from __future__ import annotations
 
@@ -18,7 +12,6 @@ from .errors import NotReXNetError
 
 _MODULE_PREFIX = "module."  # torch DataParallel / DistributedDataParallel
 
-# -- layouts ----------------------------------------------------------------
 
 def _strip_module_prefix(state: dict) -> dict:
     if state and all(k.startswith(_MODULE_PREFIX) for k in state):
@@ -28,12 +21,10 @@ def _strip_module_prefix(state: dict) -> dict:
 
 def detect_layout(state: dict) -> str | None:
     """"paddle", "official", "timm", or None when the keys are not ReXNet's."""
-    keys = _strip_module_prefix(state).keys()
-    if "stem.conv.weight" in keys:
-        head = state.get("head.fc.weight", state.get(_MODULE_PREFIX + "head.fc.weight"))
-        if head is None or np.ndim(head) == 2:  # timm's classifier is a Linear
-            return "timm"
-        return None
+    state = _strip_module_prefix(state)
+    keys = state.keys()
+    if "stem.conv.weight" in keys:  # timm's classifier is a Linear
+        return "timm" if np.ndim(state.get("head.fc.weight", np.zeros((1, 1)))) == 2 else None
     if "features.0.weight" in keys:
         if any(k.endswith(("._mean", "._variance")) for k in keys):
             return "paddle"
@@ -43,17 +34,9 @@ def detect_layout(state: dict) -> str | None:
 
 
 def timm_to_official(state: dict) -> dict:
-    """Rename a timm ``rexnet_*`` or ``rexnetr_*`` state dict to the official PyTorch names.
-
-    ReXNet-R has V1's modules with other channel counts, so one rule serves
-    both (tests/test_rexnetr.py maps timm's keys of all five rexnetr_*).
-
-    timm's modules are named; the official ones are positions in
-    Sequentials, and those positions depend on which parts a block has (an
-    expansion conv, an SE module). So each block's keys are placed by that
-    rule, not by a table. ``head.fc.weight`` [C, F] becomes the official
-    1x1 conv ``output.1.weight`` [C, F, 1, 1].
-    """
+    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones. Official blocks are
+    Sequentials whose positions depend on the parts a block has (expansion, SE), so
+    keys are placed by rule; ``head.fc.weight`` [C, F] becomes ``output.1.weight`` [C, F, 1, 1]."""
     state = _strip_module_prefix(state)
     blocks = sorted({int(m.group(1)) for k in state
                      if (m := re.match(r"features\.(\d+)\.conv_pwl\.", k))})
@@ -104,32 +87,26 @@ def timm_to_official(state: dict) -> dict:
     return out
 
 
-def to_canonical(state: dict) -> dict:
-    """Any ReXNet layout -> the canonical Paddle layout (BN ``_mean``/``_variance``).
+_BN_TO_PADDLE = {".running_mean": "._mean", ".running_var": "._variance"}
 
-    Strips a ``module.`` prefix, maps timm names, renames ``running_mean``/
-    ``running_var`` and drops ``num_batches_tracked``.
-    """
+
+def _rename_bn(key: str, table: dict) -> str:
+    old = next((o for o in table if key.endswith(o)), None)
+    return key[:-len(old)] + table[old] if old else key
+
+
+def to_canonical(state: dict) -> dict:
+    """Any ReXNet layout -> the canonical one (no ``module.``, no ``num_batches_tracked``)."""
     state = _strip_module_prefix(state)
     if "stem.conv.weight" in state:
         state = timm_to_official(state)
-    out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        key = re.sub(r"\.running_mean$", "._mean", key)
-        key = re.sub(r"\.running_var$", "._variance", key)
-        out[key] = value
-    return out
+    return {_rename_bn(k, _BN_TO_PADDLE): v for k, v in state.items()
+            if not k.endswith("num_batches_tracked")}
 
 
 def to_official(state: dict) -> dict:
-    """Canonical (Paddle) names -> official PyTorch names, for PyTorch users."""
-    out = {}
-    for key, value in state.items():
-        key = re.sub(r"\._mean$", ".running_mean", key)
-        out[re.sub(r"\._variance$", ".running_var", key)] = value
-    return out
+    """Canonical names -> official PyTorch names."""
+    return {_rename_bn(k, {v: o for o, v in _BN_TO_PADDLE.items()}): v for k, v in state.items()}
 
 
 def canonical_state(state: dict, source: str) -> tuple[dict, str]:
