@@ -32,7 +32,7 @@ def variants_table() -> str:
     for name, v in VARIANTS.items():
         model = create_model(name)
         macs = count_conv_macs(model, 224)["total"]
-        rows.append(f"| `{name}` | {v.kind_label} | {v.width_mult} | "
+        rows.append(f"| `{name}` | {v.kind} | {v.width_mult} | "
                     f"{count_params(model) / 1e6:.2f} | {macs / 1e9:.3f} | "
                     f"{_fmt(v.paper_top1, '{:.1f}')} | {_fmt(v.paper_top5, '{:.1f}')} |")
     return "\n".join(rows)

@@ -63,7 +63,7 @@ class CheckpointInfo:
 
     @property
     def lite(self) -> bool | None:
-        return VARIANTS[self.variant].lite if self.variant else None
+        return VARIANTS[self.variant].kind == "lite" if self.variant else None
 
     @property
     def kind(self) -> str | None:
@@ -81,7 +81,7 @@ class CheckpointInfo:
 def _family(v) -> str:
     """"ReXNet-R, timm's rexnetr_200, width 2.0": the kind, and timm's name for it."""
     timm = f", timm's {v.timm_name}" if v.timm_name else ""
-    return f"{v.kind_title}{timm}, width {v.width_mult}"
+    return f"{KINDS[v.kind]}{timm}, width {v.width_mult}"
 
 
 def inspect_state(state: dict) -> CheckpointInfo:
