@@ -1,10 +1,6 @@
-"""ReXNet (Han et al., CVPR 2021) in pure Paddle.
-
-A port of NAVER's ``rexnetv1.py`` and ``rexnetv1_lite.py`` and of timm's
-ReXNet-R, in the official state-dict layout (``features.<i>``, ``output.<j>``)
-and with the official numerics (tests/test_reference.py). It speaks timm's
-features API and PaddleClas's stage hooks through one loop over ``features``.
-"""
+"""ReXNet (CVPR 2021) in pure Paddle: NAVER's ``rexnetv1.py``/``rexnetv1_lite.py``
+and timm's ReXNet-R, with the official state-dict layout and numerics, and
+timm's features API."""
 
 from __future__ import annotations
 
@@ -61,9 +57,9 @@ class DropPath(nn.Layer):
         self.drop_prob = drop_prob
 
     def forward(self, x):
-        if not self.training or self.drop_prob == 0.0:
-            return x
         keep = 1.0 - self.drop_prob
+        if not self.training or keep == 1.0:
+            return x
         return x * paddle.bernoulli(paddle.full([x.shape[0], 1, 1, 1], keep, x.dtype)) / keep
 
 
@@ -157,9 +153,8 @@ class ReXNet(nn.Layer):
                 nn.Conv2D(_LITE_CLASSIFIER_CHANNELS, class_num, 1))
         return nn.Sequential(nn.Dropout(self.dropout_ratio), nn.Conv2D(head, class_num, 1))
 
-    @property
-    def kind(self) -> str:
-        return self.plan.kind
+    kind = property(lambda self: self.plan.kind)  # a key of zoo.KINDS
+    num_features = property(lambda self: self.plan.head_channels)  # pooled features
 
     @property
     def feature_info(self) -> list[dict]:
@@ -173,10 +168,6 @@ class ReXNet(nn.Layer):
     def stage_info(self) -> list[dict]:
         """feature_info of the pyramid stages: what forward_stages returns."""
         return [info for info in self.feature_info if info["reduction"] in PYRAMID_STRIDES]
-
-    @property
-    def num_features(self) -> int:
-        return self.plan.head_channels
 
     def forward_features(self, x):
         return self.features(_check_input(x, self.features[0].weight.dtype))
@@ -293,13 +284,10 @@ def _init_like_pytorch(model: nn.Layer) -> None:
 @paddle.jit.not_to_static  # plain Python on static shapes (-1 = dynamic)
 def _check_input(x, model_dtype):
     """Fail early and clearly instead of deep inside a conv; cast float dtypes."""
-    if isinstance(x, np.ndarray):
-        raise TypeError(
-            f"ReXNet input x is a numpy array ({x.dtype}, shape {list(x.shape)}); the model "
-            f"takes a paddle.Tensor. Convert it with paddle.to_tensor(x, dtype='float32').")
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"ReXNet input x is a {type(x).__name__}; expected a paddle.Tensor "
-                        f"of shape [N, 3, H, W].")
+    if isinstance(x, np.ndarray) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        what = "numpy array" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"ReXNet input x is a {what}; expected a paddle.Tensor of shape "
+                        f"[N, 3, H, W]: convert it with paddle.to_tensor(x, dtype='float32').")
     shape = list(x.shape)
     if len(shape) != 4 or shape[1] not in (3, -1):
         raise ValueError(

@@ -9,12 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-PAPER_SOURCE = "https://github.com/clovaai/rexnet#pretrained"
-PPIM_SOURCE = "https://github.com/AgentMaker/Paddle-Image-Models"
-PADDLECLAS_SOURCE = "https://github.com/PaddlePaddle/PaddleClas"
-TIMM_SOURCE = "https://github.com/huggingface/pytorch-image-models"
-TIMM_RESULTS = f"{TIMM_SOURCE}/blob/main/results/results-imagenet.csv"
-
 IMAGENET_CLASSES = 1000
 IMAGENET12K_CLASSES = 11821  # timm's ImageNet-12k subset (sw_in12k)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +46,9 @@ EVAL_TRANSFORM = EvalTransform()
 R_EVAL_TRANSFORM = EvalTransform.timm(288, 1.0)
 
 
+_TIMM_HOME = "https://github.com/huggingface/pytorch-image-models"
+
+
 @dataclass(frozen=True)
 class Publisher:
     title: str
@@ -65,25 +62,25 @@ class Publisher:
 # are the keys of ``Variant.weights``, the first being ``pretrained=True``'s.
 PUBLISHERS: dict[str, Publisher] = {
     "ppim": Publisher(
-        "PPIM (AgentMaker/Paddle-Image-Models)", PPIM_SOURCE, "Apache-2.0",
-        "the repository's LICENSE file and setup.py; no separate terms for the weight files",
-        "PIL bicubic resize 256, center crop 224"),
+        "PPIM (AgentMaker/Paddle-Image-Models)", "https://github.com/AgentMaker/Paddle-Image-Models",
+        "Apache-2.0", "the repository's LICENSE file and setup.py; no separate terms for the "
+        "weight files", "PIL bicubic resize 256, center crop 224"),
     "paddleclas": Publisher(
-        "PaddleClas (PaddlePaddle)", PADDLECLAS_SOURCE, "Apache-2.0",
+        "PaddleClas (PaddlePaddle)", "https://github.com/PaddlePaddle/PaddleClas", "Apache-2.0",
         "the repository's LICENSE file",
         "PaddleClas's default eval pipeline (cv2 resize 256, center crop 224)"),
     "timm": Publisher(
-        "timm (Hugging Face hub, timm/rexnet_*.nav_in1k)", TIMM_SOURCE, "MIT",
+        "timm (Hugging Face hub, timm/rexnet_*.nav_in1k)", _TIMM_HOME, "MIT",
         "the license field of the model cards: mit",
         "timm validate.py: bicubic resize 256 (crop_pct 0.875), center crop 224"),
     "timm_rexnetr": Publisher(
-        "timm (Hugging Face hub, timm/rexnetr_*.sw_in12k_ft_in1k and .sw_in12k)", TIMM_SOURCE,
+        "timm (Hugging Face hub, timm/rexnetr_*.sw_in12k_ft_in1k and .sw_in12k)", _TIMM_HOME,
         "Apache-2.0", "the license field of the model cards and of timm's pretrained "
         "configs: apache-2.0", "timm validate.py, bicubic: test size 288 with crop_pct "
         "1.0 (the figures used here), and 224 with crop_pct 0.95"),
     "official": Publisher(
-        "NAVER AI Lab, official ReXNet (clovaai/rexnet)", PAPER_SOURCE.split("#")[0], "MIT",
-        "the repository's LICENSE file and README ('distributed under MIT license')",
+        "NAVER AI Lab, official ReXNet (clovaai/rexnet)", "https://github.com/clovaai/rexnet",
+        "MIT", "the repository's LICENSE file and README ('distributed under MIT license')",
         "the paper's protocol, 224x224"),
 }
 

@@ -145,7 +145,7 @@ def ppcls_recipe_table() -> str:
         "label smoothing": "timm default 0.1",
         "train augmentation": "timm defaults + `--aa rand-m9-mstd0.5 --reprob 0.2 --remode pixel`",
         "batch": "`--batch-size 128` x 4 GPUs",
-        "eval transform": "the seed's: PIL bicubic 256, center crop 224",
+        "eval transform": "PPIM's: PIL bicubic 256, center crop 224",
     }
     rows = ["| | rexnet-plugin's `ppcls_configs/` | official recipe (source) | PaddleClas's built-in configs |",
             "|---|---|---|---|"]
