@@ -10,8 +10,7 @@ from pathlib import Path
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temp
-    files, half-written folders) runs before the command exits."""
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` cleans up."""
 
 
 def _raise_terminated(signum, frame):
@@ -20,6 +19,14 @@ def _raise_terminated(signum, frame):
 
 class _Usage(ValueError):
     """A wrong combination of options (exit 2, no traceback)."""
+
+
+def _run_from_args(module: str):
+    """A command whose module checks its own arguments (predict, demo)."""
+    def run(args) -> int:
+        import importlib
+        return importlib.import_module(module, __package__).run_from_args(args)
+    return run
 
 
 def _variants(args) -> int:
@@ -126,11 +133,6 @@ def _bench(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
-    from .deploy.predict import run_from_args
-    return run_from_args(args)
-
-
 def _quantize(args) -> int:
     from .deploy.quantize import quantize_export
     out = quantize_export(args.model_dir, args.calib, args.out, num_images=args.num_images,
@@ -149,17 +151,18 @@ def _paddlex_pipeline(args) -> int:
     except pdx.PaddleXError as err:
         raise _Usage(str(err)) from None
     print(f"wrote {path} (PaddleX {pdx.paddlex_version()}, {name}; engines: "
-          f"{', '.join(engines)})")
-    print(f"  paddlex --pipeline {path} --input photo.jpg --device cpu")
-    print(f"  python -c \"import paddlex; [r.print() for r in "
-          f"paddlex.create_pipeline('{path}').predict('photo.jpg')]\"")
-    print(f"  paddlex --serve --pipeline {path} --device cpu --host 127.0.0.1 --port 8080")
+          f"{', '.join(engines)})\n  paddlex --pipeline {path} --input photo.jpg --device cpu\n"
+          f"  python -c \"import paddlex; [r.print() for r in paddlex.create_pipeline('{path}')"
+          f".predict('photo.jpg')]\"\n  paddlex --serve --pipeline {path} --device cpu "
+          f"--host 127.0.0.1 --port 8080")
     return 0
 
 
 def _demo(args) -> int:
     from .demo.run import run_from_args
     return run_from_args(args)
+
+
 def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     from .demo import run as demo
     from .zoo import VARIANTS
@@ -215,23 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("configs", _configs, "write the PaddleClas, TIPC or PaddleDetection configs "
                 "into a folder; a file you edited is kept unless --force")
     p.add_argument("--toolkit", choices=["ppcls", "tipc", "ppdet"], default="ppcls",
-                   help="ppcls (default): PaddleClas configs; tipc: for <PaddleClas>/test_tipc/"
-                        "configs/rexnet_plugin; ppdet: for <PaddleDetection>/configs/rexnet")
+                   help="PaddleClas (default), its TIPC chain, or PaddleDetection")
     p.add_argument("--dest", required=True, metavar="DIR", help="target folder")
     p.add_argument("--force", action="store_true",
                    help="overwrite files that differ from the shipped configs")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="only these variants (default: all; ppcls and tipc only)")
-    p.add_argument("--standalone", action="store_true",
-                   help="ppdet only: one-file configs for the pip wheel paddledet, instead "
-                        "of the checkout configs that _BASE_ on PaddleDetection's")
+    p.add_argument("--standalone", action="store_true", help="ppdet only: one-file configs "
+                   "for the paddledet wheel, not a checkout's (_BASE_ on its configs)")
 
     p = command("convert", _convert, "convert a checkpoint (.pth, .safetensors, .pdparams) "
                 "of any layout (Paddle, official, timm) to .pdparams or .safetensors")
     p.add_argument("src", metavar="SRC", help="the checkpoint to read")
     p.add_argument("dst", metavar="DST", help="the file to write: .pdparams or .safetensors")
-    p.add_argument("--variant", help="check the weights against this variant (default: the "
-                                     "one inferred from the shapes)")
+    p.add_argument("--variant", help="check the weights against this variant (default: "
+                                     "inferred)")
     p.add_argument("--src-format", choices=["pdparams", "safetensors", "pth"],
                    help="format of SRC (default: from its content and suffix)")
     p.add_argument("--layout", choices=["paddle", "official"], default="paddle",
@@ -245,9 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download into the cache and check each file against its model")
     p.add_argument("--source", help="source to download (default: the variant's first)")
-    p.add_argument("--forget", action="append", metavar="NAME_OR_URL",
-                   help="delete a cached file and its recorded sha256, so that a changed "
-                        "file is accepted on its next download (repeatable)")
+    p.add_argument("--forget", action="append", metavar="NAME_OR_URL", help="delete a "
+                   "cached file and its recorded sha256 (a changed file is then accepted)")
 
     p = command("export", _export, "export to Paddle Inference (and ONNX with --onnx)",
                 "Build a variant or a PaddleClas config's model, load its weights and export "
@@ -257,21 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a variant name or a PaddleClas YAML (Arch, Global.image_shape, "
                         "Global.pretrained_model and Global.save_inference_dir are used)")
     p.add_argument("--weights", help="checkpoint path, source name (ppim, paddleclas, ...) "
-                                     "or URL (default: the config's Global.pretrained_model)")
+                                     "or URL (default: the config's)")
     p.add_argument("--untrained", action="store_true", help="export random weights")
-    p.add_argument("-o", "--output", help="output directory (default: the config's "
-                                          "Global.save_inference_dir, else ./inference)")
+    p.add_argument("-o", "--output", help="output folder (default: the config's, else "
+                                          "./inference)")
     p.add_argument("--onnx", action="store_true", help="also write inference.onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--image-size", type=_image_size, default=-1, metavar="SIZE",
                    help="224, HxW or dynamic (default: the config's, else 224)")
     p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
-    p.add_argument("--label-list", metavar="FILE",
-                   help="class names for inference.yml: '<id> <name>' lines or one name per "
-                        "line (default: the config's class_id_map_file; ImageNet's for 1000)")
-    p.add_argument("--logits", action="store_true",
-                   help="output raw logits instead of softmax probabilities")
+    p.add_argument("--label-list", metavar="FILE", help="class names: '<id> <name>' lines or "
+                   "one per line (default: the config's; ImageNet's for 1000)")
+    p.add_argument("--logits", action="store_true", help="output logits, not probabilities")
 
     p = sub.add_parser(
         "bench", help="time this ReXNet against PaddleClas's built-in, side by side",
@@ -291,22 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for the JSON (default ./bench-results)")
     p.set_defaults(func=_bench)
 
-    p = command("predict", _predict, "classify images with an exported model folder (fp32, "
+    p = command("predict", _run_from_args(".deploy.predict"), "classify images with an exported model folder (fp32, "
                 "bf16, int8), preprocessed by its inference.yml")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by export or "
                    "quantize, or by PaddleClas's export_model.py with Global.export_for_fd=True")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders of images, or ImageNet-format list files")
-    p.add_argument("--topk", type=int, default=None, metavar="K",
-                   help="classes per image (default: inference.yml's)")
+    p.add_argument("--topk", type=int, metavar="K", help="default: inference.yml's")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
                    metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
     p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
-                   help="bf16 needs AVX512-BF16 or AMX (default fp32; an int8 folder runs int8)")
-    p.add_argument("--runtime", choices=predict_mod.RUNTIMES, default=None,
-                   help="default: the fastest the folder allows, named on stderr "
-                        "(docs/speed.md)")
+                   help="bf16 needs AVX512-BF16 or AMX (an int8 folder runs int8)")
+    p.add_argument("--runtime", choices=predict_mod.RUNTIMES,
+                   help="default: the fastest the folder allows, named on stderr")
 
     p = command("quantize", _quantize, "int8 post-training quantization of an exported "
                 "model folder for ONNX Runtime, written whole or not at all")
@@ -334,10 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "pipeline YAML for an export folder (needs the [paddlex] extra)")
     p.add_argument("model_dir", help="folder written by rexnet-plugin export")
     p.add_argument("-o", "--output", help="YAML to write (default ./<model>_pipeline.yaml)")
-    p.add_argument("--model-name", help="check the folder holds this variant (default: "
-                                        "its Global.model_name)")
+    p.add_argument("--model-name", help="check the folder holds this variant")
     p.add_argument("--batch-size", type=int, default=1, help="default 1")
-    p.add_argument("--topk", type=int, help="classes per image (default: inference.yml's)")
+    p.add_argument("--topk", type=int, help="default: inference.yml's")
     return parser
 
 

@@ -8,17 +8,11 @@ import json
 import sys
 from urllib.parse import unquote, urlparse
 
-# module -> (distribution, extra that brings it or None for a base dependency)
-_PROVIDERS = {
-    "paddle2onnx": ("paddle2onnx", None),
-    "onnx": ("onnx", None),
-    "onnxruntime": ("onnxruntime", None),
-    "torch": ("torch", "torch"),
-    "paddlex": ("paddlex", "paddlex"),
-    "openvino": ("openvino", "openvino"),
-    "ppdet": ("paddledet", "detection"),
-}
-
+# module -> (distribution, the extra that brings it; None: a base dependency)
+_PROVIDERS = {"paddle2onnx": ("paddle2onnx", None), "onnx": ("onnx", None),
+              "onnxruntime": ("onnxruntime", None), "torch": ("torch", "torch"),
+              "paddlex": ("paddlex", "paddlex"), "openvino": ("openvino", "openvino"),
+              "ppdet": ("paddledet", "detection")}
 # Base dependencies that have no wheel for some Pythons (pyproject.toml's markers).
 _NO_WHEEL = {"paddle2onnx": (3, 13)}
 

@@ -37,14 +37,14 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
 
 
 # Every temp entry: .<target name>.rexnet-tmp-<pid>-<8 hex><suffix>, beside its target.
-TEMP_MARK = ".rexnet-tmp-"
 _TEMP_NAME = re.compile(r"\..+\.rexnet-tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
 
 
 def temp_path(target: str | os.PathLike, suffix: str = "") -> Path:
     """A new hidden name beside ``target`` carrying this process's id (see sweep_stale)."""
     target = Path(target)
-    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{target.name}.rexnet-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+                            f"{suffix}")
 
 
 def _remove(path: Path) -> None:

@@ -6,7 +6,6 @@ benchmarks all read ``VARIANTS``; adding a variant is one row here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 IMAGENET_CLASSES = 1000
@@ -26,11 +25,6 @@ class EvalTransform:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
-    @classmethod
-    def timm(cls, image_size: int, crop_pct: float, interpolation: str = "bicubic"):
-        """timm's eval transform: resize the short side to floor(size / crop_pct)."""
-        return cls(math.floor(image_size / crop_pct), interpolation, image_size)
-
     @property
     def crop_pct(self) -> float:
         return self.crop_size / self.resize_short
@@ -43,7 +37,7 @@ class EvalTransform:
 
 EVAL_TRANSFORM = EvalTransform()
 # timm tests its ReXNet-R weights (trained at 224) at 288 with crop_pct 1.0.
-R_EVAL_TRANSFORM = EvalTransform.timm(288, 1.0)
+R_EVAL_TRANSFORM = EvalTransform(resize_short=288, crop_size=288)
 
 
 _TIMM_HOME = "https://github.com/huggingface/pytorch-image-models"
