@@ -131,7 +131,7 @@ def test_pretrained_true_loads_paddleclas_own_file(arch, server, cache, monkeypa
     paddle.seed(1)
     expected = state_of(arch.ReXNet_1_0())
     weights = VARIANTS["ReXNet_1_0"].weights
-    for source in ("paddleclas", "seed"):
+    for source in ("paddleclas", "ppim"):
         write_checkpoint(expected, tmp_path / weights[source].filename)
         server.add("/" + weights[source].filename, tmp_path / weights[source].filename)
     model = arch.ReXNet_1_0(pretrained=True)

@@ -333,7 +333,7 @@ def test_published_weights_with_another_class_count_fine_tune(arch, monkeypatch)
     monkeypatch.setattr(integration, "load_pretrained",
                         lambda model, pretrained, variant, skip_head: calls.append(skip_head))
     build(arch, name="ReXNet_1_0", class_num=102, pretrained=True)
-    build(arch, name="ReXNet_1_0", class_num=102, pretrained="seed")
+    build(arch, name="ReXNet_1_0", class_num=102, pretrained="ppim")
     build(arch, name="ReXNet_1_0", class_num=1000, pretrained=True)
     build(arch, name="ReXNet_1_0", class_num=102, pretrained="/some/file.pdparams")
     assert calls == [True, True, False, False]

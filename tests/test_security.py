@@ -36,7 +36,7 @@ from rexnet_plugin.zoo import VARIANTS
 from weights_helpers import (_server, cache, cache_files, local_only,  # noqa: F401
                              official_to_timm, server)
 
-SEED = VARIANTS["ReXNet_1_0"].weights["seed"]
+SEED = VARIANTS["ReXNet_1_0"].weights["ppim"]
 TIMM = VARIANTS["ReXNet_1_0"].weights["timm"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,7 +278,7 @@ def test_mirror_copy_that_differs_from_the_first_download_is_refused(
         server, cache, good_bytes, other_bytes, monkeypatch):
     weights = VARIANTS["ReXNet_1_0"].weights
     import dataclasses
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(
         SEED, url=server.add("/publisher/seed", good_bytes)))
     create_model("ReXNet_1_0", pretrained=True)
     (cache / SEED.filename).unlink()
@@ -398,7 +398,7 @@ def test_sigkill_leaves_a_part_file_that_the_next_run_sweeps(server, cache, good
     server.release()
     server.stall.clear()
     monkeypatch.setenv(download.MIRROR_ENV, server.base)
-    model = create_model("ReXNet_1_0", pretrained="seed")
+    model = create_model("ReXNet_1_0", pretrained="ppim")
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
     assert cache_files(cache) == {SEED.filename}
 
@@ -599,7 +599,7 @@ def test_a_full_disk_is_a_clear_error(server, cache, good_bytes, monkeypatch):
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
             "from rexnet_plugin.cli import main; "
-            "sys.exit(main(['weights', '--download', 'ReXNet_1_0', '--source', 'seed']))")
+            "sys.exit(main(['weights', '--download', 'ReXNet_1_0', '--source', 'ppim']))")
     result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
@@ -667,13 +667,13 @@ def test_mirror_urls_keep_their_query_and_hide_their_credentials(server, cache, 
                                                                  reference, monkeypatch):
     server.add("/m/" + SEED.filename, good_bytes)
     monkeypatch.setenv(download.MIRROR_ENV, server.base + "/m?token=abc")
-    model = create_model("ReXNet_1_0", pretrained="seed")
+    model = create_model("ReXNet_1_0", pretrained="ppim")
     assert np.abs(_logits(model, reference) - reference[1]["a"]["logits"]).max() <= 1e-4
     host = server.base.split("//")[1]
     monkeypatch.setenv(download.MIRROR_ENV, f"http://someone:s3cret@{host}/missing")
     (cache / SEED.filename).unlink()
     with pytest.raises(DownloadError) as err:
-        create_model("ReXNet_1_0", pretrained="seed")
+        create_model("ReXNet_1_0", pretrained="ppim")
     assert "s3cret" not in str(err.value) and "HTTP 404" in str(err.value)
     assert "s3cret" not in (cache / cache_module.MANIFEST_NAME).read_text()
 

@@ -29,7 +29,7 @@ from rexnet_plugin.zoo import VARIANTS
 from weights_helpers import (_server, cache, cache_files, closed_port, local_only,  # noqa: F401
                              official_to_timm, server)
 
-SEED = VARIANTS["ReXNet_1_0"].weights["seed"]
+SEED = VARIANTS["ReXNet_1_0"].weights["ppim"]
 SEED_PATH = "/" + SEED.filename  # where the mirror serves it
 
 
@@ -64,7 +64,7 @@ def test_download_once_then_reuse_the_cache(mirror, cache, seed_bytes, reference
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=True), reference)
     assert mirror.hits[SEED_PATH] == 1
     assert cache_files(cache) == {SEED.filename}
-    _assert_reference_logits(create_model("ReXNet_1_0", pretrained="seed"), reference)
+    _assert_reference_logits(create_model("ReXNet_1_0", pretrained="ppim"), reference)
     assert mirror.hits[SEED_PATH] == 1  # served from the cache
 
 
@@ -80,7 +80,7 @@ def test_damaged_cache_file_is_downloaded_again(mirror, cache, seed_bytes, refer
 
 def test_table_url_itself_is_used_without_a_mirror(server, cache, seed_bytes, reference, monkeypatch):
     url = server.add("/v1/ai-studio-online/abc", seed_bytes) + "?responseContentDisposition=x"
-    monkeypatch.setitem(VARIANTS["ReXNet_1_0"].weights, "seed", dataclasses.replace(SEED, url=url))
+    monkeypatch.setitem(VARIANTS["ReXNet_1_0"].weights, "ppim", dataclasses.replace(SEED, url=url))
     _assert_reference_logits(create_model("ReXNet_1_0", pretrained=True), reference)
     assert server.hits["/v1/ai-studio-online/abc"] == 1 and cache_files(cache) == {SEED.filename}
 
@@ -180,15 +180,15 @@ def test_http_error(mirror, cache):
 def test_published_size_and_checksum_are_checked(mirror, cache, seed_bytes, monkeypatch):
     mirror.add(SEED_PATH, seed_bytes)
     weights = VARIANTS["ReXNet_1_0"].weights
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(SEED, size=len(seed_bytes) + 1))
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(SEED, size=len(seed_bytes) + 1))
     with pytest.raises(IncompleteDownloadError, match=f"the published file has {len(seed_bytes) + 1}"):
         create_model("ReXNet_1_0", pretrained=True)
-    monkeypatch.setitem(weights, "seed", dataclasses.replace(SEED, sha256="0" * 64))
+    monkeypatch.setitem(weights, "ppim", dataclasses.replace(SEED, sha256="0" * 64))
     with pytest.raises(ChecksumError, match="sha256"):
         create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == set()
     good = dataclasses.replace(SEED, size=len(seed_bytes), sha256=hashlib.sha256(seed_bytes).hexdigest())
-    monkeypatch.setitem(weights, "seed", good)
+    monkeypatch.setitem(weights, "ppim", good)
     create_model("ReXNet_1_0", pretrained=True)
     assert cache_files(cache) == {SEED.filename}
 
@@ -231,7 +231,7 @@ def test_lite_default_is_the_official_manual_download(cache):
 
 @pytest.mark.parametrize("name,pretrained,match", [
     ("ReXNet_0_9", True, "ReXNet_0_9 has no published ImageNet weights"),
-    ("ReXNetLite_1_0", "seed", r"ReXNetLite_1_0 has no 'seed' weights \(published for it: 'official'\)"),
+    ("ReXNetLite_1_0", "ppim", r"ReXNetLite_1_0 has no 'ppim' weights \(published for it: 'official'\)"),
     ("ReXNet_1_0", "no/such/file.pdparams", "is not a file, a URL or a source name"),
     ("ReXNet_1_0", 3, r"pretrained=3 \(int\) is not understood"),
 ])
@@ -247,7 +247,7 @@ def test_weights_command_downloads_and_lists(mirror, cache, seed_bytes, capsys):
     assert capsys.readouterr().out.strip() == str(cache / SEED.filename)
     assert main(["weights", "ReXNet_1_0"]) == 0
     listing = capsys.readouterr().out
-    assert f"seed *      paddle    yes     {SEED.filename}" in listing
+    assert f"ppim *      paddle    yes     {SEED.filename}" in listing
     assert "timm        timm      no" in listing
     # With a mirror even the official files download; this one has none of them.
     assert main(["weights", "ReXNet_1_0", "--download", "--source", "official"]) == 2
@@ -258,5 +258,5 @@ def test_weights_command_downloads_and_lists(mirror, cache, seed_bytes, capsys):
 def test_error_about_a_cached_file_names_its_path(cache, tmp_path):
     lite, _ = load_reference_npz("ReXNetLite_1_0")
     write_checkpoint(to_canonical(lite), cache / SEED.filename)  # a file put there by hand
-    with pytest.raises(WrongVariantError, match=f"'seed' weights \\({cache / SEED.filename}\\) holds ReXNetLite_1_0"):
-        create_model("ReXNet_1_0", pretrained="seed")
+    with pytest.raises(WrongVariantError, match=f"'ppim' weights \\({cache / SEED.filename}\\) holds ReXNetLite_1_0"):
+        create_model("ReXNet_1_0", pretrained="ppim")

@@ -1,7 +1,7 @@
 """Resolve ``pretrained=`` and load checkpoints into models.
 
 ``load_pretrained(model, pretrained)`` accepts False, True (the variant's
-default source), a source name from the variant table ("seed",
+default source), a source name from the variant table ("ppim",
 "paddleclas", "timm", "official", "timm_in12k"), a local file or a URL. Whatever the
 source, the state dict goes through the same steps:
 
@@ -81,7 +81,7 @@ def _accepted(variant: str | None) -> str:
 
 
 def source_for(variant: str | None, name: str) -> WeightSource:
-    """The variant's published file ``name`` ("seed", "timm" ...), with a clear error."""
+    """The variant's published file ``name`` ("ppim", "timm" ...), with a clear error."""
     if variant is None:
         raise WeightsError(
             f"pretrained={name!r} names a published file, but this model is not one of the "
@@ -152,7 +152,7 @@ def load_pretrained(model, pretrained, variant: str | None = None,
     """Load ``pretrained`` into ``model`` after a full check; return the model.
 
     ``pretrained``: False/None (nothing); True (the variant's default
-    source); a source name ("seed", "paddleclas", "timm", "official",
+    source); a source name ("ppim", "paddleclas", "timm", "official",
     "timm_in12k"); a
     local file (.pdparams, .safetensors, .pth; a path without suffix also
     tries ``.pdparams``, as PaddleClas does); or an http(s) URL.
