@@ -4,8 +4,8 @@ Attributes load lazily, so the start-up hook (integrations.autoload) never
 imports paddle.
 """
 
-# Not typing.TYPE_CHECKING: importing typing costs every Python start-up ~8 ms
-# through the autoload hook; type checkers treat this name alike.
+# Not typing.TYPE_CHECKING: importing typing (re, enum) would slow every Python
+# start-up through the autoload hook; type checkers treat this name alike.
 TYPE_CHECKING = False
 
 __version__ = "0.2.0"
