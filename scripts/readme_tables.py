@@ -15,7 +15,7 @@ import yaml
 
 from rexnet_plugin.complexity import count_conv_macs, count_params
 from rexnet_plugin.factories import create_model
-from rexnet_plugin.zoo import (DEFAULT_VARIANT, EVAL_TRANSFORM, PUBLISHERS, SOURCE_NAMES,
+from rexnet_plugin.zoo import (DEFAULT_VARIANT, EVAL_TRANSFORM, KINDS, PUBLISHERS, SOURCE_NAMES,
                                VARIANTS)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def variants_table() -> str:
     for name, v in VARIANTS.items():
         model = create_model(name)
         macs = count_conv_macs(model, 224)["total"]
-        rows.append(f"| `{name}` | {v.kind} | {v.width_mult} | "
+        rows.append(f"| `{name}` | {KINDS[v.kind]} | {v.width_mult} | "
                     f"{count_params(model) / 1e6:.2f} | {macs / 1e9:.3f} | "
                     f"{_fmt(v.paper_top1, '{:.1f}')} | {_fmt(v.paper_top5, '{:.1f}')} |")
     return "\n".join(rows)
