@@ -87,10 +87,8 @@ def check_arguments(width_mult, depth_mult, lite, use_se, se_ratio, ch_div) -> N
                 if _is_number(width_mult) and width_mult >= 50 else "")
         raise ValueError(
             f"width_mult={width_mult!r} is not supported: ReXNet needs a number with "
-            f"{MIN_WIDTH_MULT} <= width_mult <= {MAX_WIDTH_MULT} (published widths: 0.9, "
-            f"1.0, 1.3, 1.5, 2.0, 2.2, 3.0). Narrower plans degenerate; wider ones were "
-            f"never trained and grow as width squared (6.0 is already ~140 M "
-            f"parameters).{hint}")
+            f"{MIN_WIDTH_MULT} <= width_mult <= {MAX_WIDTH_MULT} (published: 0.9 to 3.0; "
+            f"narrower plans degenerate, 6.0 is already ~140 M parameters).{hint}")
     if not _is_number(depth_mult) or not 0 < depth_mult <= MAX_DEPTH_MULT:
         raise ValueError(f"depth_mult={depth_mult!r} is not supported: it must be a number "
                          f"with 0 < depth_mult <= {MAX_DEPTH_MULT} (1.0 is the official depth).")
@@ -106,10 +104,8 @@ def check_arguments(width_mult, depth_mult, lite, use_se, se_ratio, ch_div) -> N
         raise ValueError(f"ch_div={ch_div!r} with lite=True: ch_div makes ReXNet-R (timm's "
                          f"rounded V1); ReXNet-lite has its own rounding. Pass one of them.")
     if ch_div is not None and (isinstance(ch_div, bool) or ch_div not in R_CH_DIVS):
-        raise ValueError(
-            f"ch_div={ch_div!r} is not a ReXNet-R divisor: accepted values are "
-            f"{', '.join(map(str, R_CH_DIVS))} (timm's rexnetr_100 ... rexnetr_200 use "
-            f"8, rexnetr_300 uses 16), or None for ReXNet V1.")
+        raise ValueError(f"ch_div={ch_div!r} is not a ReXNet-R divisor: accepted values are "
+                         f"{', '.join(map(str, R_CH_DIVS))} (timm's), or None for ReXNet V1.")
 
 
 def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
