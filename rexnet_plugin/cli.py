@@ -17,10 +17,6 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
-class _Usage(ValueError):
-    """A wrong combination of options (exit 2, no traceback)."""
-
-
 def _run_from_args(module: str):
     """A command whose module checks its own arguments (predict, demo)."""
     def run(args) -> int:
@@ -48,10 +44,10 @@ def _configs(args) -> int:
     from .integrations import configs
     from .zoo import get_variant
     if args.toolkit == "ppdet" and args.names:
-        raise _Usage("--names is for --toolkit ppcls and tipc; the PaddleDetection configs "
+        raise ValueError("--names is for --toolkit ppcls and tipc; the PaddleDetection configs "
                      "are written together")
     if args.toolkit != "ppdet" and args.standalone:
-        raise _Usage("--standalone is for --toolkit ppdet")
+        raise ValueError("--standalone is for --toolkit ppdet")
     for name in args.names or []:
         get_variant(name)  # an unknown name: the error lists the valid ones
     if args.toolkit == "ppdet":
@@ -91,7 +87,7 @@ def _weights(args) -> int:
         print(sources_table(args.variants))
         return 0
     if not args.variants:
-        raise _Usage("name the variants to --download")
+        raise ValueError("name the variants to --download")
     for name in args.variants:
         print(fetch_pretrained(name, args.source))
     return 0
@@ -149,7 +145,7 @@ def _paddlex_pipeline(args) -> int:
         path = pdx.write_pipeline_config(args.output or f"{name}_pipeline.yaml", args.model_dir,
                                          name, args.batch_size, args.topk)
     except pdx.PaddleXError as err:
-        raise _Usage(str(err)) from None
+        raise ValueError(str(err)) from None
     print(f"wrote {path} (PaddleX {pdx.paddlex_version()}, {name}; engines: "
           f"{', '.join(engines)})\n  paddlex --pipeline {path} --input photo.jpg --device cpu\n"
           f"  python -c \"import paddlex; [r.print() for r in paddlex.create_pipeline('{path}')"
