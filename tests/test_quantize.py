@@ -32,11 +32,6 @@ import agreement  # noqa: E402  (the sample photos and the agreement figures)
 CALIB_IMAGES = quantize.MIN_CALIBRATION_IMAGES
 
 
-def _pip_freeze() -> str:
-    return subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
-                          text=True, check=True).stdout
-
-
 def _photo_crops(folder, count, seed=0):
     """``count`` RGB crops of the sample photos, saved as JPEG, with a list file."""
     from PIL import Image
@@ -83,12 +78,10 @@ def calib_list(tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_run(fp32_folder, calib_list, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "int8"
-    before = _pip_freeze()
     started = time.perf_counter()
     result = quantize.quantize_export(fp32_folder, calib_list, out, num_images=CALIB_IMAGES,
                                       progress=False)
-    return {"out": result, "seconds": time.perf_counter() - started,
-            "freeze_before": before, "freeze_after": _pip_freeze()}
+    return {"out": result, "seconds": time.perf_counter() - started}
 
 
 def test_the_int8_folder_holds_the_model_its_preprocessing_and_how_it_was_made(
@@ -179,10 +172,6 @@ def test_int8_top1_agrees_with_fp32_on_the_sample_photos(int8_run, fp32_folder):
     # The int8 top-5 holds the fp32 top-1 nearly always.
     top5 = np.argsort(-logits8, axis=1)[:, :5]
     assert np.mean([t in row for t, row in zip(logits32.argmax(1), top5)]) >= 0.9
-
-
-def test_quantizing_leaves_the_environment_unchanged(int8_run):
-    assert int8_run["freeze_after"] == int8_run["freeze_before"]
 
 
 def test_a_folder_of_images_works_and_num_images_picks_evenly(fp32_folder, calib_list, tmp_path):
