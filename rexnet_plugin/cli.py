@@ -44,8 +44,8 @@ def _configs(args) -> int:
     from .integrations import configs
     from .zoo import get_variant
     if args.toolkit == "ppdet" and args.names:
-        raise ValueError("--names is for --toolkit ppcls and tipc; the PaddleDetection configs "
-                     "are written together")
+        raise ValueError("--names is for --toolkit ppcls and tipc; the PaddleDetection "
+                         "configs are written together")
     if args.toolkit != "ppdet" and args.standalone:
         raise ValueError("--standalone is for --toolkit ppdet")
     for name in args.names or []:
