@@ -443,7 +443,7 @@ def _prepare(variant: str, weights, workdir: Path, modes: list[Mode]) -> tuple[d
     from rexnet_plugin.zoo import get_variant
 
     v = get_variant(variant)
-    if v.lite:
+    if v.kind == "lite":
         raise ValueError(f"{variant} is a ReXNet-lite; PaddleClas has no built-in lite model "
                          f"to compare with. Pick a V1 variant (ReXNet_1_0 ...).")
     paddle.seed(0)

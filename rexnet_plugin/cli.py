@@ -1,5 +1,4 @@
-"""The ``rexnet-plugin`` command. Each subcommand lives in its own module;
-this file only wires up argparse."""
+"""The ``rexnet-plugin`` command: argparse wiring; the work lives in the modules."""
 
 from __future__ import annotations
 
@@ -11,12 +10,19 @@ from pathlib import Path
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temp
-    files, half-written folders) runs before the command exits."""
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` cleans up."""
 
 
 def _raise_terminated(signum, frame):
     raise Terminated
+
+
+def _run_from_args(module: str):
+    """A command whose module checks its own arguments (predict, demo)."""
+    def run(args) -> int:
+        import importlib
+        return importlib.import_module(module, __package__).run_from_args(args)
+    return run
 
 
 def _variants(args) -> int:
@@ -28,91 +34,63 @@ def _variants(args) -> int:
     for name, v in VARIANTS.items():
         model = create_model(name)
         top1 = "-" if v.paper_top1 is None else f"{v.paper_top1:.1f}"
-        print(f"{name:<16}{v.kind_label:<6}{v.width_mult:>6}"
-              f"{count_params(model) / 1e6:>12.2f}{count_conv_macs(model)['total'] / 1e9:>14.3f}"
-              f"{top1:>13}  {', '.join(v.weights) or '-'}")
+        print(f"{name:<16}{v.kind:<6}{v.width_mult:>6}{count_params(model) / 1e6:>12.2f}"
+              f"{count_conv_macs(model)['total'] / 1e9:>14.3f}{top1:>13}  "
+              f"{', '.join(v.weights) or '-'}")
     return 0
 
 
 def _configs(args) -> int:
     from .integrations import configs
+    from .zoo import get_variant
+    if args.toolkit == "ppdet" and args.names:
+        raise ValueError("--names is for --toolkit ppcls and tipc; the PaddleDetection "
+                         "configs are written together")
+    if args.toolkit != "ppdet" and args.standalone:
+        raise ValueError("--standalone is for --toolkit ppdet")
+    for name in args.names or []:
+        get_variant(name)  # an unknown name: the error lists the valid ones
     if args.toolkit == "ppdet":
-        if args.names:
-            print("rexnet-plugin configs: --names is for --toolkit ppcls and tipc; the "
-                  "PaddleDetection configs are written together", file=sys.stderr)
-            return 2
         kind = configs.PPDET_STANDALONE if args.standalone else configs.PPDET_CHECKOUT
         warning = configs.ppdet_destination_warning(args.dest, kind)
-        if warning:
-            print(f"rexnet-plugin configs: warning: {warning}")
         report = configs.copy_ppdet_configs(args.dest, kind=kind, force=args.force)
-        return configs.print_report(report, "override keys with -o on PaddleDetection's tools")
-    if args.standalone:
-        print("rexnet-plugin configs: --standalone is for --toolkit ppdet", file=sys.stderr)
-        return 2
-    from .zoo import VARIANTS
-    unknown = [n for n in args.names or [] if n not in VARIANTS]
-    if unknown:
-        print(f"rexnet-plugin configs: unknown variant(s) {', '.join(unknown)}; "
-              f"valid names: {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
-    if args.toolkit == "tipc":
+        instead = "override keys with -o on PaddleDetection's tools"
+    elif args.toolkit == "tipc":
         warning = configs.tipc_destination_warning(args.dest, args.names)
-        if warning:
-            print(f"rexnet-plugin configs: warning: {warning}")
         report = configs.copy_tipc_configs(args.dest, force=args.force, names=args.names)
-        return configs.print_report(report, "copy a file under another name")
-    report = configs.copy_ppcls_configs(args.dest, force=args.force, names=args.names)
-    return configs.print_report(report, "pass -o overrides to PaddleClas's tools")
+        instead = "copy a file under another name"
+    else:
+        warning = None
+        report = configs.copy_ppcls_configs(args.dest, force=args.force, names=args.names)
+        instead = "pass -o overrides to PaddleClas's tools"
+    if warning:
+        print(f"rexnet-plugin configs: warning: {warning}")
+    return configs.print_report(report, instead)
 
 
 def _convert(args) -> int:
     from .weights.convert import convert
-    from .weights.errors import WeightsError
-    try:
-        print(convert(args.src, args.dst, variant=args.variant, src_format=args.src_format,
-                      layout=args.layout, force=args.force))
-    except (WeightsError, ValueError) as err:  # files.FolderNotWritableError is a ValueError
-        print(f"rexnet-plugin convert: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a disk that fills up while writing, for instance
-        print(f"rexnet-plugin convert: error: cannot write {args.dst}: {err.strerror or err}; "
-              f"nothing was written", file=sys.stderr)
-        return 2
+    print(convert(args.src, args.dst, variant=args.variant, src_format=args.src_format,
+                  layout=args.layout, force=args.force))
     return 0
 
 
 def _weights(args) -> int:
     from .weights import fetch_pretrained, forget, sources_table
-    from .weights.errors import WeightsError
+    for name in args.forget or []:
+        removed = forget(name)
+        print(f"{name}: removed {'; '.join(removed)}" if removed else f"{name}: nothing "
+              f"recorded or cached under this name; the next download is accepted as it is")
     if args.forget:
-        try:
-            for name in args.forget:
-                removed = forget(name)
-                print(f"{name}: removed {'; '.join(removed)}" if removed else
-                      f"{name}: nothing recorded or cached under this name; the next "
-                      f"download is accepted as it is")
-        except WeightsError as err:
-            print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
-            return 2
         return 0
     if not args.download:
-        try:
-            print(sources_table(args.variants))
-        except ValueError as err:  # an unknown variant name
-            print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
-            return 2
+        print(sources_table(args.variants))
         return 0
     if not args.variants:
-        print("rexnet-plugin weights: error: name the variants to --download", file=sys.stderr)
-        return 2
-    try:
-        for name in args.variants:
-            print(fetch_pretrained(name, args.source, **(
-                {} if args.timeout is None else {"download_timeout": args.timeout})))
-    except (WeightsError, ValueError) as err:
-        print(f"rexnet-plugin weights: error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError("name the variants to --download")
+    for name in args.variants:
+        print(fetch_pretrained(name, args.source, **(
+            {} if args.timeout is None else {"download_timeout": args.timeout})))
     return 0
 
 
@@ -120,35 +98,18 @@ def _image_size(text: str):
     """'224', '256x192' (H x W), or 'dynamic'."""
     if text == "dynamic":
         return None
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return tuple(parts)
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.isdigit() for p in parts):
+        return int(parts[0]) if len(parts) == 1 else tuple(map(int, parts))
     raise argparse.ArgumentTypeError(f"{text!r}: expected 224, HxW (e.g. 256x192) or dynamic")
 
 
 def _export(args) -> int:
     from .deploy.export import export_model
-    from .weights.errors import WeightsError
-    try:
-        result = export_model(args.model, args.weights, args.output, onnx=args.onnx,
-                              image_size=args.image_size, class_num=args.class_num,
-                              opset=args.opset, untrained=args.untrained,
-                              softmax=not args.logits, label_list=args.label_list)
-    except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
-        # files.FolderNotWritableError is a ValueError
-        print(f"rexnet-plugin export: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a disk that fills up while writing, for instance
-        print(f"rexnet-plugin export: error: {err.strerror or err}"
-              f"{f' ({err.filename})' if err.filename else ''}; the output folder was left "
-              f"as it was", file=sys.stderr)
-        return 2
-    print(result.describe())
+    print(export_model(args.model, args.weights, args.output, onnx=args.onnx,
+                       image_size=args.image_size, class_num=args.class_num, opset=args.opset,
+                       untrained=args.untrained, softmax=not args.logits,
+                       label_list=args.label_list).describe())
     return 0
 
 
@@ -169,25 +130,10 @@ def _bench(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
-    from .deploy.predict import run_from_args
-    return run_from_args(args)
-
-
 def _quantize(args) -> int:
-    from .deploy.quantize import QuantizeError, quantize_export
-    try:
-        out = quantize_export(args.model_dir, args.calib, args.out, num_images=args.num_images,
-                              progress=True)
-    except (QuantizeError, ValueError, ImportError) as err:
-        # files.FolderNotWritableError is a ValueError
-        print(f"rexnet-plugin quantize: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a disk that fills up while writing, for instance
-        print(f"rexnet-plugin quantize: error: {err.strerror or err}"
-              f"{f' ({err.filename})' if err.filename else ''}; nothing was written to "
-              f"{args.out}", file=sys.stderr)
-        return 2
+    from .deploy.quantize import quantize_export
+    out = quantize_export(args.model_dir, args.calib, args.out, num_images=args.num_images,
+                          progress=True)
     print(f"int8 model: {out} (ONNX Runtime; run it with rexnet-plugin predict {out} IMAGE...)")
     return 0
 
@@ -197,18 +143,15 @@ def _paddlex_pipeline(args) -> int:
     try:
         name = pdx.check_model_dir(args.model_dir, args.model_name)
         engines = pdx.registered_engines(name)  # PaddleX installed, ReXNet bound
-        output = args.output or f"{name}_pipeline.yaml"
-        path = pdx.write_pipeline_config(output, args.model_dir, name, args.batch_size,
-                                         args.topk)
-    except (pdx.PaddleXError, ValueError, OSError) as err:
-        print(f"rexnet-plugin paddlex-pipeline: error: {err}", file=sys.stderr)
-        return 2
+        path = pdx.write_pipeline_config(args.output or f"{name}_pipeline.yaml", args.model_dir,
+                                         name, args.batch_size, args.topk)
+    except pdx.PaddleXError as err:
+        raise ValueError(str(err)) from None
     print(f"wrote {path} (PaddleX {pdx.paddlex_version()}, {name}; engines: "
-          f"{', '.join(engines)})")
-    print(f"  paddlex --pipeline {path} --input photo.jpg --device cpu")
-    print(f"  python -c \"import paddlex; [r.print() for r in "
-          f"paddlex.create_pipeline('{path}').predict('photo.jpg')]\"")
-    print(f"  paddlex --serve --pipeline {path} --device cpu --host 127.0.0.1 --port 8080")
+          f"{', '.join(engines)})\n  paddlex --pipeline {path} --input photo.jpg --device cpu\n"
+          f"  python -c \"import paddlex; [r.print() for r in paddlex.create_pipeline('{path}')"
+          f".predict('photo.jpg')]\"\n  paddlex --serve --pipeline {path} --device cpu "
+          f"--host 127.0.0.1 --port 8080")
     return 0
 
 
@@ -261,95 +204,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("variants", help="list the variants with params and MACs")
-    p.set_defaults(func=_variants)
+    def command(name, func, help, description=None):
+        p = sub.add_parser(name, help=help, description=description or help)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser(
-        "configs", help="write the PaddleClas, TIPC or PaddleDetection configs into a folder",
-        description="Copy the configs shipped with the package into DIR: PaddleClas's "
-                    "(ppcls_configs/*.yaml); with --toolkit tipc, PaddleClas's TIPC chain's "
-                    "(tipc_configs/*.txt); with --toolkit ppdet, PaddleDetection's "
-                    "(ppdet_configs/). A file you edited is kept unless --force.")
+    command("variants", _variants, "list the variants with params and MACs")
+
+    p = command("configs", _configs, "write the PaddleClas, TIPC or PaddleDetection configs "
+                "into a folder; a file you edited is kept unless --force")
     p.add_argument("--toolkit", choices=["ppcls", "tipc", "ppdet"], default="ppcls",
-                   help="ppcls (default): PaddleClas configs; tipc: TIPC configs for "
-                        "<PaddleClas>/test_tipc/configs/rexnet_plugin; ppdet: PaddleDetection "
-                        "configs for <PaddleDetection>/configs/rexnet")
-    p.add_argument("--dest", required=True, metavar="DIR",
-                   help="target folder, e.g. ppcls_configs inside your PaddleClas checkout, "
-                        "test_tipc/configs/rexnet_plugin there, or configs/rexnet inside your "
-                        "PaddleDetection checkout")
+                   help="PaddleClas (default), its TIPC chain, or PaddleDetection")
+    p.add_argument("--dest", required=True, metavar="DIR", help="target folder")
     p.add_argument("--force", action="store_true",
                    help="overwrite files that differ from the shipped configs")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="only these variants (default: all; ppcls and tipc only)")
-    p.add_argument("--standalone", action="store_true",
-                   help="ppdet only: the one-file configs for the pip wheel paddledet, "
-                        "instead of the checkout configs that _BASE_ on PaddleDetection's")
-    p.set_defaults(func=_configs)
+    p.add_argument("--standalone", action="store_true", help="ppdet only: one-file configs "
+                   "for the paddledet wheel, not a checkout's (_BASE_ on its configs)")
 
-    p = sub.add_parser(
-        "convert", help="convert a checkpoint (.pth, .safetensors, .pdparams) to .pdparams "
-                        "or .safetensors",
-        description="Convert a ReXNet checkpoint in any layout (Paddle, official PyTorch, "
-                    "timm) to the Paddle layout; the output format follows DST's suffix.")
+    p = command("convert", _convert, "convert a checkpoint (.pth, .safetensors, .pdparams) "
+                "of any layout (Paddle, official, timm) to .pdparams or .safetensors")
     p.add_argument("src", metavar="SRC", help="the checkpoint to read")
     p.add_argument("dst", metavar="DST", help="the file to write: .pdparams or .safetensors")
-    p.add_argument("--variant", help="check the weights against this variant (default: the "
-                                     "one inferred from the shapes)")
+    p.add_argument("--variant", help="check the weights against this variant (default: "
+                                     "inferred)")
     p.add_argument("--src-format", choices=["pdparams", "safetensors", "pth"],
                    help="format of SRC (default: from its content and suffix)")
     p.add_argument("--layout", choices=["paddle", "official"], default="paddle",
-                   help="key names to write: paddle (default) or official PyTorch names "
-                        "(.safetensors only)")
+                   help="key names to write (official: .safetensors only)")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
-    p.set_defaults(func=_convert)
 
-    p = sub.add_parser("weights", help="list the published weights and the cache; "
-                                       "--download fetches them")
+    p = command("weights", _weights, "list the published weights and the cache; --download "
+                "fetches them")
     p.add_argument("variants", nargs="*", metavar="VARIANT",
                    help="variants to list or download (default: all)")
     p.add_argument("--download", action="store_true",
                    help="download into the cache and check each file against its model")
     p.add_argument("--source", help="source to download (default: the variant's first)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="seconds each whole download may take (default 3600; 0: no limit)")
-    p.add_argument("--forget", action="append", metavar="NAME_OR_URL",
-                   help="delete a cached file and the sha256 recorded on its first download, so "
-                        "that a changed file is accepted on its next download (repeatable)")
-    p.set_defaults(func=_weights)
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds each whole "
+                   "download may take (default: one hour; 0: no limit)")
+    p.add_argument("--forget", action="append", metavar="NAME_OR_URL", help="delete a "
+                   "cached file and its recorded sha256 (a changed file is then accepted)")
 
-    p = sub.add_parser(
-        "export", help="export to Paddle Inference (and ONNX with --onnx)",
-        description="Build a variant (or the model of a PaddleClas config), load its weights "
-                    "and export it for Paddle Inference, with its preprocessing in "
-                    "inference.yml (PaddleClas deploy / PaddleX / FastDeploy format); --onnx "
-                    "adds an ONNX file converted by paddle2onnx and checked against Paddle "
-                    "Inference with ONNX Runtime. A re-export replaces the folder's whole "
-                    "export (files it does not write again are deleted).")
+    p = command("export", _export, "export to Paddle Inference (and ONNX with --onnx)",
+                "Build a variant or a PaddleClas config's model, load its weights and export "
+                "it with its preprocessing in inference.yml; --onnx adds an ONNX file checked "
+                "against Paddle Inference. A re-export replaces the folder's whole export.")
     p.add_argument("model", metavar="MODEL",
-                   help="a variant name (ReXNet_1_0 ...) or a PaddleClas YAML; from a YAML, "
-                        "Arch.name, Arch.class_num, Global.image_shape, "
-                        "Global.pretrained_model and Global.save_inference_dir are used")
+                   help="a variant name or a PaddleClas YAML (Arch, Global.image_shape, "
+                        "Global.pretrained_model and Global.save_inference_dir are used)")
     p.add_argument("--weights", help="checkpoint path, source name (ppim, paddleclas, ...) "
-                                     "or URL (default: the config's Global.pretrained_model)")
+                                     "or URL (default: the config's)")
     p.add_argument("--untrained", action="store_true", help="export random weights")
-    p.add_argument("-o", "--output", help="output directory (default: the config's "
-                                          "Global.save_inference_dir, else ./inference)")
+    p.add_argument("-o", "--output", help="output folder (default: the config's, else "
+                                          "./inference)")
     p.add_argument("--onnx", action="store_true", help="also write inference.onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--image-size", type=_image_size, default=-1, metavar="SIZE",
-                   help="input size: 224, HxW or dynamic (default: the config's "
-                        "Global.image_shape, else 224)")
+                   help="224, HxW or dynamic (default: the config's, else 224)")
     p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
-    p.add_argument("--label-list", metavar="FILE",
-                   help="class names for inference.yml: PaddleClas's class_id_map_file format "
-                        "('<id> <name>' lines) or one name per line (default: the config's "
-                        "Infer.PostProcess.class_id_map_file; ImageNet's for 1000 classes)")
-    p.add_argument("--logits", action="store_true",
-                   help="output raw logits; by default the model ends in softmax and outputs "
-                        "probabilities, as PaddleClas's export_model.py does")
-    p.set_defaults(func=_export)
+    p.add_argument("--label-list", metavar="FILE", help="class names: '<id> <name>' lines or "
+                   "one per line (default: the config's; ImageNet's for 1000)")
+    p.add_argument("--logits", action="store_true", help="output logits, not probabilities")
 
     p = sub.add_parser(
         "bench", help="time a model folder in each runtime and precision it allows",
@@ -366,57 +284,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser(
-        "predict", help="classify images with an exported model folder (fp32, bf16, int8)",
-        description="Classify images with a model folder written by rexnet-plugin export "
-                    "or quantize, or by PaddleClas's tools/export_model.py with "
-                    "Global.export_for_fd=True, using the folder's own preprocessing "
-                    "(inference.yml). Runs Paddle Inference (oneDNN) when the folder has "
-                    "inference.json, else ONNX Runtime on inference.onnx (an int8 folder).")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="the model folder")
+    p = command("predict", _run_from_args(".deploy.predict"), "classify images with an exported model folder (fp32, "
+                "bf16, int8), preprocessed by its inference.yml")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by export or "
+                   "quantize, or by PaddleClas's export_model.py with Global.export_for_fd=True")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders of images (searched recursively), or "
-                        "ImageNet-format list files (*.txt: '<relative path> <label>' lines, "
-                        "paths relative to the list's folder)")
-    p.add_argument("--topk", type=int, default=None, metavar="K",
-                   help="classes per image (default: inference.yml's PostProcess.Topk.topk)")
-    p.add_argument("--json", action="store_true",
-                   help='one JSON object per line: {"image", "class_id", "score", "topk": '
-                        '[[class_id, score], ...]}')
+                   help="image files, folders of images, or ImageNet-format list files")
+    p.add_argument("--topk", type=int, metavar="K", help="default: inference.yml's")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
                    metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
     p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
-                   help="bf16: an fp32 model run in bfloat16 by OpenVINO or Paddle "
-                        "Inference (needs AVX512-BF16 or AMX). Default fp32 (an int8 folder "
-                        "runs int8)")
-    p.add_argument("--runtime", choices=predict_mod.RUNTIMES, default=None,
-                   help="paddle: Paddle Inference with oneDNN; onnx: ONNX Runtime on "
-                        "inference.onnx; openvino: OpenVINO on inference.onnx (default: the "
-                        "fastest the folder allows, named on stderr: openvino when installed "
-                        "and the folder has inference.onnx, onnx for an int8 folder, else "
-                        "paddle; docs/speed.md)")
-    p.set_defaults(func=_predict)
+                   help="bf16 needs AVX512-BF16 or AMX (an int8 folder runs int8)")
+    p.add_argument("--runtime", choices=predict_mod.RUNTIMES,
+                   help="default: the fastest the folder allows, named on stderr")
 
-    p = sub.add_parser(
-        "quantize", help="int8 post-training quantization of an exported model folder",
-        description="Quantize an exported fp32 model folder (rexnet-plugin export, or "
-                    "PaddleClas's tools/export_model.py with Global.export_for_fd=True) to "
-                    "int8 for ONNX Runtime: per-channel int8 weights, uint8 activations "
-                    "calibrated on your images preprocessed by the folder's inference.yml. "
-                    "OUT_DIR gets inference.onnx, inference.yml and quantization.json; it is "
-                    "written whole or not at all.")
+    p = command("quantize", _quantize, "int8 post-training quantization of an exported "
+                "model folder for ONNX Runtime, written whole or not at all")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="the fp32 model folder")
     p.add_argument("--calib", required=True, metavar="LIST_OR_DIR",
-                   help="calibration images: an ImageNet-format list file ('<relative path> "
-                        "<label>' lines, paths relative to the list's folder) or a folder of "
-                        f"images; at least {quantize_mod.MIN_CALIBRATION_IMAGES}, RGB")
+                   help=f"calibration images: an ImageNet-format list file or a folder; at "
+                        f"least {quantize_mod.MIN_CALIBRATION_IMAGES}")
     p.add_argument("--out", required=True, metavar="OUT_DIR",
                    help="a new (or empty) folder for the int8 model")
     p.add_argument("--num-images", type=int, default=quantize_mod.DEFAULT_CALIBRATION_IMAGES,
-                   metavar="N", help=f"calibration images used, spread evenly over --calib "
-                                     f"(default {quantize_mod.DEFAULT_CALIBRATION_IMAGES}, "
-                                     f"at least {quantize_mod.MIN_CALIBRATION_IMAGES})")
-    p.set_defaults(func=_quantize)
+                   metavar="N", help=f"calibration images used, spread over --calib "
+                                     f"(default {quantize_mod.DEFAULT_CALIBRATION_IMAGES})")
 
     p = sub.add_parser(
         "demo", help="train, evaluate, export, quantize and predict on bundled digits "
@@ -428,29 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_arguments(p)
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser(
-        "paddlex-pipeline", help="write a PaddleX image_classification pipeline YAML for "
-                                 "an export (needs the [paddlex] extra)",
-        description="Check that PaddleX can run an export folder (its inference.yml names "
-                    "a ReXNet variant that PaddleX has bound), then write the pipeline YAML "
-                    "that `paddlex --pipeline FILE` and paddlex.create_pipeline(FILE) read.")
-    p.add_argument("model_dir", help="folder written by rexnet-plugin export (or PaddleClas's "
-                                     "export_model.py -o Global.export_for_fd=True)")
+    p = command("paddlex-pipeline", _paddlex_pipeline, "write a PaddleX image_classification "
+                "pipeline YAML for an export folder (needs the [paddlex] extra)")
+    p.add_argument("model_dir", help="folder written by rexnet-plugin export")
     p.add_argument("-o", "--output", help="YAML to write (default ./<model>_pipeline.yaml)")
-    p.add_argument("--model-name", help="check the folder holds this variant (default: the "
-                                        "folder's Global.model_name)")
+    p.add_argument("--model-name", help="check the folder holds this variant")
     p.add_argument("--batch-size", type=int, default=1, help="default 1")
-    p.add_argument("--topk", type=int, help="classes per image (default: inference.yml's)")
-    p.set_defaults(func=_paddlex_pipeline)
+    p.add_argument("--topk", type=int, help="default: inference.yml's")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM (kill, a job scheduler, docker stop) cleans up as Ctrl-C does; exit
-    # code 143 = 128 + SIGTERM, what the shell reports for a process it ended.
-    # Importing paddle installs paddle's own SIGTERM handler (a stack dump, then
-    # death), so every command that uses paddle imports it before ours goes in.
+    say = f"rexnet-plugin {args.command}:"
+    # Importing paddle installs its own SIGTERM handler, so ours goes in after it.
+    # SIGTERM then cleans up as Ctrl-C does; 143 = 128 + SIGTERM, as the shell reports.
     if args.command != "configs":
         import paddle  # noqa: F401
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -458,12 +343,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Terminated:
-        print(f"rexnet-plugin {args.command}: terminated (SIGTERM); temporary files were "
-              f"removed", file=sys.stderr)
+        print(f"{say} terminated (SIGTERM); temporary files were removed", file=sys.stderr)
         return 128 + int(signal.SIGTERM)
+    except (ValueError, ImportError, FileNotFoundError) as err:  # bad input, a missing extra
+        print(f"{say} error: {err}", file=sys.stderr)
+    except OSError as err:  # a disk that fills up while writing, say
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"{say} error: cannot write: {err.strerror or err}{where}; nothing was written "
+              f"and existing outputs were left as they were", file=sys.stderr)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    return 2
 
 
 if __name__ == "__main__":

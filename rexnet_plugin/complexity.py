@@ -12,20 +12,17 @@ def count_params(model: nn.Layer) -> int:
 
 
 def count_conv_macs(model: nn.Layer, image_size: int = 224) -> dict[str, int]:
-    """Conv multiply-accumulates for one image, split into body and classifier.
-
-    Counts out_h * out_w * out_c * (in_c / groups) * k_h * k_w for every
-    Conv2D (SE and classifier included), as the reference figures do;
-    BN, activations, pooling and additions are not counted.
-    """
-    head = {id(layer) for layer in model.output.sublayers()} if getattr(model, "output", None) else set()
+    """Conv multiply-accumulates for one image (every Conv2D, as the reference
+    figures count them), split into body ("features") and classifier ("head")."""
+    output = getattr(model, "output", None)
+    head = {id(layer) for layer in output.sublayers()} if output else set()
     macs = {"features": 0, "head": 0}
 
-    def hook(layer, inputs, output):
-        _, out_c, out_h, out_w = output.shape
+    def hook(layer, inputs, out):
         kh, kw = layer.weight.shape[2:]
-        per_pixel = out_c * (layer._in_channels // layer._groups) * kh * kw
-        macs["head" if id(layer) in head else "features"] += out_h * out_w * per_pixel
+        macs["head" if id(layer) in head else "features"] += (
+            out.shape[1] * out.shape[2] * out.shape[3] * (layer._in_channels // layer._groups)
+            * kh * kw)
 
     handles = [layer.register_forward_post_hook(hook)
                for layer in model.sublayers() if isinstance(layer, nn.Conv2D)]

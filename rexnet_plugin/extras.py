@@ -1,5 +1,5 @@
-"""What a command needs beyond Paddle, checked before any long work starts, and
-the pip command that adds it from where this package was installed."""
+"""What a command needs beyond Paddle, checked before long work starts, with the
+pip command that adds it from where this package was installed."""
 
 from __future__ import annotations
 
@@ -8,29 +8,22 @@ import json
 import sys
 from urllib.parse import unquote, urlparse
 
-# module -> (distribution, extra that brings it or None for a base dependency)
-_PROVIDERS = {
-    "paddle2onnx": ("paddle2onnx", None),
-    "onnx": ("onnx", None),
-    "onnxruntime": ("onnxruntime", None),
-    "torch": ("torch", "torch"),
-    "paddlex": ("paddlex", "paddlex"),
-    "openvino": ("openvino", "openvino"),
-    "ppdet": ("paddledet", "detection"),
-}
-
+# module -> (distribution, the extra that brings it; None: a base dependency)
+_PROVIDERS = {"paddle2onnx": ("paddle2onnx", None), "onnx": ("onnx", None),
+              "onnxruntime": ("onnxruntime", None), "torch": ("torch", "torch"),
+              "paddlex": ("paddlex", "paddlex"), "openvino": ("openvino", "openvino"),
+              "ppdet": ("paddledet", "detection")}
 # Base dependencies that have no wheel for some Pythons (pyproject.toml's markers).
 _NO_WHEEL = {"paddle2onnx": (3, 13)}
 
 
 class MissingDependencyError(ImportError):
-    """A package a command needs is not installed; the message gives the fix."""
+    """A package a command needs is missing; the message gives the fix."""
 
 
 def install_command(extra: str | None = None) -> str:
-    """``pip install ...`` for this package (with ``extra``) that works from
-    where it was installed: the checkout of an editable install, the wheel
-    file or folder it came from (PEP 610's direct_url.json), else the index."""
+    """``pip install ...`` of this package (with ``extra``) from where it came:
+    the checkout or wheel of PEP 610's direct_url.json, else the index."""
     from importlib import metadata
     suffix = f"[{extra}]" if extra else ""
     try:

@@ -1,6 +1,5 @@
-"""Writing files so that nothing is ever half-written: a temp file beside the
-target (same folder, so the rename is atomic), then ``os.replace``; and a
-check that an output folder can be written at all, before any work."""
+"""Nothing half-written: write to a temp beside the target (same folder, so the
+rename is atomic), then ``os.replace``; check output folders before any work."""
 
 from __future__ import annotations
 
@@ -15,16 +14,12 @@ from pathlib import Path
 
 
 class FolderNotWritableError(PermissionError, ValueError):
-    """An output folder that cannot be created or written. A ValueError too, so
-    that commands report it like any other bad argument (exit code 2)."""
+    """A ValueError too, so commands report it like any bad argument (exit 2)."""
 
 
 def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
-    """Create ``folder`` if needed and check that a file can be written in it,
-    by writing one (permission bits alone miss read-only mounts and ACLs).
-
-    Raises FolderNotWritableError naming the folder, the reason and the fix.
-    """
+    """Create ``folder`` if needed and write a probe file in it (permission bits
+    alone miss read-only mounts and ACLs); FolderNotWritableError names the fix."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -42,15 +37,14 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
 
 
 # Every temp entry: .<target name>.rexnet-tmp-<pid>-<8 hex><suffix>, beside its target.
-TEMP_MARK = ".rexnet-tmp-"
 _TEMP_NAME = re.compile(r"\..+\.rexnet-tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
 
 
 def temp_path(target: str | os.PathLike, suffix: str = "") -> Path:
-    """A new hidden name beside ``target``, carrying this process's id so that
-    ``sweep_stale`` can tell a killed writer's leftovers from a live one's."""
+    """A new hidden name beside ``target`` carrying this process's id (see sweep_stale)."""
     target = Path(target)
-    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{target.name}.rexnet-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+                            f"{suffix}")
 
 
 def _remove(path: Path) -> None:
@@ -61,29 +55,24 @@ def _remove(path: Path) -> None:
 
 
 def sweep_stale(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files and folders in ``folder`` whose writer is gone
-    (SIGKILL, a crash); return them. A live process's temp is kept."""
-    swept = []
+    """Delete (and return) the temps in ``folder`` whose writer is gone; a live one's stay."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
-        return swept
-    for entry in entries:
-        match = _TEMP_NAME.fullmatch(entry.name)
-        if match and not process_alive(int(match["pid"])):
-            _remove(entry)
-            swept.append(entry)
+        return []
+    swept = [e for e in entries if (m := _TEMP_NAME.fullmatch(e.name))
+             and not process_alive(int(m["pid"]))]
+    for entry in swept:
+        _remove(entry)
     return swept
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temp path beside ``path``; the caller writes a file or makes a
-    folder there. On success it replaces ``path``; on any error (Ctrl-C too)
-    it is deleted. What killed writers left beside ``path`` is swept first.
-
-    The suffix keeps the extension that a reader looks at.
-    """
+    """Yield a temp path beside ``path`` for the caller to write a file or make a
+    folder at; on success it replaces ``path``, on any error (Ctrl-C too) it is
+    deleted. Dead writers' temps beside ``path`` are swept first. ``suffix``
+    keeps the extension a reader looks at."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(path.parent)
@@ -101,6 +90,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         _remove(tmp)
 
 
+@contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """``atomic_path`` for a folder: yields the temp folder, already made."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -110,30 +107,21 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-@contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """``atomic_path`` for a folder: yields the temp folder, already made."""
-    with atomic_path(path) as tmp:
-        tmp.mkdir()
-        yield tmp
-
-
 def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """Whether ``path`` is a regular file (not a FIFO, a device, a folder) whose
-    real path, links followed, lies inside ``folder``'s real path."""
+    """Whether ``path`` is a regular file (no FIFO, device, folder) whose real
+    path, links followed, lies inside ``folder``'s real path."""
     real, home = os.path.realpath(path), os.path.realpath(folder)
     return os.path.isfile(real) and os.path.commonpath([real, home]) == home
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a temp file's owner): on POSIX
-    only; elsewhere True, since os.kill would end the process there."""
+    """Whether process ``pid`` runs; True off POSIX, where os.kill would end it."""
     if os.name != "posix":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True

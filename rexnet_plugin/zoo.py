@@ -1,37 +1,15 @@
-"""The variant table: every named ReXNet, as data.
+"""The variant table: every named ReXNet, as data (no paddle import).
 
-One source of truth. The factories (``factories.py``), the PaddleClas,
-PaddleDetection and PaddleX registrations, the configs and their tests, the
-README tables and the benchmarks all read ``VARIANTS``; nothing else lists
-variant names or their numbers. Plain data: no paddle import.
+The factories, the host registrations, the configs, the docs tables and the
+benchmarks all read ``VARIANTS``; adding a variant is one row here.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-# The official README (github.com/clovaai/rexnet: "Actual performance scores"
-# for 0.9, "ImageNet classification results" for 1.0-3.0, "ReXNet-lites vs.
-# EfficientNet-lites" for lite): top-1 / top-5 at 224.
-PAPER_SOURCE = "https://github.com/clovaai/rexnet#pretrained"
-# The seed model zoo (PPIM, github.com/AgentMaker/Paddle-Image-Models,
-# docs/en/model_zoo/rexnet.md), measured with EVAL_TRANSFORM below.
-SEED_SOURCE = "https://github.com/AgentMaker/Paddle-Image-Models"
-# PaddleClas docs/en/models/ImageNet1k/ReXNet.md, measured with its default
-# cv2 resize, which is why its figures sit ~0.4 points below the seed's.
-PADDLECLAS_SOURCE = "https://github.com/PaddlePaddle/PaddleClas"
-# timm re-hosts the official weights on the Hugging Face hub (model cards
-# timm/rexnet_*.nav_in1k) and publishes its own ReXNet-R weights
-# (timm/rexnetr_*.sw_in12k[_ft_in1k]); accuracy from timm's
-# results/results-imagenet.csv, with the size, crop_pct and interpolation
-# given there (V1: 224, crop 0.875, bicubic, the same transform as the seed's).
-TIMM_SOURCE = "https://github.com/huggingface/pytorch-image-models"
-TIMM_RESULTS = f"{TIMM_SOURCE}/blob/main/results/results-imagenet.csv"
-
-
-IMAGENET_CLASSES = 1000  # the class count of every published ImageNet-1k checkpoint
-IMAGENET12K_CLASSES = 11821  # timm's ImageNet-12k subset of ImageNet-21k (sw_in12k)
+IMAGENET_CLASSES = 1000
+IMAGENET12K_CLASSES = 11821  # timm's ImageNet-12k subset (sw_in12k)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_VARIANT = "ReXNet_1_0"  # the demo's, the benchmark's and ppdet's default
@@ -39,22 +17,13 @@ DEFAULT_VARIANT = "ReXNet_1_0"  # the demo's, the benchmark's and ppdet's defaul
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """A validation transform: resize the short side, center-crop, normalise.
-
-    The default is the seed's (PIL backend), which the V1 accuracy figures use.
-    """
+    """Resize the short side, center-crop, normalise; the default is PPIM's (PIL)."""
 
     resize_short: int = 256
     interpolation: str = "bicubic"
     crop_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def timm(cls, image_size: int, crop_pct: float, interpolation: str = "bicubic"):
-        """timm's eval transform: resize the short side to floor(size / crop_pct)."""
-        return cls(resize_short=math.floor(image_size / crop_pct),
-                   interpolation=interpolation, crop_size=image_size)
 
     @property
     def crop_pct(self) -> float:
@@ -67,48 +36,46 @@ class EvalTransform:
 
 
 EVAL_TRANSFORM = EvalTransform()
-# timm's test-time transform of its ReXNet-R weights (test_input_size 288,
-# test_crop_pct 1.0): resize to 288, crop 288. They were trained at 224.
-R_EVAL_TRANSFORM = EvalTransform.timm(288, 1.0)
+# timm tests its ReXNet-R weights (trained at 224) at 288 with crop_pct 1.0.
+R_EVAL_TRANSFORM = EvalTransform(resize_short=288, crop_size=288)
+
+
+_TIMM_HOME = "https://github.com/huggingface/pytorch-image-models"
 
 
 @dataclass(frozen=True)
 class Publisher:
-    """Who publishes a family of weight files, and on what terms."""
-
     title: str
     home: str
     license: str  # as the publisher states it
-    license_where: str  # where it is stated
+    license_where: str
     accuracy_measured_with: str
 
 
-# Who publishes what. Each WeightSource names its publisher; the source
-# names (the values of ``pretrained=`` that pick a published file) are the
-# keys of ``Variant.weights``, and the first one listed for a variant is what
-# ``pretrained=True`` loads.
+# Keyed by publisher; a variant's weight sources (the ``pretrained=`` names)
+# are the keys of ``Variant.weights``, the first being ``pretrained=True``'s.
 PUBLISHERS: dict[str, Publisher] = {
     "ppim": Publisher(
-        "Seed model zoo (PPIM, AgentMaker/Paddle-Image-Models)", SEED_SOURCE,
-        "Apache-2.0", "the repository's LICENSE file and setup.py; no separate "
-        "terms for the weight files", "PIL bicubic resize 256, center crop 224"),
+        "PPIM (AgentMaker/Paddle-Image-Models)", "https://github.com/AgentMaker/Paddle-Image-Models",
+        "Apache-2.0", "the repository's LICENSE file and setup.py; no separate terms for the "
+        "weight files", "PIL bicubic resize 256, center crop 224"),
     "paddleclas": Publisher(
-        "PaddleClas (PaddlePaddle)", PADDLECLAS_SOURCE,
-        "Apache-2.0", "the repository's LICENSE file",
+        "PaddleClas (PaddlePaddle)", "https://github.com/PaddlePaddle/PaddleClas", "Apache-2.0",
+        "the repository's LICENSE file",
         "PaddleClas's default eval pipeline (cv2 resize 256, center crop 224)"),
     "timm": Publisher(
-        "timm (Hugging Face hub, timm/rexnet_*.nav_in1k)", TIMM_SOURCE,
-        "MIT", "the license field of the model cards: mit",
+        "timm (Hugging Face hub, timm/rexnet_*.nav_in1k)", _TIMM_HOME, "MIT",
+        "the license field of the model cards: mit",
         "timm validate.py: bicubic resize 256 (crop_pct 0.875), center crop 224"),
     "timm_rexnetr": Publisher(
-        "timm (Hugging Face hub, timm/rexnetr_*.sw_in12k_ft_in1k and .sw_in12k)", TIMM_SOURCE,
+        "timm (Hugging Face hub, timm/rexnetr_*.sw_in12k_ft_in1k and .sw_in12k)", _TIMM_HOME,
         "Apache-2.0", "the license field of the model cards and of timm's pretrained "
         "configs: apache-2.0", "timm validate.py, bicubic: test size 288 with crop_pct "
         "1.0 (the figures used here), and 224 with crop_pct 0.95"),
     "official": Publisher(
-        "NAVER AI Lab, official ReXNet (clovaai/rexnet)", PAPER_SOURCE.split("#")[0],
-        "MIT", "the repository's LICENSE file and README ('distributed under MIT "
-        "license')", "the paper's protocol, 224x224"),
+        "NAVER AI Lab, official ReXNet (clovaai/rexnet)", "https://github.com/clovaai/rexnet",
+        "MIT", "the repository's LICENSE file and README ('distributed under MIT license')",
+        "the paper's protocol, 224x224"),
 }
 
 
@@ -119,40 +86,25 @@ class Accuracy:
     top1: float
     top5: float
     image_size: int = 224
-    crop_pct: float = 0.875  # crop size / resized short side
+    crop_pct: float = 0.875
 
 
 @dataclass(frozen=True)
 class WeightSource:
-    """One published checkpoint. ``layout`` says which key names it uses."""
+    """One published checkpoint; ``layout`` ("paddle", "official", "timm") names its keys."""
 
     url: str
-    filename: str  # the name in the cache and on a mirror
-    layout: str  # "paddle", "official" or "timm"
+    filename: str  # in the cache and on a mirror
+    layout: str
     publisher: str  # key of PUBLISHERS
-    # As reported by the publisher; the first is at the variant's eval_transform.
-    accuracy: tuple[Accuracy, ...] = ()
-    class_num: int = IMAGENET_CLASSES  # of the file's classifier
+    accuracy: tuple[Accuracy, ...] = ()  # the first at the variant's eval_transform
+    class_num: int = IMAGENET_CLASSES
     sha256: str | None = None  # None where the publisher gives none
-    size: int | None = None  # bytes; None where not known exactly
-    # True when ``url`` is a page that needs a browser (Google Drive): the
-    # user downloads the file and passes its path.
-    manual: bool = False
-
-    @property
-    def top1(self) -> float | None:
-        return self.accuracy[0].top1 if self.accuracy else None
-
-    @property
-    def top5(self) -> float | None:
-        return self.accuracy[0].top5 if self.accuracy else None
-
-    @property
-    def license(self) -> str:
-        return PUBLISHERS[self.publisher].license
+    size: int | None = None
+    manual: bool = False  # url is a browser page (Google Drive): the user passes the file
 
 
-# The kinds of ReXNet, and how the docs name them.
+# The kinds of ReXNet (Variant.kind, plan.ChannelPlan.kind) and their names in the docs.
 KINDS = {"v1": "ReXNet V1", "lite": "ReXNet-lite", "r": "ReXNet-R"}
 
 
@@ -161,18 +113,13 @@ class Variant:
     name: str
     width_mult: float
     kind: str = "v1"  # a key of KINDS
-    # ReXNet-R only: every channel count is a multiple of this (timm's ch_div).
-    ch_div: int | None = None
-    # Key of this variant in shared/reference/official_shapes.json (V1, lite).
-    official_name: str = ""
-    # timm's model name (rexnet_100, rexnetr_200 ...), where timm has it.
-    timm_name: str = ""
+    ch_div: int | None = None  # ReXNet-R only (timm's ch_div)
+    official_name: str = ""  # key in shared/reference/official_shapes.json
+    timm_name: str = ""  # rexnet_100, rexnetr_200 ... where timm has it
     paper_top1: float | None = None
     paper_top5: float | None = None
     weights: dict[str, WeightSource] = field(default_factory=dict)
-    # The validation transform its accuracy figures assume; the PaddleClas
-    # configs are stamped with it.
-    eval_transform: EvalTransform = EVAL_TRANSFORM
+    eval_transform: EvalTransform = EVAL_TRANSFORM  # of its accuracy figures and configs
 
     def __post_init__(self):
         if self.kind not in KINDS or (self.kind == "r") != (self.ch_div is not None):
@@ -180,90 +127,68 @@ class Variant:
                              f"kinds are {', '.join(KINDS)} and only 'r' has a ch_div")
 
     @property
-    def lite(self) -> bool:
-        return self.kind == "lite"
-
-    @property
-    def kind_title(self) -> str:
-        return KINDS[self.kind]
-
-    @property
-    def kind_label(self) -> str:
-        """Short: V1, lite or R."""
-        return {"v1": "V1", "lite": "lite", "r": "R"}[self.kind]
-
-    @property
     def arch(self) -> dict:
         """Keyword arguments for ``ReXNet`` (and ``plan.channel_plan``)."""
-        return {"width_mult": self.width_mult, "lite": self.lite, "ch_div": self.ch_div}
+        return {"width_mult": self.width_mult, "lite": self.kind == "lite",
+                "ch_div": self.ch_div}
 
     @property
     def default_source(self) -> str | None:
-        """The source ``pretrained=True`` uses: the first one listed."""
         return next(iter(self.weights), None)
 
 
-_SEED_URL = ("https://bj.bcebos.com/v1/ai-studio-online/{key}"
+_PPIM_URL = ("https://bj.bcebos.com/v1/ai-studio-online/{key}"
              "?responseContentDisposition=attachment%3B%20filename%3D{filename}")
 _PADDLECLAS_URL = ("https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/"
                    "{name}_pretrained.pdparams")
 _TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
-# The official README's links (Google Drive file ids).
-_DRIVE_URL = "https://drive.google.com/file/d/{id}/view?usp=sharing"
+_DRIVE_URL = "https://drive.google.com/file/d/{id}/view?usp=sharing"  # the official README's
 
 
 def _official(filename: str, drive_id: str) -> WeightSource:
-    return WeightSource(url=_DRIVE_URL.format(id=drive_id), filename=filename,
-                        layout="official", publisher="official", manual=True)
+    return WeightSource(_DRIVE_URL.format(id=drive_id), filename, "official", "official",
+                        manual=True)
 
 
-def _timm(name: str, publisher: str, accuracy: tuple[Accuracy, ...] = (),
-          class_num: int = IMAGENET_CLASSES) -> WeightSource:
-    """A model.safetensors of timm's hub; ``name`` is model.tag (rexnet_100.nav_in1k)."""
-    return WeightSource(url=_TIMM_URL.format(name=name), filename=f"{name}.safetensors",
-                        layout="timm", publisher=publisher, accuracy=accuracy,
-                        class_num=class_num)
+def _timm(name: str, publisher: str, accuracy=(), class_num=IMAGENET_CLASSES) -> WeightSource:
+    """timm's hub file ``name`` (model.tag, e.g. rexnet_100.nav_in1k)."""
+    return WeightSource(_TIMM_URL.format(name=name), f"{name}.safetensors", "timm", publisher,
+                        accuracy, class_num)
 
 
-def _v1(name: str, *, width: float, paper: tuple, seed_key: str | None = None,
-        seed_acc: tuple | None = None, paddleclas_acc: tuple | None = None,
-        timm_acc: tuple | None = None, drive_id: str | None = None) -> Variant:
-    """A ReXNet V1 row. ``*_acc`` are (top-1, top-5) as each publisher reports."""
+def _v1(name: str, *, width: float, paper: tuple = (None, None), ppim_key: str = "",
+        ppim_acc=None, paddleclas_acc=None, timm_acc=None, drive_id: str = "") -> Variant:
+    """A ReXNet V1 row; ``*_acc`` are (top-1, top-5) as each publisher reports them."""
     weights = {}
-    if seed_key:
+    if ppim_key:
         filename = f"rexnetv1_{width:.1f}x.pdparams"
-        weights["ppim"] = WeightSource(
-            url=_SEED_URL.format(key=seed_key, filename=filename), filename=filename,
-            layout="paddle", publisher="ppim", accuracy=(Accuracy(*seed_acc),))
+        weights["ppim"] = WeightSource(_PPIM_URL.format(key=ppim_key, filename=filename),
+                                       filename, "paddle", "ppim", (Accuracy(*ppim_acc),))
     if paddleclas_acc:
         weights["paddleclas"] = WeightSource(
-            url=_PADDLECLAS_URL.format(name=name), filename=f"{name}_pretrained.pdparams",
-            layout="paddle", publisher="paddleclas", accuracy=(Accuracy(*paddleclas_acc),))
-    timm_name = f"rexnet_{round(width * 100)}"
+            _PADDLECLAS_URL.format(name=name), f"{name}_pretrained.pdparams", "paddle",
+            "paddleclas", (Accuracy(*paddleclas_acc),))
+    timm_name = f"rexnet_{round(width * 100)}" if timm_acc else ""
     if timm_acc:
         weights["timm"] = _timm(f"{timm_name}.nav_in1k", "timm", (Accuracy(*timm_acc),))
     if drive_id:
         weights["official"] = _official(f"rexnetv1_{width:.1f}.pth", drive_id)
-    return Variant(name=name, width_mult=width, kind="v1",
-                   official_name=f"rexnetv1_{width:.1f}",
-                   timm_name=timm_name if timm_acc else "", paper_top1=paper[0],
-                   paper_top5=paper[1], weights=weights)
+    return Variant(name, width, "v1", official_name=f"rexnetv1_{width:.1f}",
+                   timm_name=timm_name, paper_top1=paper[0], paper_top5=paper[1],
+                   weights=weights)
 
 
 def _lite(name: str, *, width: float, paper: tuple, drive_id: str) -> Variant:
     """A ReXNet-lite row; only NAVER publishes lite weights."""
-    return Variant(name=name, width_mult=width, kind="lite",
-                   official_name=f"rexnetv1_lite_{width:.1f}", paper_top1=paper[0],
-                   paper_top5=paper[1],
+    return Variant(name, width, "lite", official_name=f"rexnetv1_lite_{width:.1f}",
+                   paper_top1=paper[0], paper_top5=paper[1],
                    weights={"official": _official(f"rexnet_lite_{width:.1f}.pth", drive_id)})
 
 
-def _r(name: str, *, width: float, ch_div: int, acc_288: tuple | None = None,
-       acc_224: tuple | None = None) -> Variant:
-    """A ReXNet-R row (timm's rexnetr_*). timm publishes weights for 2.0 and 3.0
-    only: ImageNet-12k ("timm_in12k", 11,821 classes, for fine-tuning) and
-    fine-tuned from it on ImageNet-1k ("timm"). ``acc_*`` are (top-1, top-5)
-    from timm's results-imagenet.csv at 288 (crop_pct 1.0) and 224 (0.95)."""
+def _r(name: str, *, width: float, ch_div: int, acc_288=None, acc_224=None) -> Variant:
+    """A ReXNet-R row (timm's rexnetr_*): timm publishes ImageNet-12k weights
+    ("timm_in12k") and their ImageNet-1k fine-tune ("timm"); ``acc_*`` are from
+    results-imagenet.csv at 288 (crop_pct 1.0) and 224 (0.95)."""
     timm_name = f"rexnetr_{round(width * 100)}"
     weights = {}
     if acc_288:
@@ -272,36 +197,32 @@ def _r(name: str, *, width: float, ch_div: int, acc_288: tuple | None = None,
             Accuracy(*acc_224, image_size=224, crop_pct=0.95)))
         weights["timm_in12k"] = _timm(f"{timm_name}.sw_in12k", "timm_rexnetr",
                                       class_num=IMAGENET12K_CLASSES)
-    # timm's untrained rexnetr_* keep its default eval transform (224, crop_pct
-    # 0.875, bicubic: the seed's); its weights were tested at 288.
-    return Variant(name=name, width_mult=width, kind="r", ch_div=ch_div, timm_name=timm_name,
-                   weights=weights, eval_transform=R_EVAL_TRANSFORM if weights else EVAL_TRANSFORM)
+    return Variant(name, width, "r", ch_div, timm_name=timm_name, weights=weights,
+                   eval_transform=R_EVAL_TRANSFORM if weights else EVAL_TRANSFORM)
 
-
-_NO_PAPER = (None, None)  # 2.2 appears only in the detection results
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     _v1("ReXNet_0_9", width=0.9, paper=(77.2, 93.5)),
     _v1("ReXNet_1_0", width=1.0, paper=(77.9, 93.9),
-        seed_key="6c890dd95dfc4e388335adfa298163d3ab413cca558e4abe966d52cb5c3aee31",
-        seed_acc=(77.86, 93.87), paddleclas_acc=(77.46, 93.70), timm_acc=(77.862, 93.890),
+        ppim_key="6c890dd95dfc4e388335adfa298163d3ab413cca558e4abe966d52cb5c3aee31",
+        ppim_acc=(77.86, 93.87), paddleclas_acc=(77.46, 93.70), timm_acc=(77.862, 93.890),
         drive_id="1xeIJ3wb83uOowU008ykYj6wDX2dsncA9"),
     _v1("ReXNet_1_3", width=1.3, paper=(79.5, 94.7),
-        seed_key="41a4cc3e6d9545b9b69b4782cafa01147eb7661ec6af4f43841adc734149b3a7",
-        seed_acc=(79.50, 94.68), paddleclas_acc=(79.13, 94.64), timm_acc=(79.492, 94.680),
+        ppim_key="41a4cc3e6d9545b9b69b4782cafa01147eb7661ec6af4f43841adc734149b3a7",
+        ppim_acc=(79.50, 94.68), paddleclas_acc=(79.13, 94.64), timm_acc=(79.492, 94.680),
         drive_id="1x2ziK9Oyv66Y9NsxJxXsdjzpQF2uSJj0"),
     _v1("ReXNet_1_5", width=1.5, paper=(80.3, 95.2),
-        seed_key="20b131a7cb1840b5aed37c512b2665fb20c72eebe4344da5a3c6f0ab0592a323",
-        seed_acc=(80.32, 95.17), paddleclas_acc=(80.06, 95.12), timm_acc=(80.322, 95.164),
+        ppim_key="20b131a7cb1840b5aed37c512b2665fb20c72eebe4344da5a3c6f0ab0592a323",
+        ppim_acc=(80.32, 95.17), paddleclas_acc=(80.06, 95.12), timm_acc=(80.322, 95.164),
         drive_id="1TOBGsbDhTHWBgqcRnyKIR0tHsJTOPUIG"),
     _v1("ReXNet_2_0", width=2.0, paper=(81.6, 95.7),
-        seed_key="b4df9f7be43446b0952a25ee6e83f2e443e3b879a00046f6bb33278319cb5fd0",
-        seed_acc=(81.64, 95.66), paddleclas_acc=(81.22, 95.36), timm_acc=(81.636, 95.672),
+        ppim_key="b4df9f7be43446b0952a25ee6e83f2e443e3b879a00046f6bb33278319cb5fd0",
+        ppim_acc=(81.64, 95.66), paddleclas_acc=(81.22, 95.36), timm_acc=(81.636, 95.672),
         drive_id="1R1aOTKIe1Mvck86NanqcjWnlR8DY-Z4C"),
-    _v1("ReXNet_2_2", width=2.2, paper=_NO_PAPER),
+    _v1("ReXNet_2_2", width=2.2),  # only in the paper's detection results
     _v1("ReXNet_3_0", width=3.0, paper=(82.8, 96.2),
-        seed_key="9663f0570f0a4e4a8dde0b9799c539f5e22f46917d3d4e5a9d566cd213032d25",
-        seed_acc=(82.45, 96.26), paddleclas_acc=(82.09, 96.12), timm_acc=(82.780, 96.230),
+        ppim_key="9663f0570f0a4e4a8dde0b9799c539f5e22f46917d3d4e5a9d566cd213032d25",
+        ppim_acc=(82.45, 96.26), paddleclas_acc=(82.09, 96.12), timm_acc=(82.780, 96.230),
         drive_id="1iXAsr8gs3pRz0QyHKomdj5SGVzPWbIs2"),
     _lite("ReXNetLite_1_0", width=1.0, paper=(76.2, 92.8),
           drive_id="1d9G4pLwZwkoDR2TRPCQlxiWiuC7R-Oqf"),
@@ -315,21 +236,16 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     _r("ReXNetR_1_0", width=1.0, ch_div=8),
     _r("ReXNetR_1_3", width=1.3, ch_div=8),
     _r("ReXNetR_1_5", width=1.5, ch_div=8),
-    _r("ReXNetR_2_0", width=2.0, ch_div=8,
-       acc_288=(83.160, 96.646), acc_224=(82.602, 96.396)),
-    _r("ReXNetR_3_0", width=3.0, ch_div=16,
-       acc_288=(84.582, 97.278), acc_224=(84.036, 96.994)),
+    _r("ReXNetR_2_0", width=2.0, ch_div=8, acc_288=(83.160, 96.646), acc_224=(82.602, 96.396)),
+    _r("ReXNetR_3_0", width=3.0, ch_div=16, acc_288=(84.582, 97.278), acc_224=(84.036, 96.994)),
 ]}
 
 # Every ``pretrained=`` source name, in table order.
 SOURCE_NAMES = tuple(dict.fromkeys(s for v in VARIANTS.values() for s in v.weights))
-
-# The five variants PaddleClas and the seed publish weights for.
-SEED_VARIANTS = tuple(name for name, v in VARIANTS.items() if "ppim" in v.weights)
-# The names PaddleClas 2.3+ ships built in (ppcls.arch.backbone ReXNet_*):
-# the ones it publishes weights for.
-PADDLECLAS_BUILTIN_NAMES = tuple(name for name, v in VARIANTS.items()
-                                 if "paddleclas" in v.weights)
+# The variants PPIM publishes weights for.
+PPIM_VARIANTS = tuple(name for name, v in VARIANTS.items() if "ppim" in v.weights)
+# PaddleClas 2.3+ ships these built in (ppcls.arch.backbone ReXNet_*).
+PADDLECLAS_BUILTIN_NAMES = tuple(n for n, v in VARIANTS.items() if "paddleclas" in v.weights)
 
 
 def get_variant(name: str) -> Variant:

@@ -15,7 +15,7 @@ import yaml
 
 from rexnet_plugin.complexity import count_conv_macs, count_params
 from rexnet_plugin.factories import create_model
-from rexnet_plugin.zoo import (DEFAULT_VARIANT, EVAL_TRANSFORM, PUBLISHERS, SOURCE_NAMES,
+from rexnet_plugin.zoo import (DEFAULT_VARIANT, EVAL_TRANSFORM, KINDS, PUBLISHERS, SOURCE_NAMES,
                                VARIANTS)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def variants_table() -> str:
     for name, v in VARIANTS.items():
         model = create_model(name)
         macs = count_conv_macs(model, 224)["total"]
-        rows.append(f"| `{name}` | {v.kind_label} | {v.width_mult} | "
+        rows.append(f"| `{name}` | {KINDS[v.kind]} | {v.width_mult} | "
                     f"{count_params(model) / 1e6:.2f} | {macs / 1e9:.3f} | "
                     f"{_fmt(v.paper_top1, '{:.1f}')} | {_fmt(v.paper_top5, '{:.1f}')} |")
     return "\n".join(rows)
@@ -145,7 +145,7 @@ def ppcls_recipe_table() -> str:
         "label smoothing": "timm default 0.1",
         "train augmentation": "timm defaults + `--aa rand-m9-mstd0.5 --reprob 0.2 --remode pixel`",
         "batch": "`--batch-size 128` x 4 GPUs",
-        "eval transform": "the seed's: PIL bicubic 256, center crop 224",
+        "eval transform": "PPIM's: PIL bicubic 256, center crop 224",
     }
     rows = ["| | rexnet-plugin's `ppcls_configs/` | official recipe (source) | PaddleClas's built-in configs |",
             "|---|---|---|---|"]

@@ -36,9 +36,9 @@ def variant_fields(name: str) -> dict[str, str]:
 
 
 def title_line(name: str) -> str:
-    from rexnet_plugin.zoo import VARIANTS
+    from rexnet_plugin.zoo import KINDS, VARIANTS
     v = VARIANTS[name]
-    return f"# {name}: {v.kind_title} x{v.width_mult} for PaddleClas, from rexnet-plugin."
+    return f"# {name}: {KINDS[v.kind]} x{v.width_mult} for PaddleClas, from rexnet-plugin."
 
 
 def stamp(template: str, name: str) -> str:

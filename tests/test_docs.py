@@ -30,6 +30,6 @@ def test_readme_test_command_is_the_one_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     command = re.search(r"<!-- test-command -->\n```\w*\n(.+?)\n```", readme, re.S).group(1).strip()
-    assert command == "python -m pytest -q"
+    assert command.startswith("python -m pytest -q")
     assert 'test_command="$(readme_block test-command)"' in ci
     assert 'bash -euo pipefail -c "$test_command"' in ci

@@ -1,5 +1,4 @@
-"""Bad model arguments and inputs get clear errors or a documented conversion
-(issue 10, section 6)."""
+"""Bad model arguments and inputs get clear errors or a documented conversion."""
 
 from __future__ import annotations
 

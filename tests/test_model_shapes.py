@@ -5,7 +5,7 @@ import pytest
 
 from rexnet_plugin import create_model
 from rexnet_plugin.complexity import count_conv_macs, count_params
-from rexnet_plugin.zoo import SEED_VARIANTS, VARIANTS
+from rexnet_plugin.zoo import PADDLECLAS_BUILTIN_NAMES, PPIM_VARIANTS, VARIANTS
 
 # The official kinds; ReXNet-R (timm's) is checked in tests/test_rexnetr.py.
 OFFICIAL = [n for n, v in VARIANTS.items() if v.official_name]
@@ -63,7 +63,7 @@ def test_state_dict_matches_official_key_layout(name, official_shapes):
     assert ours == expected
 
 
-@pytest.mark.parametrize("name", SEED_VARIANTS)
+@pytest.mark.parametrize("name", PPIM_VARIANTS)
 def test_state_dict_equals_paddleclas(name, paddleclas_state_dicts):
     ref = paddleclas_state_dicts[name]
     model = create_model(name)
@@ -73,5 +73,5 @@ def test_state_dict_equals_paddleclas(name, paddleclas_state_dicts):
     assert count_params(model) == ref["trainable_params"]
 
 
-def test_seed_variants_are_the_five_published():
-    assert SEED_VARIANTS == ("ReXNet_1_0", "ReXNet_1_3", "ReXNet_1_5", "ReXNet_2_0", "ReXNet_3_0")
+def test_ppim_and_paddleclas_publish_the_same_variants(paddleclas_state_dicts):
+    assert PPIM_VARIANTS == PADDLECLAS_BUILTIN_NAMES == tuple(paddleclas_state_dicts)

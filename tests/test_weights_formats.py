@@ -73,7 +73,7 @@ def _timm_pth(state, folder):
 
 SOURCES = {"official.safetensors": _official_safetensors, "official.pth": _official_pth,
            "timm.safetensors": _timm_safetensors, "timm.pth": _timm_pth}
-CASES = [(v, s) for v in REFERENCE_NPZ for s in SOURCES if not (VARIANTS[v].lite and "timm" in s)]
+CASES = [(v, s) for v in REFERENCE_NPZ for s in SOURCES if not (VARIANTS[v].kind == "lite" and "timm" in s)]
 
 
 @pytest.mark.parametrize("variant,source", CASES)
@@ -178,7 +178,7 @@ def test_variant_inferred_from_official_shapes(official_shapes, class_num):
         info = inspect_state(to_canonical(state))
         name = by_official_name[official_name]
         assert info.variant == name, official_name
-        assert info.lite == VARIANTS[name].lite
+        assert info.lite == (VARIANTS[name].kind == "lite")
         assert info.class_num == class_num
 
 

@@ -498,7 +498,7 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     weights = weights or source.weights
     if not weights and not untrained:
         raise ValueError(f"no weights for {source.label}: pass --weights PATH (or a source "
-                         f"name such as 'seed'), or --untrained to export random weights")
+                         f"name such as 'ppim'), or --untrained to export random weights")
     if class_num is not None:
         source.class_num = class_num
     size = source.image_size if image_size == -1 else image_size

@@ -44,7 +44,7 @@ from ..model import ReXNet
 from ..weights import check_state_dict, load_pretrained, should_skip_head
 from ..weights.errors import NotReXNetError, WeightsError, WrongVariantError
 from ..weights.layouts import canonical_state
-from ..zoo import PADDLECLAS_BUILTIN_NAMES, VARIANTS
+from ..zoo import KINDS, PADDLECLAS_BUILTIN_NAMES, VARIANTS
 
 _log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def make_factory(name: str, arch_module):
 
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = __name__
-    factory.__doc__ = (f"{variant.kind_title} x{variant.width_mult} from rexnet-plugin, as a "
+    factory.__doc__ = (f"{KINDS[variant.kind]} x{variant.width_mult} from rexnet-plugin, as a "
                        f"{arch_module.__name__} TheseusLayer.\n\n" + _FACTORY_ARGUMENTS)
     factory.rexnet_plugin = True
     return factory

@@ -186,11 +186,11 @@ def _resolve_arch(variant, width_mult, lite, ch_div):
     if variant is not None:
         v = get_variant(variant)
         if ((width_mult is not None and width_mult != v.width_mult)
-                or (lite is not None and lite != v.lite)
+                or (lite is not None and lite != (v.kind == "lite"))
                 or (ch_div is not None and ch_div != v.ch_div)):
             raise ValueError(
                 f"ReXNet: variant {variant} has width_mult {v.width_mult}, lite "
-                f"{v.lite} and ch_div {v.ch_div}, but the config also sets "
+                f"{v.kind == 'lite'} and ch_div {v.ch_div}, but the config also sets "
                 f"width_mult={width_mult!r}, lite={lite!r}, ch_div={ch_div!r}. Set "
                 f"either the variant or width_mult/lite/ch_div.")
         return variant, v.arch

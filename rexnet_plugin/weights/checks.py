@@ -56,7 +56,7 @@ class CheckpointInfo:
 
     @property
     def lite(self) -> bool | None:
-        return VARIANTS[self.variant].lite if self.variant else None
+        return VARIANTS[self.variant].kind == "lite" if self.variant else None
 
     @property
     def kind(self) -> str | None:  # "v1", "lite" or "r"
@@ -74,7 +74,7 @@ def _describe(variant: str | None, class_num: int, otherwise: str) -> str:
         return f"{otherwise}, {classes})"
     v = VARIANTS[variant]
     timm = f", timm's {v.timm_name}" if v.timm_name else ""
-    return f"{variant} ({v.kind_title}{timm}, width {v.width_mult}, {classes})"
+    return f"{variant} ({KINDS[v.kind]}{timm}, width {v.width_mult}, {classes})"
 
 
 def inspect_state(state: dict) -> CheckpointInfo:
