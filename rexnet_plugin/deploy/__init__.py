@@ -1,2 +1,1 @@
-"""Running ReXNet outside dygraph: export (Paddle Inference, ONNX), runtimes
-and predictors, and the speed measurement behind ``rexnet-plugin bench``."""
+"""Export, runtimes, quantization and prediction of exported models."""
