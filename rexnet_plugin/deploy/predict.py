@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runtime as rt
+from .runtime import PRECISIONS
 from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
                         QUANTIZATION_FILENAME)
 from .images import ImageInputError, ImageItem, check_image, collect_images
@@ -84,8 +85,8 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     folder = Path(model_dir)
     if runtime not in (None, *RUNTIMES):
         raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if precision not in rt.PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(rt.PRECISIONS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "not found"
         raise ModelFolderError(f"model folder {folder} {what}: pass the folder that "
