@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,8 @@ from .artifacts import (DEFAULT_OPSET, EXPORT_FILES, INFER_CONFIG_FILENAME, MODE
                         ONNX_FILENAME, PARAMS_FILENAME)
 from .runtime import create_onnx_session, create_predictor, run_onnx, run_predictor
 
-# ONNX Runtime against Paddle Inference, as a fraction of each image's logit range (at
-# least 1): trained logits reach hundreds and fp32 keeps about 7 digits of them; a
-# probability moves by at most a quarter of its logit's error, so softmax outputs too.
+# ONNX Runtime against Paddle Inference, as a fraction of each image's logit range (at least
+# 1; fp32 keeps ~7 digits of logits in the hundreds); bounds the probabilities' error too.
 ONNX_RTOL = 1e-5
 # PaddleClas's predictor loads these instead of inference.*: never export beside them.
 SHADOWING_FILES = ("inference_int8.pdiparams",)
@@ -36,8 +35,7 @@ def input_spec(image_size: int | tuple[int, int] | None = None) -> InputSpec:
 
 
 def prepare_output(out_dir: str | os.PathLike) -> Path:
-    """Check, before any work, that an export can replace ``out_dir``; errors name the
-    folder and the fix (FolderNotWritableError is a ValueError too)."""
+    """Check before any work that an export can replace ``out_dir`` (ValueErrors name it)."""
     out_dir = Path(out_dir)
     existed = out_dir.exists()
     ensure_writable_dir(out_dir, "output folder")
@@ -54,9 +52,8 @@ def prepare_output(out_dir: str | os.PathLike) -> Path:
 
 @contextmanager
 def export_folder(out_dir: Path):
-    """Yield a temp folder beside ``out_dir`` for a whole export; on success it replaces
-    ``out_dir`` in one rename (a reader sees the old set or the new one, never a mix),
-    with the user's own files of ``out_dir`` linked in; on any error ``out_dir`` stays."""
+    """A temp folder for a whole export; on success it replaces ``out_dir`` in one rename (a
+    reader never sees a mix), the user's own files linked in; on any error ``out_dir`` stays."""
     with atomic_dir(out_dir) as tmp:
         yield tmp
         for entry in out_dir.iterdir() if out_dir.is_dir() else ():
@@ -85,8 +82,7 @@ def _save_inference(model: paddle.nn.Layer, folder: Path, image_size) -> None:
 
 def export_inference(model: paddle.nn.Layer, out_dir: str | os.PathLike,
                      image_size: int | tuple[int, int] | None = None) -> Path:
-    """Save ``model`` in eval mode as a Paddle Inference model; the new files replace
-    ``out_dir``'s export set (write inference.onnx and inference.yml after)."""
+    """Save ``model`` in eval mode as a Paddle Inference model, replacing ``out_dir``'s set."""
     out_dir = prepare_output(out_dir)
     with export_folder(out_dir) as tmp:
         _save_inference(model, tmp, image_size)
@@ -95,22 +91,21 @@ def export_inference(model: paddle.nn.Layer, out_dir: str | os.PathLike,
 
 def export_onnx(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
                 opset: int = DEFAULT_OPSET) -> Path:
-    """Convert an exported Paddle Inference folder to ONNX, written atomically.
-    paddle2onnx returns the bytes (``save_file=None``): asked to write the file, it runs
-    polygraphy, which pip-installs packages and can upgrade numpy."""
+    """Convert a Paddle Inference folder to ONNX. paddle2onnx returns the bytes: asked to
+    write the file, it runs polygraphy, which pip-installs packages (and numpy)."""
     from ..extras import require
     require("ONNX export", "paddle2onnx")
     import paddle2onnx
     model_dir = Path(model_dir)
-    model_file, params_file = model_dir / MODEL_FILENAME, model_dir / PARAMS_FILENAME
-    for path in (model_file, params_file):
+    files = [model_dir / MODEL_FILENAME, model_dir / PARAMS_FILENAME]
+    for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: export the model to Paddle Inference "
                                     f"first (export_inference or rexnet-plugin export)")
     onnx_path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILENAME
     try:
-        data = paddle2onnx.export(str(model_file), str(params_file), save_file=None,
-                                  opset_version=opset, optimize_tool="None")
+        data = paddle2onnx.export(*map(str, files), save_file=None, opset_version=opset,
+                                  optimize_tool="None")
     except Exception as err:  # it logs the cause, then fails on its own return
         raise RuntimeError(f"paddle2onnx could not convert {model_dir} (opset {opset}); "
                            f"its log above says why") from err
@@ -126,7 +121,6 @@ def export_onnx(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | Non
 @dataclass
 class ExportSource:
     """What to export, read from a variant name or a PaddleClas config."""
-
     variant: str
     class_num: int
     image_size: int | tuple[int, int] | None
@@ -179,10 +173,10 @@ def read_export_source(model: str) -> ExportSource:
 
 def _labels(source: ExportSource, label_list: str | None,
             class_num: int) -> tuple[list[str] | None, str]:
-    """The class names for inference.yml, and where they came from (or why none).
-    A class_id_map_file is looked for as PaddleClas's tools do (the working folder),
-    beside the config, in the paddleclas wheel; only inside that folder, links followed
-    (a config cannot copy /etc/passwd into inference.yml)."""
+    """The class names for inference.yml and where they came from (or why none). A
+    class_id_map_file is looked for in the working folder (as PaddleClas's tools do),
+    beside the config, in the paddleclas wheel: only inside, links followed (a config
+    cannot copy /etc/passwd into inference.yml)."""
     import importlib.util
     from ..files import is_regular_file_inside
     from ..zoo import IMAGENET_CLASSES
@@ -210,12 +204,11 @@ def _labels(source: ExportSource, label_list: str | None,
 
 
 def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
-    """inference.yml's preprocessing (write_infer_config keywords) and its description:
-    the config's Infer.transforms, as PaddleClas's export_for_fd takes them, when deploy
-    runs them and they give the exported size; else the variant's eval transform fitted
-    to that size (a fixed size keeps its crop ratio: resize_short = floor(size / crop_pct))."""
+    """inference.yml's preprocessing (write_infer_config keywords) and its description: the
+    config's Infer.transforms (as PaddleClas's export_for_fd) when they give the exported
+    size, else the variant's eval transform fitted to it, keeping the crop ratio."""
     from .infer_config import InferConfigError, ops_from_paddleclas, output_shape
-    note = ""
+    hw, note = (size, size) if isinstance(size, int) else size, ""
     if source.infer_transforms is not None:
         try:
             ops = ops_from_paddleclas(source.infer_transforms, f"{source.label}: Infer.transforms")
@@ -223,7 +216,6 @@ def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
         except InferConfigError as err:
             note = f" (not the config's Infer.transforms: {str(err).split(': ', 2)[-1]})"
         else:
-            hw = (size, size) if isinstance(size, int) else size
             if hw is None or shape[1:] == tuple(hw):
                 names = ", ".join(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
                                   if name in ("ResizeImage", "CropImage") and params else name
@@ -231,14 +223,9 @@ def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
                 return {"transform_ops": ops}, f"the config's Infer.transforms: {names}"
             note = (f" (not the config's Infer.transforms: they give {shape[1]}x{shape[2]}, "
                     f"the model takes {hw[0]}x{hw[1]})")
-    if isinstance(size, tuple) and size[0] == size[1]:
-        size = size[0]
     crop = None
-    if isinstance(size, int) and size != transform.crop_size:
-        transform = replace(transform, resize_short=math.floor(size / transform.crop_pct),
-                            crop_size=size)
-    elif isinstance(size, tuple):  # not square: the short side covers the crop's longer side
-        (h, w), crop = size, size[::-1]
+    if hw and tuple(hw) != (transform.crop_size,) * 2:  # the short side covers the crop
+        (h, w), crop = hw, (hw[1], hw[0]) if hw[0] != hw[1] else None
         transform = replace(transform, resize_short=math.floor(max(h, w) / transform.crop_pct),
                             crop_size=min(h, w))
     text = transform.describe()
@@ -250,6 +237,7 @@ def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
 
 @dataclass
 class ExportResult:
+    """What ``export_model`` wrote; ``describe()`` is the command's report."""
     variant: str
     class_num: int
     weights: str
@@ -260,10 +248,7 @@ class ExportResult:
     softmax: bool = True
     preprocessing: str = ""
     labels: str = ""
-    files: list[Path] = field(default_factory=list)
-    infer_config: Path | None = None
-    onnx_path: Path | None = None
-    onnx_rel_diff: float | None = None
+    onnx_rel_diff: float | None = None  # None: no ONNX
 
     def describe(self) -> str:
         shape = ", ".join(str(d) if d is not None else name
@@ -276,12 +261,13 @@ class ExportResult:
             + ("; any H, W >= 32" if None in self.input_shape[2:] else ""),
             f"          preprocessing: {self.preprocessing}",
             f"  output  {self.output_name}: float32 [N, {self.class_num}] {output}",
-            "  Paddle Inference: " + ", ".join(str(p) for p in self.files),
-            f"  {INFER_CONFIG_FILENAME}:    {self.infer_config} (PaddleClas deploy / PaddleX / "
-            f"FastDeploy format; labels: {self.labels})",
+            f"  Paddle Inference: {self.model_dir / MODEL_FILENAME}, "
+            f"{self.model_dir / PARAMS_FILENAME}",
+            f"  {INFER_CONFIG_FILENAME}:    {self.model_dir / INFER_CONFIG_FILENAME} (PaddleClas "
+            f"deploy / PaddleX / FastDeploy format; labels: {self.labels})",
         ]
-        if self.onnx_path:
-            lines.append(f"  ONNX:             {self.onnx_path} (ONNX Runtime vs Paddle "
+        if self.onnx_rel_diff is not None:
+            lines.append(f"  ONNX:             {self.model_dir / ONNX_FILENAME} (ONNX Runtime vs Paddle "
                          f"Inference on a random batch: the "
                          f"{'probabilities' if self.softmax else 'logits'} differ by at most "
                          f"{self.onnx_rel_diff:.1e} x the logit range; limit {ONNX_RTOL})")
@@ -293,13 +279,9 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
                  class_num: int | None = None, opset: int = DEFAULT_OPSET,
                  untrained: bool = False, softmax: bool = True,
                  label_list: str | None = None) -> ExportResult:
-    """``rexnet-plugin export``: build, load weights, export, check (docs/deployment.md).
-
-    ``model``: a variant name or a PaddleClas YAML; ``weights``: what
-    ``weights.load_pretrained`` accepts; ``image_size``: -1 keeps the variant's or the
-    config's, None exports dynamic H and W. The folder's export set (inference.json,
-    .pdiparams, .yml, .onnx) is written to a temp folder, checked, then moved in as one.
-    """
+    """``rexnet-plugin export`` (docs/deployment.md): ``model`` a variant name or a PaddleClas
+    YAML; ``weights`` what ``load_pretrained`` accepts; ``image_size`` -1 keeps the model's,
+    None exports dynamic H and W. The set is written to a temp folder, checked, moved in."""
     from ..model import MIN_INPUT_SIZE, ReXNet
     from ..weights import load_pretrained
     from ..zoo import get_variant
@@ -355,6 +337,4 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
     return ExportResult(
         source.variant, class_num, "untrained (random)" if untrained else str(weights),
         out_dir, predictor.get_input_names()[0], shape, predictor.get_output_names()[0],
-        softmax, preprocessing_text, labels_note,
-        [out_dir / MODEL_FILENAME, out_dir / PARAMS_FILENAME],
-        out_dir / INFER_CONFIG_FILENAME, out_dir / ONNX_FILENAME if onnx else None, onnx_diff)
+        softmax, preprocessing_text, labels_note, onnx_diff)

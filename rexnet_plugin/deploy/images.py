@@ -1,6 +1,5 @@
-"""Image inputs (files, folders, ImageNet-format list files) and the one image-size
-policy. A list file is PaddleClas's ``cls_label_path`` format: ``<relative path>
-[<label>]`` lines, paths relative to the list's folder. Decoding is PIL's; no paddle."""
+"""Image inputs (files, folders, PaddleClas's list files: ``<relative path> [<label>]``
+lines, relative to the list's folder) and the one image-size policy. PIL; no paddle."""
 
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ class ImageItem:
 
 
 def check_image_size(width: int, height: int, source: str, max_pixels: int | None = None):
-    """Raise ImageInputError naming ``source`` for an image without pixels, one more than
-    MAX_ASPECT_RATIO times wider than high (or the reverse), or one of more than
-    ``max_pixels`` pixels (default PIL's ``Image.MAX_IMAGE_PIXELS``)."""
+    """The one image-size policy: ImageInputError naming ``source`` for no pixels, an aspect
+    ratio over MAX_ASPECT_RATIO, or over ``max_pixels`` (default PIL's MAX_IMAGE_PIXELS)."""
     from PIL import Image
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if min(width, height) < 1:
@@ -111,38 +109,28 @@ def collect_images(inputs) -> list[ImageItem]:
 
 
 def check_image(path: str | os.PathLike) -> None:
-    """Read ``path``'s header only and apply ``check_image_size``: a bad file is
-    reported before any work."""
-    with _open(path) as image:
-        check_image_size(*image.size, str(path))
+    """``check_image_size`` from ``path``'s header, without decoding: bad files fail early."""
+    open_rgb(path, decode=False)
 
 
-def open_rgb(path: str | os.PathLike):
-    """``path`` decoded by PIL as RGB; ImageInputError naming the file when it cannot be."""
-    with _open(path) as image:
-        try:
-            return image.convert("RGB")
-        except (OSError, ValueError) as err:  # truncated data
-            raise _unreadable(path, err) from None
-
-
-def _unreadable(path, err) -> ImageInputError:
-    return ImageInputError(f"{path} is not an image PIL can read ({err}); remove it from the "
-                           f"inputs or convert it to PNG/JPEG")
-
-
-def _open(path: str | os.PathLike):
-    """PIL's lazy image of ``path``, a regular file (a FIFO would block)."""
+def open_rgb(path: str | os.PathLike, decode: bool = True):
+    """``path`` decoded by PIL as RGB, once ``check_image_size`` passed; ImageInputError
+    naming the file when it is not a regular file, PIL cannot read it, or it is too large."""
     from PIL import Image
     path = Path(path)
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():  # a FIFO would block
         raise ImageInputError(f"{path} is not a regular file; pass image files")
     try:
-        return Image.open(path)
+        with Image.open(path) as image:
+            check_image_size(*image.size, str(path))
+            return image.convert("RGB") if decode else None
+    except ImageInputError:
+        raise
     except FileNotFoundError:
         raise ImageInputError(f"image {path} not found; check the path") from None
     except Image.DecompressionBombError as err:
         raise ImageInputError(f"{path} is too large to decode safely ({err}); shrink it "
                               f"first") from None
-    except (OSError, ValueError) as err:  # UnidentifiedImageError is an OSError
-        raise _unreadable(path, err) from None
+    except (OSError, ValueError) as err:  # not an image, truncated data
+        raise ImageInputError(f"{path} is not an image PIL can read ({err}); remove it from "
+                              f"the inputs or convert it to PNG/JPEG") from None

@@ -1,8 +1,6 @@
-"""``inference.yml``: PaddleClas's deploy format (``tools/export_model.py -o
-Global.export_for_fd=True``, read by PaddleClas's deploy, PaddleX and FastDeploy),
-and one small interpreter of its PreProcess operators with the meaning of
-PaddleClas's ``deploy/python/preprocess.py`` (the paddleclas wheel does not install
-on Python 3.12+; tests/test_infer_config.py compares the two). No paddle import."""
+"""``inference.yml`` in PaddleClas's deploy format (also PaddleX's and FastDeploy's), and
+one small interpreter of its PreProcess operators as PaddleClas's deploy/python/preprocess.py
+runs them (tests compare the two; the paddleclas wheel is absent on Python 3.12+). No paddle."""
 
 from __future__ import annotations
 
@@ -19,19 +17,16 @@ _FIX_MISSING = ("export the model with `rexnet-plugin export`, or with PaddleCla
                 "tools/export_model.py -o Global.export_for_fd=True")
 # The operators and their parameters with PaddleClas deploy's defaults.
 _PARAMS = {
-    "ResizeImage": {"size": None, "resize_short": None, "interpolation": None,
-                    "backend": "cv2", "return_numpy": True},
+    "ResizeImage": {"size": None, "resize_short": None, "interpolation": None, "backend": "cv2"},
     "CropImage": {"size": None},
     "NormalizeImage": {"scale": None, "mean": None, "std": None, "order": "chw",
-                       "output_fp16": False, "channel_num": 3},
+                       "channel_num": 3},
     "ToCHWImage": {},
 }
-OPS = tuple(_PARAMS)
 # Interpolation names of PaddleClas's UnifiedResize, per backend.
 _INTERPOLATION = {"pil": ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming"),
                   "cv2": ("nearest", "bilinear", "area", "bicubic", "lanczos")}
-# The largest side a size in inference.yml or a resize may give: bounded memory for
-# any file and any image.
+# The largest side a size in inference.yml or a resize may give: bounded memory.
 MAX_SIDE = 8192
 
 
@@ -46,8 +41,6 @@ def _short(value) -> str:
 class InferConfigError(ValueError):
     """An inference.yml that is missing or that this package cannot follow."""
 
-
-# -- writing ------------------------------------------------------------------------
 
 def eval_transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = None) -> list:
     """``transform`` as deploy operators (PIL backend); ``crop`` (width, height) replaces
@@ -101,16 +94,12 @@ def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
     if transform_ops is None:
         transform_ops = eval_transform_ops(transform, crop)
     preprocess_ops(transform_ops)
-    if not isinstance(model_name, str) or not model_name:
-        raise ValueError(f"model_name={_short(model_name)}: expected a model name such as "
-                         f"ReXNet_1_0")
-    if not _positive(topk):
-        raise ValueError(f"topk={_short(topk)}: expected a positive integer")
-    if label_list is not None and not all(isinstance(n, str) for n in label_list):
-        raise ValueError("label_list: expected a list of class names (strings)")
-    glob = {"model_name": model_name}
-    if softmax is not None:
-        glob["infer_add_softmax"] = bool(softmax)
+    if not (isinstance(model_name, str) and model_name and _positive(topk)
+            and all(isinstance(n, str) for n in label_list or [])):
+        raise ValueError(f"model_name={_short(model_name)}, topk={_short(topk)}, label_list: "
+                         f"expected a name such as ReXNet_1_0, a positive integer, strings")
+    glob = {"model_name": model_name, **({} if softmax is None else
+                                          {"infer_add_softmax": bool(softmax)})}
     data = {"Global": glob, "PreProcess": {"transform_ops": transform_ops},
             "PostProcess": {"Topk": {"topk": topk, **({"label_list": list(label_list)}
                                                       if label_list else {})}}}
@@ -126,8 +115,6 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label list {path} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read the label list {path}: {err}") from None
     lines = [line for line in lines if line]
@@ -143,8 +130,6 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
                          f"expected '<id> <name>' lines with ids 0, 1, 2, ...")
     return [names[i] for i in range(len(lines))]
 
-
-# -- the operators ------------------------------------------------------------------
 
 def _positive(value, limit=None) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool) and value > 0
@@ -201,8 +186,6 @@ def _resize(p: dict, where: str):
             f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted "
             f"with backend {backend}: {', '.join(_INTERPOLATION[backend])} (not 'random': "
             f"inference must be deterministic)")
-    if p["return_numpy"] is not True:
-        raise InferConfigError(f"{where}: ResizeImage.return_numpy must be true")
 
     def resize(img):
         h, w = img.shape[:2]
@@ -248,9 +231,6 @@ def _normalize(p: dict, where: str):
     if p["channel_num"] != 3:
         raise InferConfigError(f"{where}: NormalizeImage.channel_num is "
                                f"{_short(p['channel_num'])}; the model takes 3 channels")
-    if p["output_fp16"]:
-        raise InferConfigError(f"{where}: NormalizeImage.output_fp16 is not supported; the "
-                               f"exported models take float32")
     shape = (3, 1, 1) if p["order"] == "chw" else (1, 1, 3)
     mean, std = mean.reshape(shape), std.reshape(shape)
 
@@ -272,7 +252,7 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
     checked here (InferConfigError naming ``where``, the key and the accepted values)."""
     if not isinstance(transform_ops, list) or not transform_ops:
         raise InferConfigError(f"{where}: PreProcess.transform_ops is {_short(transform_ops)}; "
-                               f"expected a list of operators ({', '.join(OPS)})")
+                               f"expected a list of operators ({', '.join(_PARAMS)})")
     ops = []
     for i, item in enumerate(transform_ops):
         at = f"{where}: transform_ops[{i}]"
@@ -283,7 +263,7 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
         if name not in _PARAMS:
             raise InferConfigError(
                 f"{at} is {_short(name)}, which this package cannot run; it runs "
-                f"{', '.join(OPS)} (what PaddleClas writes for classifiers). Re-export the "
+                f"{', '.join(_PARAMS)} (what PaddleClas writes for classifiers). Re-export the "
                 f"model, or edit the file to use those.")
         given = {} if given is None else given
         if not isinstance(given, dict):
@@ -307,13 +287,10 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
     return preprocess
 
 
-# -- reading ------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class InferConfig:
     """What an ``inference.yml`` says; ``model_name`` and ``softmax`` are None when the
     file does not record them (PaddleClas's export appends softmax by default)."""
-
     path: Path
     model_name: str | None
     transform_ops: list
@@ -325,9 +302,8 @@ class InferConfig:
     def preprocess(self, image) -> np.ndarray:
         """One image (a path or a PIL image) -> float32 [3, H, W]; errors name the image
         (ImageInputError for a file PIL cannot read or that is too large)."""
-        from .images import check_image, open_rgb
+        from .images import open_rgb
         if isinstance(image, (str, os.PathLike)):
-            check_image(image)
             image, name = open_rgb(image), str(image)
         else:
             name = "the image"
@@ -359,13 +335,11 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
     glob = data.get("Global") or {}
     if not isinstance(glob, dict):
         raise InferConfigError(f"{path}: Global is {_short(glob)}; expected a mapping")
-    model_name, softmax = glob.get("model_name"), glob.get("infer_add_softmax")
-    if not isinstance(model_name, (str, type(None))):
-        raise InferConfigError(f"{path}: Global.model_name is {_short(model_name)}; expected "
-                               f"a name")
-    if not isinstance(softmax, (bool, type(None))):
-        raise InferConfigError(f"{path}: Global.infer_add_softmax is {_short(softmax)}; "
-                               f"expected true or false")
+    for key, kind, expected in (("model_name", str, "a name"),
+                                ("infer_add_softmax", bool, "true or false")):
+        if not isinstance(glob.get(key), (kind, type(None))):
+            raise InferConfigError(f"{path}: Global.{key} is {_short(glob[key])}; expected "
+                                   f"{expected}")
     pre = data.get("PreProcess")
     if not isinstance(pre, dict) or "transform_ops" not in pre:
         raise InferConfigError(f"{path}: no PreProcess.transform_ops; {_FIX_MISSING}")
@@ -384,5 +358,5 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
                                    or not all(isinstance(n, str) for n in label_list)):
         raise InferConfigError(f"{path}: PostProcess.Topk.label_list is not a list of class "
                                f"names")
-    return InferConfig(path, model_name, pre["transform_ops"], topk, label_list or None,
-                       softmax, preprocess)
+    return InferConfig(path, glob.get("model_name"), pre["transform_ops"], topk,
+                       label_list or None, glob.get("infer_add_softmax"), preprocess)

@@ -1,7 +1,6 @@
-"""Classify images with a model folder (``rexnet-plugin predict``): what ``rexnet-plugin
-export`` or ``quantize`` write, or PaddleClas's ``tools/export_model.py -o
-Global.export_for_fd=True``; its inference.yml's preprocessing and Topk are followed.
-``load_model`` is the one place that picks the runtime for a folder."""
+"""``rexnet-plugin predict``: classify images with a model folder (of ``export``,
+``quantize`` or PaddleClas's export_for_fd) as its inference.yml says. ``load_model`` is
+the one place that picks the runtime for a folder."""
 
 from __future__ import annotations
 
@@ -16,10 +15,9 @@ from . import runtime as rt
 from .runtime import PRECISIONS
 from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
                         QUANTIZATION_FILENAME)
-from .images import ImageInputError, ImageItem, check_image, collect_images
+from .images import ImageItem, check_image, collect_images
 from .infer_config import InferConfig, InferConfigError, read_infer_config
 
-# The runtimes, and their names in messages.
 RUNTIME_NAMES = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime",
                  "openvino": "OpenVINO"}
 RUNTIMES = tuple(RUNTIME_NAMES)
@@ -34,29 +32,19 @@ class ModelFolderError(ValueError):
 @dataclass
 class LoadedModel:
     """A model folder ready to run: its runtime session and its inference.yml."""
-
     folder: Path
     runtime: str       # one of RUNTIMES
     precision: str     # "fp32", "bf16" or "int8" (quantized folder)
     config: InferConfig
     _session: object
-    _fixed_batch: int | None = None
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, 3, H, W] -> the model's outputs [N, classes]."""
-        run = {"paddle": rt.run_predictor, "onnx": rt.run_onnx,
-               "openvino": rt.run_openvino}[self.runtime]
-        b = self._fixed_batch or len(images)
-        outs = []  # a graph with a fixed batch size gets that many at a time, padded
-        for start in range(0, len(images), b):
-            chunk = images[start:start + b]
-            pad = np.repeat(chunk[-1:], b - len(chunk), 0)
-            outs.append(run(self._session, np.concatenate([chunk, pad]))[:len(chunk)])
-        return np.concatenate(outs)
+        run = {"paddle": rt.run_predictor, "onnx": rt.run_onnx, "openvino": rt.run_openvino}
+        return run[self.runtime](self._session, images)
 
     def scores(self, outputs: np.ndarray) -> np.ndarray:
-        """The outputs as PaddleClas's Topk reads them: as they are for a model ending in
-        softmax, softmax of the logits for one exported with ``--logits``."""
+        """As PaddleClas's Topk reads them: softmax of the logits of a ``--logits`` export."""
         outputs = np.asarray(outputs, dtype=np.float32)
         if self.config.softmax is not False:
             return outputs
@@ -83,10 +71,10 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     "bf16" runs an fp32 model in bfloat16 (Paddle Inference or OpenVINO; UnsupportedCPUError
     without it). ModelFolderError or InferConfigError name the folder and the fix."""
     folder = Path(model_dir)
-    if runtime not in (None, *RUNTIMES):
-        raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if runtime not in (None, *RUNTIMES) or precision not in PRECISIONS:
+        raise ValueError(f"runtime={runtime!r}, precision={precision!r}: expected a runtime of "
+                         f"{', '.join(RUNTIMES)} (or None) and a precision of "
+                         f"{', '.join(PRECISIONS)}")
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "not found"
         raise ModelFolderError(f"model folder {folder} {what}: pass the folder that "
@@ -116,15 +104,12 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
             f"(oneDNN) or OpenVINO; {folder} is "
             f"{'an int8 model' if int8 else 'asked for ONNX Runtime'}. "
             f"Drop --precision bf16{'' if int8 else ' or --runtime onnx'}.")
-    if runtime != "paddle" and not has_onnx:
+    names = (MODEL_FILENAME, PARAMS_FILENAME) if runtime == "paddle" else (ONNX_FILENAME,)
+    if not (has_paddle if runtime == "paddle" else has_onnx):
         raise ModelFolderError(
-            f"--runtime {runtime}: {folder} has no {ONNX_FILENAME}. Export with --onnx "
-            f"(rexnet-plugin export ... --onnx -o {folder}), or use --runtime paddle.")
-    if runtime == "paddle" and not has_paddle:
-        raise ModelFolderError(
-            f"--runtime paddle: {folder} has no {MODEL_FILENAME} + {PARAMS_FILENAME} "
-            f"(only {ONNX_FILENAME}); use --runtime onnx, or export the Paddle Inference "
-            f"model with rexnet-plugin export")
+            f"--runtime {runtime}: {folder} has no {' + '.join(names)}. Export it (rexnet-plugin "
+            f"export ...{'' if runtime == 'paddle' else ' --onnx'} -o {folder}), or use "
+            f"--runtime {'onnx' if runtime == 'paddle' else 'paddle'}.")
     if runtime == "openvino":
         from ..extras import install_command
         from .quantize import QuantizeError, check_onnx_file
@@ -141,13 +126,11 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
         require(f"{folder} (ONNX Runtime)", "onnxruntime")
     config = read_infer_config(folder)  # InferConfigError says how to write one
     from ..files import is_regular_file_inside
-    names = (MODEL_FILENAME, PARAMS_FILENAME) if runtime == "paddle" else (ONNX_FILENAME,)
     for name in names:
         if not is_regular_file_inside(folder / name, folder):
             raise ModelFolderError(f"{folder / name} is a link to a file outside {folder}, or "
                                    f"not a regular file; a model folder is read only from "
                                    f"inside: copy the file into the folder")
-    fixed_batch = None
     try:
         if runtime == "paddle":
             session = rt.create_predictor(folder, mkldnn=True, threads=threads,
@@ -157,8 +140,6 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                                  precision=precision)
         else:
             session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
-            batch = session.get_inputs()[0].shape[0]
-            fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
     except rt.UnsupportedCPUError:
         raise
     except Exception as err:  # damaged, truncated or unknown-op files; external data outside
@@ -167,8 +148,7 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
             f"{folder}: {', '.join(names)} cannot be loaded by {RUNTIME_NAMES[runtime]} "
             f"({type(err).__name__}: {reason}); the files are damaged, truncated or not "
             f"written by an export: export the model again") from None
-    return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,
-                       fixed_batch)
+    return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session)
 
 
 @dataclass(frozen=True)
@@ -227,8 +207,7 @@ def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None =
 
 
 def prepare_inputs(inputs) -> list[ImageItem]:
-    """The images of ``inputs``, each header checked up front: a bad file is reported
-    before any output."""
+    """The images of ``inputs``, each header checked: a bad file fails before any output."""
     items = collect_images(inputs)
     for item in items:
         check_image(item.path)
@@ -248,15 +227,10 @@ def run_from_args(args) -> int:
     """``rexnet-plugin predict``: exit 0, or 2 on bad input (message on stderr)."""
     import json
     from ..extras import MissingDependencyError
-
-    def fail(message) -> int:
-        print(f"rexnet-plugin predict: error: {message}", file=sys.stderr)
-        return 2
-
-    for option, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            return fail(f"{option} {value}: expected at least 1")
     try:
+        for option, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{option} {value}: expected at least 1")
         items = prepare_inputs(args.inputs)
         model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
         print(f"rexnet-plugin predict: {model.describe()}", file=sys.stderr)
@@ -270,9 +244,9 @@ def run_from_args(args) -> int:
         if labelled:  # a list file's labels: the accuracy (stderr keeps --json parseable)
             print(f"top-1: {100 * correct / labelled:.2f}% ({correct}/{labelled} labelled "
                   f"images, {model.describe()})", file=sys.stderr if args.json else sys.stdout)
-    except (ImageInputError, ModelFolderError, InferConfigError, rt.UnsupportedCPUError,
-            MissingDependencyError) as err:
-        return fail(err)
+    except (ValueError, rt.UnsupportedCPUError, MissingDependencyError) as err:
+        print(f"rexnet-plugin predict: error: {err}", file=sys.stderr)  # names file and fix
+        return 2
     except BrokenPipeError:  # `| head`: the reader has all it wants
         sys.stderr.close()
     return 0
