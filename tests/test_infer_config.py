@@ -289,7 +289,7 @@ def test_label_lists_in_both_formats(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         read_label_list(tmp_path / "empty.txt")
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(ValueError, match="nope.txt"):
         read_label_list(tmp_path / "nope.txt")
 
 
