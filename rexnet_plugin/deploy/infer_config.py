@@ -131,6 +131,10 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
     return [names[i] for i in range(len(lines))]
 
 
+def _bad(where: str, key: str, value, expected: str) -> InferConfigError:
+    return InferConfigError(f"{where}: {key} is {_short(value)}; expected {expected}")
+
+
 def _positive(value, limit=None) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool) and value > 0
             and (limit is None or value <= limit))
@@ -138,13 +142,10 @@ def _positive(value, limit=None) -> bool:
 
 def _pair(value, key: str, where: str) -> tuple[int, int]:
     """An int size, or [w, h] (PaddleClas deploy reads lists as width, height)."""
-    if _positive(value, MAX_SIDE):
-        return value, value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            _positive(v, MAX_SIDE) for v in value):
-        return value[0], value[1]
-    raise InferConfigError(f"{where}: {key} is {_short(value)}; expected a positive integer "
-                           f"or [width, height], at most {MAX_SIDE}")
+    pair = [value] * 2 if not isinstance(value, (list, tuple)) else value
+    if len(pair) != 2 or not all(_positive(v, MAX_SIDE) for v in pair):
+        raise _bad(where, key, value, f"a positive integer or [width, height], at most {MAX_SIDE}")
+    return pair[0], pair[1]
 
 
 def _number(value, key: str, where: str) -> float:
@@ -155,37 +156,25 @@ def _number(value, key: str, where: str) -> float:
         num, _, den = value.partition("/")
         return float(num) / float(den or 1)
     except (AttributeError, ValueError, ZeroDivisionError):
-        raise InferConfigError(f"{where}: {key} is {_short(value)}; expected a number such as "
-                               f"0.00392156862745098 (or 1.0/255.0)") from None
-
-
-def _triple(value, key: str, where: str) -> np.ndarray:
-    if (isinstance(value, (list, tuple)) and len(value) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        return np.array(value, dtype=np.float32)
-    raise InferConfigError(f"{where}: {key} is {_short(value)}; expected three numbers (R, G, B)")
+        raise _bad(where, key, value, "a number such as 0.00392156862745098 (or 1.0/255.0)") from None
 
 
 def _resize(p: dict, where: str):
-    short = p["resize_short"]
-    if short is not None and not (isinstance(short, int) and not isinstance(short, bool)
-                                  and short <= MAX_SIDE):
-        raise InferConfigError(f"{where}: ResizeImage.resize_short is {_short(short)}; "
-                               f"expected a positive integer, at most {MAX_SIDE}")
-    if not (short and short > 0) and p["size"] is None:  # PaddleClas: resize_short wins
+    short, backend, name = p["resize_short"], p["backend"], p["interpolation"] or "bilinear"
+    if short is not None and not _positive(short, MAX_SIDE) and not (
+            isinstance(short, int) and short <= 0):  # PaddleClas: size then, if given
+        raise _bad(where, "ResizeImage.resize_short", short, f"a positive integer, at most "
+                   f"{MAX_SIDE}")
+    if not _positive(short) and p["size"] is None:
         raise InferConfigError(f"{where}: ResizeImage needs resize_short or size")
-    size = None if short and short > 0 else _pair(p["size"], "ResizeImage.size", where)
-    backend = p["backend"].lower() if isinstance(p["backend"], str) else None
-    if backend not in _INTERPOLATION:
-        raise InferConfigError(f"{where}: ResizeImage.backend is {_short(p['backend'])}; "
-                               f"accepted: pil, cv2")
-    name = p["interpolation"] or "bilinear"
-    name = name.lower() if isinstance(name, str) else None
-    if name not in _INTERPOLATION[backend]:
-        raise InferConfigError(
-            f"{where}: ResizeImage.interpolation is {_short(p['interpolation'])}; accepted "
-            f"with backend {backend}: {', '.join(_INTERPOLATION[backend])} (not 'random': "
-            f"inference must be deterministic)")
+    size = None if _positive(short) else _pair(p["size"], "ResizeImage.size", where)
+    if not (isinstance(backend, str) and backend.lower() in _INTERPOLATION):
+        raise _bad(where, "ResizeImage.backend", backend, "pil or cv2")
+    names = _INTERPOLATION[backend.lower()]
+    if not (isinstance(name, str) and name.lower() in names):
+        raise _bad(where, "ResizeImage.interpolation", p["interpolation"], f"with backend "
+                   f"{backend}: {', '.join(names)} (not 'random': inference is deterministic)")
+    backend, name = backend.lower(), name.lower()
 
     def resize(img):
         h, w = img.shape[:2]
@@ -221,18 +210,22 @@ def _crop(p: dict, where: str):
 def _normalize(p: dict, where: str):
     scale = np.float32(1 / 255 if p["scale"] is None
                        else _number(p["scale"], "NormalizeImage.scale", where))
-    mean = _triple(IMAGENET_MEAN if p["mean"] is None else p["mean"], "NormalizeImage.mean", where)
-    std = _triple(IMAGENET_STD if p["std"] is None else p["std"], "NormalizeImage.std", where)
-    if not np.all(std != 0):
-        raise InferConfigError(f"{where}: NormalizeImage.std has a zero: {p['std']}")
-    if p["order"] not in ("", "hwc", "chw"):
-        raise InferConfigError(f"{where}: NormalizeImage.order is {_short(p['order'])}; "
-                               f"accepted: '' or 'hwc' (image is H, W, C), 'chw'")
-    if p["channel_num"] != 3:
-        raise InferConfigError(f"{where}: NormalizeImage.channel_num is "
-                               f"{_short(p['channel_num'])}; the model takes 3 channels")
     shape = (3, 1, 1) if p["order"] == "chw" else (1, 1, 3)
-    mean, std = mean.reshape(shape), std.reshape(shape)
+    mean, std = (p[k] if p[k] is not None else default
+                 for k, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)))
+    for key, value in (("mean", mean), ("std", std)):
+        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and (v or key == "mean")
+                for v in value)):
+            raise _bad(where, f"NormalizeImage.{key}", value, "three numbers (R, G, B), std "
+                       "not 0")
+    if p["order"] not in ("", "hwc", "chw"):
+        raise _bad(where, "NormalizeImage.order", p["order"], "'' or 'hwc' (image is H, W, C), "
+                   "'chw'")
+    if p["channel_num"] != 3:
+        raise _bad(where, "NormalizeImage.channel_num", p["channel_num"], "3: the model takes "
+                   "3 channels")
+    mean, std = (np.array(v, np.float32).reshape(shape) for v in (mean, std))
 
     def normalize(img):
         if img.shape[shape.index(3)] != 3:
@@ -251,14 +244,13 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
     PIL image (any mode; made RGB) or an RGB uint8 [H, W, 3] array. Every operator is
     checked here (InferConfigError naming ``where``, the key and the accepted values)."""
     if not isinstance(transform_ops, list) or not transform_ops:
-        raise InferConfigError(f"{where}: PreProcess.transform_ops is {_short(transform_ops)}; "
-                               f"expected a list of operators ({', '.join(_PARAMS)})")
+        raise _bad(where, "PreProcess.transform_ops", transform_ops, f"a list of operators "
+                   f"({', '.join(_PARAMS)})")
     ops = []
     for i, item in enumerate(transform_ops):
         at = f"{where}: transform_ops[{i}]"
         if not isinstance(item, dict) or len(item) != 1:
-            raise InferConfigError(f"{at} is {_short(item)}; expected one operator name with "
-                                   f"its parameters")
+            raise InferConfigError(f"{at} is {_short(item)}; expected {{name: parameters}}")
         (name, given), = item.items()
         if name not in _PARAMS:
             raise InferConfigError(
@@ -267,8 +259,7 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
                 f"model, or edit the file to use those.")
         given = {} if given is None else given
         if not isinstance(given, dict):
-            raise InferConfigError(f"{at}: the parameters of {name} are {_short(given)}; "
-                                   f"expected a mapping")
+            raise _bad(at, f"{name}'s parameters", given, "a mapping")
         unknown = sorted(map(str, set(given) - set(_PARAMS[name])))
         if unknown:
             raise InferConfigError(f"{at}: {name} has unknown parameter(s) {', '.join(unknown)}"
@@ -334,12 +325,11 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
                                f"{_FIX_MISSING}")
     glob = data.get("Global") or {}
     if not isinstance(glob, dict):
-        raise InferConfigError(f"{path}: Global is {_short(glob)}; expected a mapping")
+        raise _bad(path, "Global", glob, "a mapping")
     for key, kind, expected in (("model_name", str, "a name"),
                                 ("infer_add_softmax", bool, "true or false")):
         if not isinstance(glob.get(key), (kind, type(None))):
-            raise InferConfigError(f"{path}: Global.{key} is {_short(glob[key])}; expected "
-                                   f"{expected}")
+            raise _bad(path, f"Global.{key}", glob[key], expected)
     pre = data.get("PreProcess")
     if not isinstance(pre, dict) or "transform_ops" not in pre:
         raise InferConfigError(f"{path}: no PreProcess.transform_ops; {_FIX_MISSING}")
@@ -352,8 +342,7 @@ def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:
                                f"classifier's inference.yml ({_FIX_MISSING})")
     topk, label_list = topk_config.get("topk", 5), topk_config.get("label_list")
     if not _positive(topk):
-        raise InferConfigError(f"{path}: PostProcess.Topk.topk is {_short(topk)}; expected a "
-                               f"positive integer")
+        raise _bad(path, "PostProcess.Topk.topk", topk, "a positive integer")
     if label_list is not None and (not isinstance(label_list, list)
                                    or not all(isinstance(n, str) for n in label_list)):
         raise InferConfigError(f"{path}: PostProcess.Topk.label_list is not a list of class "
