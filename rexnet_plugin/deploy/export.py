@@ -203,12 +203,12 @@ def _labels(source: ExportSource, label_list: str | None,
     return names, f"{len(names)} names from {found}"
 
 
-def _preprocessing(source: ExportSource, transform, size) -> tuple[dict, str]:
+def _preprocessing(source: ExportSource, transform, hw) -> tuple[dict, str]:
     """inference.yml's preprocessing (write_infer_config keywords) and its description: the
     config's Infer.transforms (as PaddleClas's export_for_fd) when they give the exported
     size, else the variant's eval transform fitted to it, keeping the crop ratio."""
     from .infer_config import InferConfigError, ops_from_paddleclas, output_shape
-    hw, note = (size, size) if isinstance(size, int) else size, ""
+    note = ""
     if source.infer_transforms is not None:
         try:
             ops = ops_from_paddleclas(source.infer_transforms, f"{source.label}: Infer.transforms")
@@ -267,8 +267,8 @@ class ExportResult:
             f"deploy / PaddleX / FastDeploy format; labels: {self.labels})",
         ]
         if self.onnx_rel_diff is not None:
-            lines.append(f"  ONNX:             {self.model_dir / ONNX_FILENAME} (ONNX Runtime vs Paddle "
-                         f"Inference on a random batch: the "
+            lines.append(f"  ONNX:             {self.model_dir / ONNX_FILENAME} (ONNX Runtime "
+                         f"vs Paddle Inference on a random batch: the "
                          f"{'probabilities' if self.softmax else 'logits'} differ by at most "
                          f"{self.onnx_rel_diff:.1e} x the logit range; limit {ONNX_RTOL})")
         return "\n".join(lines)
@@ -300,20 +300,20 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
                          f"name such as 'seed'), or --untrained to export random weights")
     class_num = source.class_num if class_num is None else class_num
     size = source.image_size if image_size == -1 else image_size
-    if size is not None and min((size, size) if isinstance(size, int) else size) < MIN_INPUT_SIZE:
+    hw = (size, size) if isinstance(size, int) else size  # None: dynamic
+    if hw and min(hw) < MIN_INPUT_SIZE:
         raise ValueError(f"--image-size {size}: ReXNet needs at least {MIN_INPUT_SIZE} px on "
                          f"each side (five stride-2 stages); 224 is the training size")
     out_dir = prepare_output(Path(output or source.output or "inference"))
     labels, labels_note = _labels(source, label_list, class_num)
     variant = get_variant(source.variant)
-    preprocessing, preprocessing_text = _preprocessing(source, variant.eval_transform, size)
+    preprocessing, preprocessing_text = _preprocessing(source, variant.eval_transform, hw)
 
     net = ReXNet(**variant.arch, class_num=class_num)
     if not untrained:
         load_pretrained(net, weights, variant=source.variant)
     exported = paddle.nn.Sequential(net, paddle.nn.Softmax(axis=-1)) if softmax else net
-    probe_hw = (size, size) if isinstance(size, int) else (size or (224, 224))
-    probe = np.random.default_rng(0).standard_normal((2, 3, *probe_hw)).astype("float32")
+    probe = np.random.default_rng(0).standard_normal((2, 3, *(hw or (224, 224))), "float32")
     onnx_diff = None
     with export_folder(out_dir) as tmp:
         _save_inference(exported, tmp, size)

@@ -50,7 +50,7 @@ def read_image_list(list_path: Path) -> list[ImageItem]:
     except (OSError, UnicodeDecodeError) as err:
         raise ImageInputError(f"cannot read the list file {list_path} ({err}); it must be "
                               f"UTF-8 text with '<relative path> <label>' lines") from None
-    items, missing = [], []
+    items = []
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -61,13 +61,10 @@ def read_image_list(list_path: Path) -> list[ImageItem]:
                                   f"spaces)")
         path = list_path.parent / fields[0]
         if not path.is_file():
-            missing.append(f"line {number}: {path}")
+            raise ImageInputError(f"{list_path}, line {number}: {path} does not exist; paths "
+                                  f"are relative to the list's folder {list_path.parent}: fix "
+                                  f"the paths or move the list")
         items.append(ImageItem(path, int(fields[1]) if len(fields) == 2 else None))
-    if missing:
-        raise ImageInputError(f"{list_path} lists {len(missing)} file(s) that do not exist "
-                              f"({'; '.join(missing[:5])}{'; ...' if len(missing) > 5 else ''}); "
-                              f"paths are relative to the list's folder {list_path.parent}: fix "
-                              f"the paths or move the list")
     if not items:
         raise ImageInputError(f"list file {list_path} lists no images; expected "
                               f"'<relative path> <label>' lines")
