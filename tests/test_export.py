@@ -85,31 +85,31 @@ def test_export_cli_writes_onnx_and_leaves_the_environment_unchanged(tmp_path, c
 def test_export_from_a_paddleclas_config(tmp_path):
     paddle.seed(2)
     weights = tmp_path / "finetuned.pdparams"
-    model = create_model("ReXNet_1_3", class_num=10)
+    model = create_model("ReXNetLite_1_0", class_num=10)
     paddle.save(model.state_dict(), str(weights))
     (tmp_path / "labels.txt").write_text("".join(f"{i} class {i}\n" for i in range(10)))
-    config = tmp_path / "ReXNet_1_3.yaml"
+    config = tmp_path / "ReXNetLite_1_0.yaml"
     config.write_text(yaml.safe_dump({
-        "Global": {"image_shape": [3, 192, 192], "pretrained_model": str(weights),
+        "Global": {"image_shape": [3, 96, 96], "pretrained_model": str(weights),
                    "save_inference_dir": str(tmp_path / "out")},
-        "Arch": {"name": "ReXNet_1_3", "class_num": 10, "dropout_ratio": 0.2},
+        "Arch": {"name": "ReXNetLite_1_0", "class_num": 10, "dropout_ratio": 0.2},
         # relative to the config's folder (or to the working folder, as PaddleClas reads it)
         "Infer": {"PostProcess": {"name": "Topk", "topk": 5, "class_id_map_file": "labels.txt"}}}))
     result = export_model(str(config), None)
-    assert (result.variant, result.class_num, result.input_shape) == ("ReXNet_1_3", 10, [None, 3, 192, 192])
+    assert (result.variant, result.class_num, result.input_shape) == ("ReXNetLite_1_0", 10, [None, 3, 96, 96])
     assert result.model_dir == tmp_path / "out"
-    x = np.random.default_rng(0).standard_normal((3, 3, 192, 192)).astype("float32")
+    x = np.random.default_rng(0).standard_normal((3, 3, 96, 96)).astype("float32")
     got = run_predictor(create_predictor(result.model_dir), x)
     model.eval()
     expected = paddle.nn.functional.softmax(model(paddle.to_tensor(x))).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # softmax, as PaddleClas's
-    # inference.yml: the input size with the variant's crop ratio (192 / 0.875 = 219.4)
+    # inference.yml: the input size with the variant's crop ratio (96 / 0.875 = 109.7)
     infer = read_infer_config(result.model_dir)
     assert infer.transform_ops[:2] == [
-        {"ResizeImage": {"resize_short": 219, "interpolation": "bicubic", "backend": "pil"}},
-        {"CropImage": {"size": 192}}]
+        {"ResizeImage": {"resize_short": 109, "interpolation": "bicubic", "backend": "pil"}},
+        {"CropImage": {"size": 96}}]
     assert infer.label_list == [f"class {i}" for i in range(10)]
-    assert (infer.model_name, infer.softmax) == ("ReXNet_1_3", True)
+    assert (infer.model_name, infer.softmax) == ("ReXNetLite_1_0", True)
 
 
 def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_path):
@@ -122,7 +122,7 @@ def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_
              {"ToCHWImage": None}]
     config = tmp_path / "digits.yaml"
     config.write_text(yaml.safe_dump({
-        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNet_1_0", "class_num": 10},
+        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNetLite_1_0", "class_num": 10},
         "Infer": {"transforms": infer}}))
     result = export_model(str(config), None, tmp_path / "a", untrained=True)
     assert read_infer_config(result.model_dir).transform_ops == [

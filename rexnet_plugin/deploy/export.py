@@ -36,7 +36,7 @@ def input_spec(image_size: int | tuple[int, int] | None = None) -> InputSpec:
 
 def prepare_output(out_dir: str | os.PathLike) -> Path:
     """Check before any work that an export can replace ``out_dir`` (ValueErrors name it)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve() if Path(out_dir).is_symlink() else Path(out_dir)
     existed = out_dir.exists()
     ensure_writable_dir(out_dir, "output folder")
     ensure_writable_dir(out_dir.parent, "folder holding the output folder")  # temps go there
@@ -135,7 +135,7 @@ class ExportSource:
 def read_export_source(model: str) -> ExportSource:
     """A variant name, or a PaddleClas YAML whose ``Arch.name`` is one."""
     from ..zoo import IMAGENET_CLASSES, VARIANTS, get_variant
-    from .infer_config import _short
+    from .infer_config import _bad
     path = Path(model)
     if not model.endswith((".yaml", ".yml")) and not path.is_file():
         v = get_variant(model)
@@ -154,16 +154,15 @@ def read_export_source(model: str) -> ExportSource:
                          for k in ("Arch", "Global", "Infer"))
     name = arch.get("name")
     if not isinstance(name, str) or name not in VARIANTS:
-        raise ValueError(f"{path}: Arch.name is {_short(name)}, not a ReXNet variant; expected "
-                         f"one of {', '.join(VARIANTS)}")
+        raise _bad(path, "Arch.name", name, f"a ReXNet variant: {', '.join(VARIANTS)}")
     class_num = arch.get("class_num", IMAGENET_CLASSES)
     if isinstance(class_num, bool) or not isinstance(class_num, int) or class_num <= 0:
-        raise ValueError(f"{path}: Arch.class_num is {_short(class_num)}; expected a positive "
-                         f"integer")
+        raise _bad(path, "Arch.class_num", class_num, "a positive integer")
     crop = VARIANTS[name].eval_transform.crop_size
     shape = glob.get("image_shape") or [3, crop, crop]
-    if not isinstance(shape, list) or len(shape) != 3 or shape[0] != 3:
-        raise ValueError(f"{path}: Global.image_shape is {_short(shape)}; expected [3, H, W]")
+    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] == 3
+            and all(isinstance(d, int) for d in shape)):
+        raise _bad(path, "Global.image_shape", shape, "[3, H, W]")
     post = infer.get("PostProcess")
     label_file = post.get("class_id_map_file") if isinstance(post, dict) else None
     return ExportSource(name, class_num, shape[1] if shape[1] == shape[2] else tuple(shape[1:]),
