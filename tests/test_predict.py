@@ -163,6 +163,9 @@ def test_list_files_and_folders(exported, photos, tmp_path, capsys):
     assert code == 0, err
     assert [json.loads(line)["image"] for line in out.splitlines()] == \
         [str(data / "a" / "y.jpg"), str(data / "x.png")]
+    records = [json.loads(line) for line in out.splitlines()]
+    correct = sum(r["class_id"] == label for r, label in zip(records, (3, 1)))
+    assert f"top-1: {50 * correct:.2f}% ({correct}/2 labelled images" in err  # stderr: --json
     assert [i.label for i in collect_images([data / "list.txt"])] == [3, 1]
     code, out, err = run_cli(capsys, model_dir, data, "--json")
     assert code == 0, err

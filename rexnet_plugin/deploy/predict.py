@@ -96,8 +96,6 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     int8 = (folder / QUANTIZATION_FILENAME).is_file()
     if runtime is None:
         runtime = fastest_runtime(has_paddle, has_onnx, int8)
-        if precision == "bf16" and runtime == "onnx" and not int8 and has_paddle:
-            runtime = "paddle"  # ONNX Runtime has no bf16 here
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
