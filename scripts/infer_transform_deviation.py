@@ -53,8 +53,9 @@ def photos_in(folders: list[Path], min_side: int) -> list[Path]:
 
 
 def main() -> int:
+    from PIL import Image
     from ppcls_support import sample_photos
-    from rexnet_plugin.deploy.infer_config import read_infer_config, write_infer_config
+    from rexnet_plugin.deploy.infer_config import eval_transform_ops, preprocess_ops
     from rexnet_plugin.zoo import VARIANTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", nargs="*", type=Path, default=[],
@@ -66,16 +67,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         samples = sample_photos(Path(tmp))
         for t, names in transforms.items():
-            write_infer_config(tmp, model_name=names[0], transform=t)
-            config = read_infer_config(tmp)
+            ops = preprocess_ops(eval_transform_ops(t))  # what inference.yml says
+
+            def ours(path):
+                with Image.open(path) as image:
+                    return ops(image)
             print(f"resize {t.resize_short} ({t.interpolation}), crop {t.crop_size}: "
                   f"{', '.join(names)}")
             for path in samples:
-                diff = np.abs(config.preprocess(path) - seed_input(path, t))
+                diff = np.abs(ours(path) - seed_input(path, t))
                 print(f"  {path.name:<12} max |diff| {diff.max():.7f}, mean {diff.mean():.4f}")
             photos = photos_in(args.photos, t.crop_size)
             if photos:
-                diffs = [np.abs(config.preprocess(p) - seed_input(p, t)) for p in photos]
+                diffs = [np.abs(ours(p) - seed_input(p, t)) for p in photos]
                 worst = np.array([d.max() for d in diffs])
                 mean = np.array([d.mean() for d in diffs])
                 differ = worst > 1e-5

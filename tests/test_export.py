@@ -29,8 +29,9 @@ pytest.importorskip("onnxruntime", reason=missing("onnxruntime"))
 
 
 @pytest.fixture(scope="module")
-def reference_export(tmp_path_factory):
-    """ReXNet_1_0 with the official test-vector weights, exported with dynamic H and W."""
+def dynamic_export(tmp_path_factory):
+    """ReXNet_1_0 with the official test-vector weights, exported with dynamic H and W
+    (conftest's reference_export has a fixed size)."""
     state, cases = load_reference_npz("ReXNet_1_0")
     model = create_model("ReXNet_1_0")
     model.set_state_dict(to_canonical(state))
@@ -38,8 +39,8 @@ def reference_export(tmp_path_factory):
     return out, cases
 
 
-def test_onnx_runtime_matches_paddle_inference(reference_export):
-    model_dir, cases = reference_export
+def test_onnx_runtime_matches_paddle_inference(dynamic_export):
+    model_dir, cases = dynamic_export
     onnx_path = export_onnx(model_dir)
     assert onnx_path == model_dir / "inference.onnx"
     predictor, session = create_predictor(model_dir), create_onnx_session(onnx_path)
@@ -56,58 +57,59 @@ def _pip_freeze() -> str:
                           capture_output=True, text=True).stdout
 
 
-def test_export_cli_writes_onnx_and_leaves_the_environment_unchanged(tmp_path):
+def test_export_cli_writes_onnx_and_leaves_the_environment_unchanged(tmp_path, capsys,
+                                                                     monkeypatch):
     weights = tmp_path / "w.pdparams"
     paddle.seed(1)
     paddle.save(create_model("ReXNet_1_0").state_dict(), str(weights))
     out = tmp_path / "inference"
+    monkeypatch.chdir(tmp_path)
     before = _pip_freeze()
-    run = subprocess.run([sys.executable, "-m", "rexnet_plugin.cli", "export", "ReXNet_1_0",
-                          "--weights", str(weights), "-o", str(out), "--onnx"],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert _pip_freeze() == before
+    assert main(["export", "ReXNet_1_0", "--weights", str(weights), "-o", str(out),
+                 "--onnx"]) == 0
+    assert _pip_freeze() == before  # paddle2onnx's polygraphy pip-installs when let
+    stdout = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["inference.json", "inference.onnx",
                                                      "inference.pdiparams", "inference.yml"]
-    assert not list(tmp_path.glob(".export-*"))
-    assert "x: float32 [N, 3, 224, 224]" in run.stdout
-    assert "[N, 1000] probabilities (softmax" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inference", "w.pdparams"]
+    assert "x: float32 [N, 3, 224, 224]" in stdout
+    assert "[N, 1000] probabilities (softmax" in stdout
     for name in ("inference.json", "inference.pdiparams", "inference.onnx", "inference.yml"):
-        assert str(out / name) in run.stdout
+        assert str(out / name) in stdout
     config = read_infer_config(out)
     assert (config.model_name, config.softmax, config.topk) == ("ReXNet_1_0", True, 5)
     assert config.label_list[0] == "tench, Tinca tinca" and len(config.label_list) == 1000
-    assert "labels: 1000 names from " in run.stdout
+    assert "labels: 1000 names from " in stdout
 
 
 def test_export_from_a_paddleclas_config(tmp_path):
     paddle.seed(2)
     weights = tmp_path / "finetuned.pdparams"
-    model = create_model("ReXNet_1_3", class_num=10)
+    model = create_model("ReXNetLite_1_0", class_num=10)
     paddle.save(model.state_dict(), str(weights))
     (tmp_path / "labels.txt").write_text("".join(f"{i} class {i}\n" for i in range(10)))
-    config = tmp_path / "ReXNet_1_3.yaml"
+    config = tmp_path / "ReXNetLite_1_0.yaml"
     config.write_text(yaml.safe_dump({
-        "Global": {"image_shape": [3, 192, 192], "pretrained_model": str(weights),
+        "Global": {"image_shape": [3, 96, 96], "pretrained_model": str(weights),
                    "save_inference_dir": str(tmp_path / "out")},
-        "Arch": {"name": "ReXNet_1_3", "class_num": 10, "dropout_ratio": 0.2},
+        "Arch": {"name": "ReXNetLite_1_0", "class_num": 10, "dropout_ratio": 0.2},
         # relative to the config's folder (or to the working folder, as PaddleClas reads it)
         "Infer": {"PostProcess": {"name": "Topk", "topk": 5, "class_id_map_file": "labels.txt"}}}))
     result = export_model(str(config), None)
-    assert (result.variant, result.class_num, result.input_shape) == ("ReXNet_1_3", 10, [None, 3, 192, 192])
+    assert (result.variant, result.class_num, result.input_shape) == ("ReXNetLite_1_0", 10, [None, 3, 96, 96])
     assert result.model_dir == tmp_path / "out"
-    x = np.random.default_rng(0).standard_normal((3, 3, 192, 192)).astype("float32")
+    x = np.random.default_rng(0).standard_normal((3, 3, 96, 96)).astype("float32")
     got = run_predictor(create_predictor(result.model_dir), x)
     model.eval()
     expected = paddle.nn.functional.softmax(model(paddle.to_tensor(x))).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # softmax, as PaddleClas's
-    # inference.yml: the input size with the variant's crop ratio (192 / 0.875 = 219.4)
+    # inference.yml: the input size with the variant's crop ratio (96 / 0.875 = 109.7)
     infer = read_infer_config(result.model_dir)
     assert infer.transform_ops[:2] == [
-        {"ResizeImage": {"resize_short": 219, "interpolation": "bicubic", "backend": "pil"}},
-        {"CropImage": {"size": 192}}]
+        {"ResizeImage": {"resize_short": 109, "interpolation": "bicubic", "backend": "pil"}},
+        {"CropImage": {"size": 96}}]
     assert infer.label_list == [f"class {i}" for i in range(10)]
-    assert (infer.model_name, infer.softmax) == ("ReXNet_1_3", True)
+    assert (infer.model_name, infer.softmax) == ("ReXNetLite_1_0", True)
 
 
 def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_path):
@@ -120,7 +122,7 @@ def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_
              {"ToCHWImage": None}]
     config = tmp_path / "digits.yaml"
     config.write_text(yaml.safe_dump({
-        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNet_1_0", "class_num": 10},
+        "Global": {"image_shape": [3, 32, 32]}, "Arch": {"name": "ReXNetLite_1_0", "class_num": 10},
         "Infer": {"transforms": infer}}))
     result = export_model(str(config), None, tmp_path / "a", untrained=True)
     assert read_infer_config(result.model_dir).transform_ops == [
@@ -190,8 +192,8 @@ def test_bf16_on_a_cpu_without_the_instructions_fails_clearly(monkeypatch, tmp_p
 
 
 @pytest.mark.skipif(not runtime.bf16_supported(), reason="this CPU has no AVX512-BF16/AMX-BF16")
-def test_bf16_is_opt_in_and_close_to_fp32(reference_export):
-    model_dir, cases = reference_export
+def test_bf16_is_opt_in_and_close_to_fp32(dynamic_export):
+    model_dir, cases = dynamic_export
     x = cases["a"]["input"]
     fp32 = run_predictor(create_predictor(model_dir), x)
     bf16 = run_predictor(create_predictor(model_dir, precision="bf16"), x)
@@ -215,6 +217,8 @@ def test_a_re_export_replaces_the_whole_set(tmp_path):
     ten = _weights(tmp_path, "ReXNetLite_1_0", 10, 0)
     export_model("ReXNetLite_1_0", str(ten), out, onnx=True, image_size=64, class_num=10)
     (out / "README.txt").write_text("the user's own notes")
+    (out / "notes").mkdir()
+    (out / "notes" / "a.txt").write_text("more notes")
     (out / "inference.pdmodel").write_text("an old-IR program of some earlier export")
     assert run_onnx(create_onnx_session(out / "inference.onnx"),
                     np.zeros((1, 3, 64, 64), "float32")).shape == (1, 10)
@@ -223,8 +227,11 @@ def test_a_re_export_replaces_the_whole_set(tmp_path):
     result = export_model("ReXNetLite_1_0", str(five), out, image_size=64, class_num=5,
                           softmax=False)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.txt", "inference.json", "inference.pdiparams", "inference.yml"]
+        "README.txt", "inference.json", "inference.pdiparams", "inference.yml", "notes"]
     assert (out / "README.txt").read_text() == "the user's own notes"  # not ours: kept
+    assert (out / "notes" / "a.txt").read_text() == "more notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temp folder left
+        "ReXNetLite_1_0_10.pdparams", "ReXNetLite_1_0_5.pdparams", "model"]
     assert run_predictor(create_predictor(out), np.zeros((1, 3, 64, 64), "float32")).shape == (1, 5)
     config = read_infer_config(out)
     assert config.softmax is False and config.label_list is None
@@ -284,41 +291,28 @@ def test_a_failed_re_export_leaves_the_folder_as_it_was(tmp_path):
     with pytest.raises(Exception, match="class"):
         export_model("ReXNetLite_1_0", str(wrong), out, image_size=64, class_num=3)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not list(tmp_path.glob(".export-*")) and not list(out.glob(".export-*"))
+    assert not list(tmp_path.glob(".*")) and not list(out.glob(".*"))
     with pytest.raises(ValueError):  # and no new, empty folder from a failed first export
         export_model("ReXNetLite_1_0", str(wrong), tmp_path / "new", class_num=3)
     assert not (tmp_path / "new").exists()
 
 
 def test_stale_temp_folders_are_swept_and_live_ones_kept(tmp_path):
-    import fcntl
+    """files.sweep_stale at work: a killed export's temp folder goes, a live one's stays."""
     import os
-    import time
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead_pid = int(dead.stdout)
-    killed = tmp_path / f".export-{dead_pid}-0badc0de"  # what SIGKILL leaves
+    killed = tmp_path / f".out.rexnet-tmp-{int(dead.stdout)}-0badc0de"  # what SIGKILL leaves
     killed.mkdir()
-    (killed / ".lock").write_text("")
     (killed / "inference.pdiparams").write_bytes(b"half")
-    live = tmp_path / f".export-{os.getpid()}-00c0ffee"  # an export running right now
+    live = tmp_path / f".out.rexnet-tmp-{os.getpid()}-00c0ffee"  # an export running now
     live.mkdir()
-    lock = open(live / ".lock", "wb")
-    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-    old_style = tmp_path / ".export-k3j2x9a"  # an earlier version's mkdtemp name, a day old
-    old_style.mkdir()
-    (old_style / "inference.json").write_text("{}")
-    os.utime(old_style, (time.time() - 86400,) * 2)
     users = tmp_path / ".export-notes"  # not an export's: never touched
     users.mkdir()
     (users / "mine.txt").write_text("keep")
-    os.utime(users, (time.time() - 86400,) * 2)
-    try:
-        export_inference(create_model("ReXNetLite_1_0", class_num=2), tmp_path / "out", 64)
-        assert not killed.exists() and not old_style.exists()
-        assert live.is_dir() and (users / "mine.txt").read_text() == "keep"
-    finally:
-        lock.close()
+    export_inference(create_model("ReXNetLite_1_0", class_num=2), tmp_path / "out", 64)
+    assert not killed.exists()
+    assert live.is_dir() and (users / "mine.txt").read_text() == "keep"
 
 
 def test_a_killed_export_is_swept_by_the_next_one(tmp_path):
@@ -330,22 +324,22 @@ def test_a_killed_export_is_swept_by_the_next_one(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(tmp_path.glob(".export-*")) and time.monotonic() < deadline:
+        while not list(tmp_path.glob(".a.rexnet-tmp-*")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert list(tmp_path.glob(".export-*")), "the export never started"
+        assert list(tmp_path.glob(".a.rexnet-tmp-*")), "the export never started"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert list(tmp_path.glob(".export-*"))  # left behind
+    assert list(tmp_path.glob(".a.rexnet-tmp-*"))  # left behind
     export_model("ReXNetLite_1_0", None, tmp_path / "b", image_size=64, class_num=2,
                  untrained=True)
-    assert not list(tmp_path.glob(".export-*"))
+    assert not list(tmp_path.glob(".*"))
     assert not (tmp_path / "a").exists()
 
 
-def test_export_onnx_writes_atomically_under_a_fresh_name(reference_export, monkeypatch):
+def test_export_onnx_writes_atomically_under_a_fresh_name(dynamic_export, monkeypatch):
     """No fixed temp name (two runs would share it), nothing left on failure."""
-    model_dir, _ = reference_export
+    model_dir, _ = dynamic_export
     target = model_dir / "failing.onnx"
     target.write_bytes(b"the previous file")
     real_write_bytes = Path.write_bytes
@@ -425,56 +419,28 @@ def test_label_list_option(tmp_path, capsys):
     assert "has 3 names; the model has 4 classes" in capsys.readouterr().err
 
 
-# -- one unit, under a lock; nothing from outside ---------------------------
+# -- one unit; nothing from outside ---------------------------------------------
 
 def test_a_crash_midway_through_the_swap_leaves_no_runnable_mix(tmp_path, monkeypatch):
-    """Killed after the first rename: the folder must not run a new graph with
-    old parameters (or the reverse); before, predict ran such a mix."""
-    import os
-    from rexnet_plugin.deploy import export as export_mod
+    """Killed between the two renames of the swap: the folder must not run a new
+    graph with old parameters (or the reverse); a folder that is gone runs nothing."""
     from rexnet_plugin.deploy.predict import load_model
     out = tmp_path / "model"
     export_model("ReXNetLite_1_0", None, out, image_size=64, class_num=3, untrained=True)
-    real_replace, calls = os.replace, []
+    real_rename, calls = Path.rename, []
 
-    def crash_after_the_first(src, dst):
+    def crash_after_the_first(self, target):
         if calls:
             raise KeyboardInterrupt  # stands in for SIGKILL: nothing after it runs
-        calls.append(dst)
-        real_replace(src, dst)
-    monkeypatch.setattr(export_mod.os, "replace", crash_after_the_first)
+        calls.append(target)
+        return real_rename(self, target)
+    monkeypatch.setattr(Path, "rename", crash_after_the_first)
     with pytest.raises(KeyboardInterrupt):
         export_model("ReXNetLite_1_0", None, out, image_size=64, class_num=5, untrained=True)
-    monkeypatch.setattr(export_mod.os, "replace", real_replace)
+    monkeypatch.undo()
     assert calls, "the swap did not start"
-    with pytest.raises(ValueError):  # ModelFolderError or InferConfigError
+    with pytest.raises(ValueError):  # ModelFolderError
         load_model(out)
-
-
-def test_two_exports_into_one_folder_take_turns(tmp_path):
-    """The swap waits for a lock on the folder that another export holds."""
-    import fcntl
-    import os
-    import threading
-    from rexnet_plugin.deploy.export import staged_export
-    out = tmp_path / "model"
-    out.mkdir()
-    (out / "inference.yml").write_text("old")
-    held = os.open(out, os.O_RDONLY)
-    fcntl.flock(held, fcntl.LOCK_EX)
-
-    def export():
-        with staged_export(out) as tmp:
-            (tmp / "inference.yml").write_text("new")
-    worker = threading.Thread(target=export)
-    worker.start()
-    worker.join(2)
-    try:
-        assert worker.is_alive() and (out / "inference.yml").read_text() == "old"
-    finally:
-        os.close(held)  # releases the lock
-        worker.join(60)
-    assert (out / "inference.yml").read_text() == "new"
 
 
 def test_a_configs_class_id_map_file_outside_its_folder_is_not_copied(tmp_path, monkeypatch):

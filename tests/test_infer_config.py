@@ -14,9 +14,9 @@ from PIL import Image
 from conftest import BILLION_LAUGHS_YAML
 from ppcls_support import CONFIG_DIR, sample_photos
 from rexnet_plugin.deploy.artifacts import INFER_CONFIG_FILENAME
-from rexnet_plugin.deploy.infer_config import (InferConfigError, read_infer_config,
-                                               read_label_list, eval_transform_ops,
-                                               write_infer_config)
+from rexnet_plugin.deploy.infer_config import (InferConfigError, eval_transform_ops,
+                                               preprocess_ops, read_infer_config,
+                                               read_label_list, write_infer_config)
 from rexnet_plugin.zoo import EVAL_TRANSFORM, VARIANTS, EvalTransform
 
 LABELS = ["cat", "dog", "fish"]
@@ -181,6 +181,9 @@ def test_preprocess_takes_paths_and_pil_images_of_any_mode(tmp_path, photos):
     assert expected.flags["C_CONTIGUOUS"]
     assert np.array_equal(config.preprocess(str(photos[0])), expected)
     image = Image.open(photos[0])
+    # preprocess_ops, the same operators without a file: RGB arrays too
+    ops = preprocess_ops(eval_transform_ops(EVAL_TRANSFORM))
+    assert np.array_equal(ops(np.asarray(image.convert("RGB"))), expected)
     assert np.array_equal(config.preprocess(image), expected)
     assert np.array_equal(config.preprocess(image.convert("RGBA")), expected)
     gray = config.preprocess(image.convert("L"))  # grey becomes three equal channels
@@ -236,9 +239,9 @@ GOOD_OPS = eval_transform_ops(EVAL_TRANSFORM)
       "PostProcess": {"Topk": {}}},
      r"transform_ops\[0\] is 'DecodeImage'.*ResizeImage, CropImage, NormalizeImage, ToCHWImage"),
     ({"PreProcess": {"transform_ops": [{"ResizeImage": {"resize_short": 256, "interpolation": "random"}}]},
-      "PostProcess": {"Topk": {}}}, r"interpolation is 'random'; accepted with backend cv2: nearest"),
+      "PostProcess": {"Topk": {}}}, r"interpolation is 'random'; expected with backend cv2: nearest"),
     ({"PreProcess": {"transform_ops": [{"ResizeImage": {"resize_short": 256, "backend": "skimage"}}]},
-      "PostProcess": {"Topk": {}}}, "backend is 'skimage'; accepted: pil, cv2"),
+      "PostProcess": {"Topk": {}}}, "backend is 'skimage'; expected pil or cv2"),
     ({"PreProcess": {"transform_ops": [{"ResizeImage": {"resize_short": 256, "antialias": True}}]},
       "PostProcess": {"Topk": {}}}, r"ResizeImage has unknown parameter\(s\) antialias"),
     ({"PreProcess": {"transform_ops": [{"ResizeImage": None}]}, "PostProcess": {"Topk": {}}},
@@ -286,7 +289,7 @@ def test_label_lists_in_both_formats(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         read_label_list(tmp_path / "empty.txt")
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(ValueError, match="nope.txt"):
         read_label_list(tmp_path / "nope.txt")
 
 
@@ -319,12 +322,15 @@ def test_absurd_sizes_are_refused_when_read(op, tmp_path):
 
 
 def test_an_extreme_aspect_ratio_is_refused_before_resizing(tmp_path):
-    """A 1x1000 PNG: resize_short 256 would make 256x256000 (1x10000: 2.56 million
-    pixels wide and 6.5 GB)."""
+    """A 1x1000 PNG is refused from its header (images.check_image_size); a 2000x40 one
+    by ResizeImage: resize_short 256 would make it 12800x256, over MAX_SIDE."""
     write_infer_config(tmp_path, model_name="ReXNet_1_0", transform=EVAL_TRANSFORM)
     Image.new("RGB", (1000, 1)).save(tmp_path / "line.png")
-    with pytest.raises(InferConfigError, match=r"line\.png.*256000x256.*8192"):
+    with pytest.raises(ValueError, match=r"line\.png is 1000x1 pixels.*100 times"):
         read_infer_config(tmp_path).preprocess(tmp_path / "line.png")
+    Image.new("RGB", (2000, 40)).save(tmp_path / "wide.png")
+    with pytest.raises(InferConfigError, match=r"wide\.png.*12800x256.*8192"):
+        read_infer_config(tmp_path).preprocess(tmp_path / "wide.png")
 
 
 

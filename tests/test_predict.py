@@ -21,7 +21,6 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import export_reference_model
 from ppcls_support import (CONFIG_DIR, paddleclas_root, sample_photos, seed_transform,
                            subprocess_env)
 from rexnet_plugin.cli import main
@@ -50,10 +49,10 @@ def photos(tmp_path_factory):
     return [*paths, square]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """ReXNet_1_0 with the test-vector weights, exported with ONNX; and the model."""
-    return export_reference_model(tmp_path_factory.mktemp("export"))
+@pytest.fixture
+def exported(reference_export):
+    """conftest's one export (read-only): ReXNet_1_0 with the test-vector weights, ONNX."""
+    return reference_export
 
 
 def dygraph_probs(model, inputs: np.ndarray) -> np.ndarray:
@@ -164,6 +163,9 @@ def test_list_files_and_folders(exported, photos, tmp_path, capsys):
     assert code == 0, err
     assert [json.loads(line)["image"] for line in out.splitlines()] == \
         [str(data / "a" / "y.jpg"), str(data / "x.png")]
+    records = [json.loads(line) for line in out.splitlines()]
+    correct = sum(r["class_id"] == label for r, label in zip(records, (3, 1)))
+    assert f"top-1: {50 * correct:.2f}% ({correct}/2 labelled images" in err  # stderr: --json
     assert [i.label for i in collect_images([data / "list.txt"])] == [3, 1]
     code, out, err = run_cli(capsys, model_dir, data, "--json")
     assert code == 0, err
@@ -391,7 +393,9 @@ def _fails_clearly(capsys, *argv, match):
 def test_an_extreme_aspect_ratio_is_refused_naming_the_file_and_limit(exported, tmp_path,
                                                                       capsys):
     Image.new("RGB", (1000, 1)).save(tmp_path / "line.png")  # 1x10000 took 6.5 GB
-    _fails_clearly(capsys, exported[0], tmp_path / "line.png", match=r"line\.png.*8192")
+    _fails_clearly(capsys, exported[0], tmp_path / "line.png", match=r"line\.png.*100 times")
+    Image.new("RGB", (2000, 40)).save(tmp_path / "wide.png")  # resized: 12800x256
+    _fails_clearly(capsys, exported[0], tmp_path / "wide.png", match=r"wide\.png.*8192")
 
 
 def test_a_decompression_bomb_is_refused(exported, tmp_path, capsys):

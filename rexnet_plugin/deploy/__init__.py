@@ -1,2 +1,1 @@
-"""Running ReXNet outside dygraph: export (Paddle Inference, ONNX), runtimes
-and predictors, and the quick timing of ``rexnet-plugin bench``."""
+"""Export, runtimes, quantization, prediction and a quick timing of exported models."""

@@ -1,14 +1,6 @@
-"""Classify images with an exported model folder (``rexnet-plugin predict``).
-
-A model folder is what this package writes (``rexnet-plugin export``, the
-int8 folder of ``rexnet-plugin quantize``) or what PaddleClas's
-``tools/export_model.py -o Global.export_for_fd=True`` writes: a model
-(``inference.json`` + ``inference.pdiparams`` for Paddle Inference,
-``inference.onnx`` for ONNX Runtime and OpenVINO) and its ``inference.yml``,
-whose preprocessing and Topk settings are followed.
-
-``load_model`` is the one place that picks the runtime for a folder.
-"""
+"""``rexnet-plugin predict``: classify images with a model folder (of ``export``,
+``quantize`` or PaddleClas's export_for_fd) as its inference.yml says. ``load_model`` is
+the one place that picks the runtime for a folder."""
 
 from __future__ import annotations
 
@@ -19,100 +11,70 @@ from pathlib import Path
 
 import numpy as np
 
+from . import runtime as rt
+from .runtime import PRECISIONS
 from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
                         QUANTIZATION_FILENAME)
-from .images import ImageInputError, ImageItem, check_image, collect_images
+from .images import ImageItem, check_image, collect_images
 from .infer_config import InferConfig, InferConfigError, read_infer_config
-from .runtime import PRECISIONS
 
-RUNTIMES = ("paddle", "onnx", "openvino")
 RUNTIME_NAMES = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime",
                  "openvino": "OpenVINO"}
+RUNTIMES = tuple(RUNTIME_NAMES)
 DEFAULT_BATCH_SIZE = 8
-# Fewer images than this finish before a progress bar would help.
-PROGRESS_MIN_IMAGES = 32
+PROGRESS_MIN_IMAGES = 32  # fewer finish before a progress bar would help
 
 
 class ModelFolderError(ValueError):
-    """A model folder that cannot be run as asked; the message names the
-    folder, what is missing and the fix."""
+    """A model folder that cannot be run as asked; names the folder and the fix."""
 
 
 @dataclass
 class LoadedModel:
     """A model folder ready to run: its runtime session and its inference.yml."""
-
     folder: Path
     runtime: str       # one of RUNTIMES
     precision: str     # "fp32", "bf16" or "int8" (quantized folder)
     config: InferConfig
     _session: object
-    _fixed_batch: int | None = None
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, 3, H, W] -> the model's outputs [N, classes]."""
-        from .runtime import run_onnx, run_openvino, run_predictor
-        run = {"paddle": run_predictor, "onnx": run_onnx, "openvino": run_openvino}[self.runtime]
-        if not self._fixed_batch or len(images) == self._fixed_batch:
-            return run(self._session, images)
-        # A graph with a fixed batch size: feed it that many at a time, padded.
-        b, outs = self._fixed_batch, []
-        for start in range(0, len(images), b):
-            chunk = images[start:start + b]
-            pad = b - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-            outs.append(run(self._session, chunk)[:b - pad])
-        return np.concatenate(outs)
+        run = {"paddle": rt.run_predictor, "onnx": rt.run_onnx, "openvino": rt.run_openvino}
+        return run[self.runtime](self._session, images)
 
     def scores(self, outputs: np.ndarray) -> np.ndarray:
-        """The outputs as PaddleClas's Topk reads them: as they are for a model
-        ending in softmax (the default of both exports), softmax of the logits
-        for one exported with ``--logits`` (``infer_add_softmax: false``)."""
+        """As PaddleClas's Topk reads them: softmax of the logits of a ``--logits`` export."""
         outputs = np.asarray(outputs, dtype=np.float32)
-        if self.config.softmax is False:
-            shifted = outputs - outputs.max(axis=1, keepdims=True)
-            e = np.exp(shifted)
-            return e / e.sum(axis=1, keepdims=True)
-        return outputs
+        if self.config.softmax is not False:
+            return outputs
+        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
     def describe(self) -> str:
         return f"{self.folder}: {self.precision}, {RUNTIME_NAMES[self.runtime]}"
 
 
-def _is_int8(folder: Path) -> bool:
-    return (folder / QUANTIZATION_FILENAME).is_file()
-
-
 def fastest_runtime(has_paddle: bool, has_onnx: bool, int8: bool) -> str:
-    """The fastest runtime for a folder, as measured (docs/speed.md): ONNX
-    Runtime for an int8 folder (its QDQ model is tuned for it), OpenVINO for
-    an fp32 folder with inference.onnx when OpenVINO is installed, else
-    Paddle Inference, else ONNX Runtime."""
-    from .runtime import openvino_available
+    """As measured (docs/speed.md): ONNX Runtime for an int8 folder, OpenVINO for an
+    fp32 inference.onnx where installed, else Paddle Inference, else ONNX Runtime."""
     if int8:
         return "onnx"
-    if has_onnx and openvino_available():
+    if has_onnx and rt.openvino_available():
         return "openvino"
     return "paddle" if has_paddle else "onnx"
 
 
 def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                precision: str = "fp32", threads: int | None = None) -> LoadedModel:
-    """Open a model folder for inference; the runtime is chosen here.
-
-    ``runtime=None`` picks the fastest runtime the folder and this machine
-    allow (``fastest_runtime``); ``describe()`` names it. ``precision`` is
-    kept whichever runtime runs: "bf16" runs an fp32 model in bfloat16
-    (Paddle Inference or OpenVINO) on a CPU with bf16 (UnsupportedCPUError
-    otherwise). Raises ModelFolderError or InferConfigError (naming the
-    folder and the fix) before loading anything.
-    """
+    """Open a model folder; ``runtime=None`` picks ``fastest_runtime``. ``precision``
+    "bf16" runs an fp32 model in bfloat16 (Paddle Inference or OpenVINO; UnsupportedCPUError
+    without it). ModelFolderError or InferConfigError name the folder and the fix."""
     folder = Path(model_dir)
-    if runtime not in (None, *RUNTIMES):
-        raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if runtime not in (None, *RUNTIMES) or precision not in PRECISIONS:
+        raise ValueError(f"runtime={runtime!r}, precision={precision!r}: expected a runtime of "
+                         f"{', '.join(RUNTIMES)} (or None) and a precision of "
+                         f"{', '.join(PRECISIONS)}")
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "not found"
         raise ModelFolderError(f"model folder {folder} {what}: pass the folder that "
@@ -120,62 +82,53 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                f"tools/export_model.py) wrote")
     has_paddle = (folder / MODEL_FILENAME).is_file() and (folder / PARAMS_FILENAME).is_file()
     has_onnx = (folder / ONNX_FILENAME).is_file()
-    if not has_paddle and not has_onnx and (folder / LEGACY_MODEL_FILENAME).is_file():
-        raise ModelFolderError(
-            f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x), which this "
-            f"command does not load: re-export it on Paddle 3 (rexnet-plugin export, or "
-            f"PaddleClas's tools/export_model.py), which writes {MODEL_FILENAME}")
     if not has_paddle and not has_onnx:
+        if (folder / LEGACY_MODEL_FILENAME).is_file():
+            raise ModelFolderError(
+                f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x), which "
+                f"this command does not load: re-export it on Paddle 3 (rexnet-plugin export, "
+                f"or PaddleClas's tools/export_model.py), which writes {MODEL_FILENAME}")
         raise ModelFolderError(
             f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
             f"{PARAMS_FILENAME} (Paddle Inference) nor {ONNX_FILENAME} (ONNX Runtime). Pass "
             f"a folder written by rexnet-plugin export or quantize, or export one: "
             f"rexnet-plugin export ReXNet_1_0 --weights CKPT -o {folder}")
-    int8 = _is_int8(folder)
+    int8 = (folder / QUANTIZATION_FILENAME).is_file()
     if runtime is None:
         runtime = fastest_runtime(has_paddle, has_onnx, int8)
-        if precision == "bf16" and runtime == "onnx" and not int8 and has_paddle:
-            runtime = "paddle"  # ONNX Runtime has no bf16 here
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
             f"(oneDNN) or OpenVINO; {folder} is "
             f"{'an int8 model' if int8 else 'asked for ONNX Runtime'}. "
             f"Drop --precision bf16{'' if int8 else ' or --runtime onnx'}.")
-    if runtime in ("onnx", "openvino") and not has_onnx:
+    names = (MODEL_FILENAME, PARAMS_FILENAME) if runtime == "paddle" else (ONNX_FILENAME,)
+    if not (has_paddle if runtime == "paddle" else has_onnx):
         raise ModelFolderError(
-            f"--runtime {runtime}: {folder} has no {ONNX_FILENAME}. Export with --onnx "
-            f"(rexnet-plugin export ... --onnx -o {folder}), or use --runtime paddle.")
+            f"--runtime {runtime}: {folder} has no {' + '.join(names)}. Export it (rexnet-plugin "
+            f"export ...{'' if runtime == 'paddle' else ' --onnx'} -o {folder}), or use "
+            f"--runtime {'onnx' if runtime == 'paddle' else 'paddle'}.")
     if runtime == "openvino":
         from ..extras import install_command
         from .quantize import QuantizeError, check_onnx_file
-        from .runtime import openvino_available
-        if not openvino_available():
-            raise ModelFolderError(
-                f"--runtime openvino: OpenVINO is not installed here: "
-                f"{install_command('openvino')}, or use --runtime onnx or paddle.")
-        try:  # ONNX Runtime refuses external data outside the folder; check it for OpenVINO
+        if not rt.openvino_available():
+            raise ModelFolderError(f"--runtime openvino: OpenVINO is not installed here: "
+                                   f"{install_command('openvino')}, or use --runtime onnx or "
+                                   f"paddle.")
+        try:  # ONNX Runtime refuses external data outside the folder; OpenVINO does not
             check_onnx_file(folder / ONNX_FILENAME)
         except QuantizeError as err:
             raise ModelFolderError(str(err)) from None
-    if runtime == "paddle" and not has_paddle:
-        raise ModelFolderError(
-            f"--runtime paddle: {folder} has no {MODEL_FILENAME} + {PARAMS_FILENAME} "
-            f"(only {ONNX_FILENAME}); use --runtime onnx, or export the Paddle Inference "
-            f"model with rexnet-plugin export")
     if runtime == "onnx":
         from ..extras import require
         require(f"{folder} (ONNX Runtime)", "onnxruntime")
     config = read_infer_config(folder)  # InferConfigError says how to write one
-    from . import runtime as rt
     from ..files import is_regular_file_inside
-    names = (MODEL_FILENAME, PARAMS_FILENAME) if runtime == "paddle" else (ONNX_FILENAME,)
     for name in names:
         if not is_regular_file_inside(folder / name, folder):
             raise ModelFolderError(f"{folder / name} is a link to a file outside {folder}, or "
                                    f"not a regular file; a model folder is read only from "
                                    f"inside: copy the file into the folder")
-    fixed_batch = None
     try:
         if runtime == "paddle":
             session = rt.create_predictor(folder, mkldnn=True, threads=threads,
@@ -185,18 +138,15 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                                                  precision=precision)
         else:
             session = rt.create_onnx_session(folder / ONNX_FILENAME, threads=threads)
-            batch_dim = session.get_inputs()[0].shape[0]
-            fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
     except rt.UnsupportedCPUError:
         raise
     except Exception as err:  # damaged, truncated or unknown-op files; external data outside
-        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise ModelFolderError(
             f"{folder}: {', '.join(names)} cannot be loaded by {RUNTIME_NAMES[runtime]} "
             f"({type(err).__name__}: {reason}); the files are damaged, truncated or not "
             f"written by an export: export the model again") from None
-    return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session,
-                       fixed_batch)
+    return LoadedModel(folder, runtime, "int8" if int8 else precision, config, session)
 
 
 @dataclass(frozen=True)
@@ -213,11 +163,11 @@ class Prediction:
                 "topk": [list(pair) for pair in self.topk]}
 
     def as_text(self, label_list: list[str] | None = None) -> str:
-        def name(i):  # quoted: ImageNet's names hold commas; no terminal escape codes
+        def name(i):  # quoted: ImageNet's names hold commas
             return f' "{printable(label_list[i])}"' if label_list and i < len(label_list) else ""
         best = ", ".join(f"{c}{name(c)} {s:.4f}" for c, s in self.topk)
-        return f"{printable(self.image)}: {self.class_id}{name(self.class_id)} " \
-               f"({self.score:.4f})  top-{len(self.topk)}: {best}"
+        return (f"{printable(self.image)}: {self.class_id}{name(self.class_id)} "
+                f"({self.score:.4f})  top-{len(self.topk)}: {best}")
 
 
 def printable(text: str) -> str:
@@ -225,54 +175,41 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _topk(scores: np.ndarray, k: int) -> list[list]:
-    # Stable descending order: ties keep the lower class id first.
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [[int(i), float(scores[i])] for i in order]
-
-
 def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, progress: bool | None = None):
-    """Yield a Prediction per image, in order, batch by batch.
-
-    ``topk`` defaults to the inference.yml's ``PostProcess.Topk.topk``.
-    ``progress``: a tqdm bar on stderr; None shows it for at least
-    PROGRESS_MIN_IMAGES images when stderr is a terminal.
-    """
-    k = topk or model.config.topk
+    """Yield a Prediction per image, in order. ``topk`` defaults to inference.yml's;
+    ``progress`` (a bar on stderr) defaults to a terminal and PROGRESS_MIN_IMAGES images."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected at least 1")
     if progress is None:
         progress = len(items) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(items), unit="img", file=sys.stderr, leave=False)
-    try:
+    from tqdm import tqdm
+    with tqdm(total=len(items), unit="img", file=sys.stderr, leave=False,
+              disable=not progress) as bar:
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
-            images = _stack([model.config.preprocess(item.path) for item in batch], batch, model)
-            scores = model.scores(model.run(images))
-            if k > scores.shape[1]:
-                k = scores.shape[1]
+            arrays = [model.config.preprocess(item.path) for item in batch]
+            if len({a.shape for a in arrays}) > 1:
+                sizes = ", ".join(f"{i.path} {a.shape[2]}x{a.shape[1]}"
+                                  for i, a in zip(batch, arrays))
+                raise InferConfigError(f"{model.config.path}: the preprocessing gives images "
+                                       f"of different sizes ({sizes}); a batch needs one size: "
+                                       f"end PreProcess.transform_ops with a CropImage, or pass "
+                                       f"--batch-size 1")
+            scores = model.scores(model.run(np.stack(arrays)))
             for item, row in zip(batch, scores):
-                best = _topk(row, k)
+                best = [[int(i), float(row[i])]  # stable: ties keep the lower class id first
+                        for i in np.argsort(-row, kind="stable")[:topk or model.config.topk]]
                 yield Prediction(str(item.path), best[0][0], best[0][1], best, item.label)
-            if bar is not None:
-                bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(len(batch))
 
 
-def _stack(arrays: list, batch: list[ImageItem], model: LoadedModel) -> np.ndarray:
-    if len({a.shape for a in arrays}) > 1:
-        sizes = ", ".join(f"{i.path} {a.shape[2]}x{a.shape[1]}" for i, a in zip(batch, arrays))
-        raise InferConfigError(f"{model.config.path}: the preprocessing gives images of "
-                               f"different sizes ({sizes}); a batch needs one size: end "
-                               f"PreProcess.transform_ops with a CropImage, or pass "
-                               f"--batch-size 1")
-    return np.stack(arrays)
+def prepare_inputs(inputs) -> list[ImageItem]:
+    """The images of ``inputs``, each header checked: a bad file fails before any output."""
+    items = collect_images(inputs)
+    for item in items:
+        check_image(item.path)
+    return items
 
 
 def predict(model_dir: str | os.PathLike, inputs, topk: int | None = None,
@@ -281,57 +218,33 @@ def predict(model_dir: str | os.PathLike, inputs, topk: int | None = None,
     """Classify ``inputs`` (image files, folders, list files) with a model folder."""
     items = prepare_inputs(inputs)
     model = load_model(model_dir, runtime=runtime, precision=precision)
-    return list(predict_items(model, items, topk=topk, batch_size=batch_size,
-                              progress=progress))
-
-
-def prepare_inputs(inputs) -> list[ImageItem]:
-    """The images of ``inputs``, each checked readable (header only) up front,
-    so a bad file is reported before any output."""
-    items = collect_images(inputs)
-    for item in items:
-        check_image(item.path)
-    return items
+    return list(predict_items(model, items, topk, batch_size, progress))
 
 
 def run_from_args(args) -> int:
     """``rexnet-plugin predict``: exit 0, or 2 on bad input (message on stderr)."""
     import json
     from ..extras import MissingDependencyError
-    from .runtime import UnsupportedCPUError
-
-    def fail(message) -> int:
-        print(f"rexnet-plugin predict: error: {message}", file=sys.stderr)
-        return 2
-
-    if args.topk is not None and args.topk < 1:
-        return fail(f"--topk {args.topk}: expected at least 1")
-    if args.batch_size < 1:
-        return fail(f"--batch-size {args.batch_size}: expected at least 1")
     try:
+        for option, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{option} {value}: expected at least 1")
         items = prepare_inputs(args.inputs)
         model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
         print(f"rexnet-plugin predict: {model.describe()}", file=sys.stderr)
-        labels = model.config.label_list
         labelled = correct = 0
-        for prediction in predict_items(model, items, topk=args.topk,
-                                        batch_size=args.batch_size):
+        for prediction in predict_items(model, items, args.topk, args.batch_size):
             print(json.dumps(prediction.as_json()) if args.json
-                  else prediction.as_text(labels), flush=True)
+                  else prediction.as_text(model.config.label_list), flush=True)
             if prediction.label is not None:
                 labelled += 1
                 correct += prediction.class_id == prediction.label
         if labelled:  # a list file's labels: the accuracy (stderr keeps --json parseable)
             print(f"top-1: {100 * correct / labelled:.2f}% ({correct}/{labelled} labelled "
                   f"images, {model.describe()})", file=sys.stderr if args.json else sys.stdout)
-    except (ImageInputError, ModelFolderError, InferConfigError, UnsupportedCPUError,
-            MissingDependencyError) as err:
-        return fail(err)
+    except (ValueError, rt.UnsupportedCPUError, MissingDependencyError) as err:
+        print(f"rexnet-plugin predict: error: {err}", file=sys.stderr)  # names file and fix
+        return 2
     except BrokenPipeError:  # `| head`: the reader has all it wants
         sys.stderr.close()
-        return 0
     return 0
-
-
-__all__ = ["LoadedModel", "ModelFolderError", "Prediction", "fastest_runtime",
-           "load_model", "predict", "predict_items", "prepare_inputs", "run_from_args"]
