@@ -36,15 +36,17 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") 
     return folder
 
 
-# Every temp entry: .<target name>.rexnet-tmp-<pid>-<8 hex><suffix>, beside its target.
-_TEMP_NAME = re.compile(r"\..+\.rexnet-tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
+# Temps beside their target: .<target>.rexnet-tmp-<pid>-<8 hex><suffix>; a folder being
+# replaced is first renamed .<target>.rexnet-old-<pid>-<8 hex>.
+_TEMP_NAME = re.compile(
+    r"\.(?P<target>.+)\.rexnet-(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
 
 
-def temp_path(target: str | os.PathLike, suffix: str = "") -> Path:
+def temp_path(target: str | os.PathLike, suffix: str = "", kind: str = "tmp") -> Path:
     """A new hidden name beside ``target`` carrying this process's id (see sweep_stale)."""
     target = Path(target)
-    return target.with_name(f".{target.name}.rexnet-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-                            f"{suffix}")
+    return target.with_name(f".{target.name}.rexnet-{kind}-{os.getpid()}-"
+                            f"{secrets.token_hex(4)}{suffix}")
 
 
 def _remove(path: Path) -> None:
@@ -55,15 +57,23 @@ def _remove(path: Path) -> None:
 
 
 def sweep_stale(folder: str | os.PathLike) -> list[Path]:
-    """Delete (and return) the temps in ``folder`` whose writer is gone; a live one's stay."""
+    """Delete (and return) the temps in ``folder`` whose writer is gone; a live one's
+    stay. A folder whose writer died mid-swap, between its two renames, is put back."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return []
-    swept = [e for e in entries if (m := _TEMP_NAME.fullmatch(e.name))
-             and not process_alive(int(m["pid"]))]
-    for entry in swept:
-        _remove(entry)
+    swept = []
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or process_alive(int(match["pid"])):
+            continue
+        target = entry.with_name(match["target"])
+        if match["kind"] == "old" and not os.path.lexists(target):
+            entry.rename(target)
+        else:
+            _remove(entry)
+            swept.append(entry)
     return swept
 
 
@@ -80,7 +90,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     try:
         yield tmp
         if tmp.is_dir() and path.is_dir() and not path.is_symlink():
-            old = temp_path(path)
+            old = temp_path(path, kind="old")
             path.rename(old)
             tmp.rename(path)
             _remove(old)
