@@ -244,7 +244,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from these weights (classifier skipped if its shape differs)")
     p.add_argument("--engine", choices=("auto", "paddle", "paddleclas"), default="auto",
                    help="auto (default): PaddleClas's tools/train.py when PADDLECLAS_ROOT "
-                        "is set, else paddle.Model.fit")
+                        "is set, else a Paddle dygraph loop (paddle)")
     p.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="train on the first N training images only (quick checks)")
     p.add_argument("--force", action="store_true",
