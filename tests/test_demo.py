@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +19,12 @@ from rexnet_plugin.cli import main
 from rexnet_plugin.demo import DemoInterrupted, DemoSettings, run_demo
 from rexnet_plugin.demo import run as demo_run
 
-# The reduced run: 1 epoch at batch 16 on all 1,437 training images. Over seeds 0-2 it
-# scored CALIBRATED on the 360 held-out images (python scripts/calibrate_demo.py --reduced
-# --seeds 0 1 2); the threshold sits below the worst seed, far above chance (10%).
-REDUCED = dict(epochs=1, batch_size=16)
-REDUCED_TOP1_THRESHOLD = 0.5
+# The reduced run: 2 epochs instead of 6, batch 32, all 1,437 training and 360 held-out
+# images (about 110 s of CPU). Seed 0 scores 91.1% held-out top-1, int8 91.9% (python
+# scripts/calibrate_demo.py --reduced --seeds 0); the threshold sits far below that and far
+# above chance (10%).
+REDUCED = dict(epochs=2, batch_size=32)
+REDUCED_TOP1_THRESHOLD = 0.65
 INT8_MAX_TOP1_DROP = 0.02  # int8 against fp32, as .ci/run checks the full run
 REPORT_FILES = ("metrics.json", "report.png", "checkpoints/last.pdparams",
                 "model/inference.json", "model/inference.pdiparams", "model/label_list.txt",
@@ -111,18 +111,19 @@ def test_predict_on_the_model_folders_reproduces_the_reported_top1(reduced_run, 
 
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory):
-    """A user's two-class folder: digits 0 and 1 as 40x48 JPEGs named cat and dog."""
+    """A user's two-class folder: digits 0 and 1 as 40x48 JPEGs named cat and dog; 28
+    training images, fewer than quantize calibrates on, so the int8 step is skipped."""
     from PIL import Image
     from sklearn.datasets import load_digits
     digits = load_digits()
     root = tmp_path_factory.mktemp("user") / "mine"
     lines = {"train": [], "val": []}
-    for i in np.flatnonzero(digits.target < 2)[:60]:
+    for i in np.flatnonzero(digits.target < 2)[:48]:
         rel = f"{'cats' if digits.target[i] == 0 else 'dogs'}/{i}.jpg"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray((digits.images[i] * 15).astype(np.uint8)).resize((40, 48))
         image.convert("RGB").save(root / rel)
-        lines["val" if len(lines["train"]) >= 40 else "train"].append(f"{rel} {digits.target[i]}")
+        lines["val" if len(lines["train"]) >= 28 else "train"].append(f"{rel} {digits.target[i]}")
     for split, rows in lines.items():
         (root / f"{split}_list.txt").write_text("\n".join(rows) + "\n")
     (root / "label_list.txt").write_text("0 cat\n1 dog\n")
@@ -134,7 +135,7 @@ def _tiny(out, folder, **kwargs) -> DemoSettings:
                         **{"epochs": 1, **kwargs})
 
 
-def test_ctrl_c_after_epoch_1_reports_that_epoch_and_a_rerun_starts_afresh(user_folder, tmp_path):
+def test_ctrl_c_after_epoch_1_reports_that_epoch(user_folder, tmp_path):
     import paddle
     from rexnet_plugin import create_model
     from rexnet_plugin.deploy.predict import load_model
@@ -147,6 +148,7 @@ def test_ctrl_c_after_epoch_1_reports_that_epoch_and_a_rerun_starts_afresh(user_
     assert metrics["interrupted"] and metrics["epochs_completed"] == 1
     assert [h["epoch"] for h in metrics["history"]] == [1]
     assert metrics["data"]["classes"] == 2 and metrics["data"]["val_images"] == 20
+    assert metrics["data"]["train_images"] == 28
     assert list(metrics["per_class_accuracy"]) == ["cat", "dog"]
     assert (out / "model" / "label_list.txt").read_text() == "0 cat\n1 dog\n"
     assert not (out / "data").exists(), "a user's folder is read in place"
@@ -159,17 +161,7 @@ def test_ctrl_c_after_epoch_1_reports_that_epoch_and_a_rerun_starts_afresh(user_
         expected = model(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(load_model(out / "model", "paddle").run(x), expected, atol=1e-3)
 
-    # Rerun into the same folder (written by the demo: no --force needed): nothing of the
-    # interrupted run is kept. With 16 training images listed, fewer than quantize
-    # calibrates on, the int8 step is skipped and says why.
-    had_int8 = (out / "model_int8").is_dir()
-    small = shutil.copytree(user_folder, tmp_path / "small")
-    lines = (small / "train_list.txt").read_text().splitlines()
-    (small / "train_list.txt").write_text("\n".join(lines[:16]) + "\n")
-    metrics = run_demo(_tiny(out, small))
-    assert not metrics["interrupted"] and metrics["data"]["train_images"] == 16
-    assert "at least 32 images" in metrics["int8"]["skipped"]
-    assert had_int8 and not (out / "model_int8").exists()
+    assert "calibrates on at least 32 images" in metrics["int8"]["skipped"]
 
 
 def test_a_failed_run_leaves_a_folder_marked_incomplete_and_a_rerun_starts_afresh(
@@ -182,6 +174,7 @@ def test_a_failed_run_leaves_a_folder_marked_incomplete_and_a_rerun_starts_afres
     (out / ".rexnet-demo").write_text("")
     (out / "metrics.json").write_text('{"top1": 1.0}')  # an earlier run's
     (out / "model").mkdir()
+    (out / "model_int8").mkdir()
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -192,7 +185,7 @@ def test_a_failed_run_leaves_a_folder_marked_incomplete_and_a_rerun_starts_afres
         main(argv)
     assert "is incomplete" in capsys.readouterr().err
     assert (out / "INCOMPLETE.txt").is_file()
-    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    assert not [p for p in ("metrics.json", "model", "model_int8") if (out / p).exists()]
 
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "paddle2onnx", None)  # find_spec: not installed
@@ -202,6 +195,7 @@ def test_a_failed_run_leaves_a_folder_marked_incomplete_and_a_rerun_starts_afres
     metrics = json.loads((out / "metrics.json").read_text())
     assert "paddle2onnx" in metrics["int8"]["skipped"]
     assert not (out / "INCOMPLETE.txt").exists() and (out / "model" / "inference.json").is_file()
+    assert not (out / "model_int8").exists()
 
 
 def test_ctrl_c_before_any_epoch_says_so(user_folder, tmp_path, monkeypatch, capsys):

@@ -70,8 +70,8 @@ def test_valid_user_folder(tmp_path):
     (dict(val=None), "val_list.txt not found"),
     (dict(train="a.png 0\nb.png\n"), "train_list.txt:2: expected 'relative/path label'"),
     (dict(train="a.png 0\nmy b.png 1\n"), "train_list.txt:2: expected"),
-    (dict(train="a.png zero\n"), "train_list.txt:1: label 'zero' is not one of the label indices"),
-    (dict(train="a.png -1\n"), "train_list.txt:1: label '-1' is not one of the label indices"),
+    (dict(train="a.png zero\n"), "train_list.txt:1: expected 'relative/path label'"),
+    (dict(train="a.png -1\n"), "train_list.txt:1: expected 'relative/path label'"),
     (dict(val="missing.png 0\n"), "val_list.txt:1: image"),
     (dict(train="a.png 0\nb.png 0\n"), "at least two classes"),
     (dict(train=""), "train_list.txt lists no images"),
@@ -98,7 +98,8 @@ def test_cli_reports_bad_data_and_exits_2(tmp_path, capsys):
     _folder(root, train="a.png 0\nb.png one\n")
     assert main(["demo", "--data", str(root), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"{root / 'train_list.txt'}:2: label 'one' is not one of" in err
+    assert f"{root / 'train_list.txt'}:2: expected 'relative/path label'" in err
+    assert "'b.png one'" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "not a directory" in capsys.readouterr().err

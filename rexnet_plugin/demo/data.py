@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,21 +68,20 @@ def _read_list(path: Path, root: Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise DataError(f"{path} not found. An ImageNet-format folder needs {TRAIN_LIST} and "
                         f"{VAL_LIST}, each with one 'relative/path.jpg label' per line.")
-    rows, labels = [], "label indices 0, 1, 2, ..."
+    rows = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        where, fields = f"{path}:{lineno}", line.strip().split(" ")
-        if not line.strip():
-            continue
-        if len(fields) != 2:  # PaddleClas splits on one space: paths cannot hold one
-            raise DataError(f"{where}: expected 'relative/path label' separated by one space, "
-                            f"got {line.strip()!r}. Paths must not contain spaces.")
-        if not fields[1].lstrip("-").isdigit() or int(fields[1]) < 0:
-            raise DataError(f"{where}: label {fields[1]!r} is not one of the {labels}")
-        if os.path.isabs(fields[0]):
-            raise DataError(f"{where}: {fields[0]} is an absolute path; write it relative to {root}")
-        if not (root / fields[0]).is_file():
-            raise DataError(f"{where}: image {root / fields[0]} does not exist")
-        rows.append((fields[0], int(fields[1])))
+        # PaddleClas's ImageNetDataset splits on one space: paths cannot hold one.
+        match = re.fullmatch(r"(\S+) (\d+)", line.strip())
+        if line.strip() and not match:
+            raise DataError(f"{path}:{lineno}: expected 'relative/path label' (one space "
+                            f"between, a label index 0, 1, 2, ...; no spaces in paths), got "
+                            f"{line.strip()!r}")
+        if match and os.path.isabs(match[1]):
+            raise DataError(f"{path}:{lineno}: {match[1]} is an absolute path; write it "
+                            f"relative to {root}")
+        if match and not (root / match[1]).is_file():
+            raise DataError(f"{path}:{lineno}: image {root / match[1]} does not exist")
+        rows += [(match[1], int(match[2]))] if match else []
     if not rows:
         raise DataError(f"{path} lists no images")
     return rows

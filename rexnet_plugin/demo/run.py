@@ -332,14 +332,15 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
     fp32 = load_model(out / "model", runtime="paddle")
     int8 = None if int8_skipped else load_model(out / "model_int8")
     network.eval()
-    logits = {"dygraph": [], "fp32": [], "int8": []}
+    runs = {"dygraph": lambda x: network(paddle.to_tensor(x)).numpy(), "fp32": fp32.run,
+            **({"int8": int8.run} if int8 else {})}
+    logits = {name: [] for name in runs}
     for start in range(0, len(folder.val), 64):
         x = np.stack([fp32.config.preprocess(folder.root / rel)
                       for rel, _ in folder.val[start:start + 64]])
         with paddle.no_grad():
-            logits["dygraph"].append(network(paddle.to_tensor(x)).numpy())
-        logits["fp32"].append(fp32.run(x))
-        logits["int8"] += [int8.run(x)] if int8 else []
+            for name, run in runs.items():
+                logits[name].append(run(x))
     dygraph, fp32_out = np.concatenate(logits["dygraph"]), np.concatenate(logits["fp32"])
     labels, predicted = np.array([label for _, label in folder.val]), fp32_out.argmax(1)
     int8_pred = np.concatenate(logits["int8"]).argmax(1) if int8 else None
