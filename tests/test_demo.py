@@ -131,8 +131,8 @@ def user_folder(tmp_path_factory):
 
 
 def _tiny(out, folder, **kwargs) -> DemoSettings:
-    return DemoSettings(out=out, data=folder, image_size=32, engine="paddle", progress=False,
-                        **{"epochs": 1, **kwargs})
+    return DemoSettings(out=out, data=folder, image_size=32, progress=False,
+                        **{"epochs": 1, "engine": "paddle", **kwargs})
 
 
 def test_ctrl_c_after_epoch_1_reports_that_epoch(user_folder, tmp_path):

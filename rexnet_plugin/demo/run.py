@@ -206,13 +206,12 @@ def _train_paddleclas(s, folder, root: Path, out: Path, history: list) -> None:
     finally:
         log = output / "train.log"
         text = log.read_text(errors="replace") if log.is_file() else ""
-        for split, epoch, loss, top1 in re.findall(r"\[(Train|Eval)\]\[Epoch (\d+)\D.*\[Avg\]"
-                                                   r".*loss: ([\d.]+).*top1: ([\d.]+)", text):
+        for split, epoch, values in re.findall(r"\[(Train|Eval)\]\[Epoch (\d+)\D.*\[Avg\](.*)", text):
             if split == "Train":
                 history.append({"epoch": int(epoch)})
             key = "train" if split == "Train" else "val"
-            if history:
-                history[-1].update({f"{key}_loss": float(loss), f"{key}_top1": float(top1)})
+            for name, value in re.findall(r"\b(loss|top1): ([\d.]+)", values) if history else []:
+                history[-1][f"{key}_{name}"] = float(value)
 
 
 def _write_report(out: Path, history: list, matrix: np.ndarray, names: list, title: str):
@@ -289,7 +288,7 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
         interrupted = True
     timings["train_s"] = time.perf_counter() - tick
     checkpoints = (sorted(((int(p.stem[6:]), p) for p in out.glob(
-        "ppcls_output/*/epoch_*.pdparams")), reverse=True) if root else
+        "ppcls_output/**/epoch_*.pdparams")), reverse=True) if root else
         [(len(history), last)] if history else [])
     epochs_done, checkpoint = 0, None
     for epoch, path in checkpoints:  # the newest that reads back whole
