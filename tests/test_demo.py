@@ -104,7 +104,8 @@ def test_predict_on_the_model_folders_reproduces_the_reported_top1(reduced_run, 
         pytest.skip(int8["skipped"])
     assert _predict_top1(out / "model_int8", out / "data", capsys) == pytest.approx(int8["top1"])
     assert metrics["top1"] - int8["top1"] <= INT8_MAX_TOP1_DROP
-    assert int8["calibration"]["images"] == 256 and int8["calibration"]["input_shape"] == [3, 32, 32]
+    assert int8["calibration"]["images"] == 256
+    assert int8["calibration"]["input_shape"] == [3, 32, 32]
 
 
 # ------------------------------------------------------ a tiny user folder (--data)

@@ -1,4 +1,4 @@
-"""The demo's data (the bundled digits folder, --data validation) and its refusals of bad settings."""
+"""The demo's data (the bundled digits, --data validation) and its refusals of bad settings."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def _checked(s: DemoSettings) -> DemoSettings:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    """Refuse a non-empty folder this command did not write; mark it incomplete; clear old results."""
+    """Refuse a non-empty folder not written here; mark it incomplete; clear old results."""
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {out} is a file; pass a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
@@ -156,7 +156,8 @@ def _train_paddle(s, folder, network, checkpoint: Path, history: list, on_epoch_
             stats["val_loss"] = float(paddle.nn.functional.cross_entropy(logits, labels))
             stats["val_top1"] = float((logits.argmax(1) == labels).astype("float32").mean())
             bar.write("epoch {epoch}/{}: train loss {train_loss:.3f}, top-1 {train_top1:.3f}; "
-                      "held-out loss {val_loss:.3f}, top-1 {val_top1:.3f}".format(s.epochs, **stats))
+                      "held-out loss {val_loss:.3f}, top-1 {val_top1:.3f}".format(s.epochs,
+                                                                                  **stats))
             if on_epoch_end is not None:  # tests simulate Ctrl-C here
                 on_epoch_end(epoch)
     finally:
@@ -206,7 +207,8 @@ def _train_paddleclas(s, folder, root: Path, out: Path, history: list) -> None:
     finally:
         log = output / "train.log"
         text = log.read_text(errors="replace") if log.is_file() else ""
-        for split, epoch, values in re.findall(r"\[(Train|Eval)\]\[Epoch (\d+)\D.*\[Avg\](.*)", text):
+        avg_lines = re.findall(r"\[(Train|Eval)\]\[Epoch (\d+)\D.*\[Avg\](.*)", text)
+        for split, epoch, values in avg_lines:
             if split == "Train":
                 history.append({"epoch": int(epoch)})
             key = "train" if split == "Train" else "val"
@@ -240,6 +242,7 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
     """Run the whole demo; return what metrics.json holds."""
     import paddle
     from ..deploy import export as export_mod
+    from ..deploy.artifacts import QUANTIZATION_FILENAME
     from ..deploy.infer_config import write_infer_config
     from ..deploy.predict import load_model
     from ..deploy.quantize import MIN_CALIBRATION_IMAGES, quantize_export
@@ -350,7 +353,7 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
         "top1": float((int8_pred == labels).mean()),
         "agreement_with_fp32": float((int8_pred == predicted).mean()),
         "backend": int8.describe(), "model_dir": str(out / "model_int8"),
-        "calibration": json.loads((out / "model_int8" / "quantization.json").read_text()
+        "calibration": json.loads((out / "model_int8" / QUANTIZATION_FILENAME).read_text()
                                   )["calibration"]}
     _write_report(out, history, matrix, names, (
         f"{s.variant} {'fine-tuned' if s.pretrained else 'from scratch'} on "
@@ -370,7 +373,7 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
         "engine_last_val_top1": history[-1].get("val_top1") if history else None,
         "epochs_completed": epochs_done, "interrupted": interrupted, "history": history,
         "engine": "paddleclas" if root else "paddle",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
+        "settings": {key: str(v) if isinstance(v, Path) else v for key, v in asdict(s).items()},
         "data": {"folder": str(folder.root), "train_images": len(folder.train),
                  "val_images": len(folder.val), "classes": k, "class_names": names},
         "checkpoint": str(checkpoint), "model_dir": str(out / "model"), "timings_s": timings,
