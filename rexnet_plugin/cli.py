@@ -179,7 +179,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
                                               f"schedule (default {demo.DEFAULT_LEARNING_RATE})")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, "
                    "shuffling and augmentation (default 0; the digits' split is fixed)")
-    p.add_argument("--out", type=Path, default=Path(demo.DEFAULT_OUT), metavar="DIR",
+    p.add_argument("-o", "--out", type=Path, default=Path(demo.DEFAULT_OUT), metavar="DIR",
                    help=f"report folder (default ./{demo.DEFAULT_OUT})")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="your own ImageNet-format folder (train_list.txt, val_list.txt, "
@@ -188,7 +188,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from these weights (classifier skipped if its shape differs)")
     p.add_argument("--engine", choices=("auto", "paddle", "paddleclas"), default="auto",
                    help="auto (default): PaddleClas's tools/train.py when PADDLECLAS_ROOT "
-                        "is set, else paddle.Model.fit")
+                        "is set, else a Paddle dygraph loop (paddle)")
     p.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="train on the first N training images only (quick checks)")
     p.add_argument("--force", action="store_true",

@@ -1,45 +1,36 @@
-"""The demo from start to end: data, training, evaluation, export, report."""
+"""The demo, step by step: data, training, export, int8, evaluation, report (docs/demo.md)."""
 
 from __future__ import annotations
 
+import json
 import os
-import platform
 import random
+import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..zoo import DEFAULT_VARIANT, get_variant
-from . import data as data_mod
-from . import recipe as recipe_mod
-from . import train_ppcls
-from .errors import DemoError, DemoInterrupted
 from ..files import atomic_dir, atomic_path, write_json
+from ..zoo import DEFAULT_VARIANT, IMAGENET_MEAN, IMAGENET_STD, get_variant
+from . import data as data_mod
+from .data import DemoError, DemoInterrupted
 
-# The default schedule: calibrated to pass 90% top-1 on the digits' held-out
-# split within 5 minutes on 2 CPU cores (README, "Run the demo").
-DEFAULT_EPOCHS = 6
-DEFAULT_DIGITS_IMAGE_SIZE = 32
+# Calibrated to pass 90% held-out top-1 on the digits in about 5 CPU minutes (docs/demo.md).
+DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE = 6, 64, 0.05
+DEFAULT_DIGITS_IMAGE_SIZE = data_mod.DIGITS_IMAGE_SIZE
 DEFAULT_DATA_IMAGE_SIZE = 224  # a user's photos: the configs' own size
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_LEARNING_RATE = 0.05
-WARMUP_EPOCHS = 1
 DEFAULT_OUT = "rexnet_demo"
-
 MARKER = ".rexnet-demo"  # marks a folder this command wrote, so reruns may overwrite it
-# Present from the start of a run until metrics.json is written: a failed or
-# interrupted run leaves a folder that says it is incomplete.
-INCOMPLETE = "INCOMPLETE.txt"
-# What a previous run wrote; removed first, so that none sits beside a new run's files.
-RESULTS = ("metrics.json", "config.yaml", "report.png", "training_curves.png",
-           "confusion_matrix.png", "calibration_list.txt", "train_subset_list.txt",
-           "model", "model_int8", "checkpoints", "ppcls_output")
+INCOMPLETE = "INCOMPLETE.txt"  # from the start of a run until metrics.json is written
+# A previous run's results, removed first so that none sits beside a new run's.
+RESULTS = ("metrics.json", "report.png", "train_subset_list.txt", "model", "model_int8",
+           "checkpoints", "ppcls_output")
 
 
 @dataclass(frozen=True)
@@ -53,438 +44,371 @@ class DemoSettings:
     out: Path = Path(DEFAULT_OUT)
     data: Path | None = None
     pretrained: str | None = None
-    engine: str = "auto"  # auto, paddle or paddleclas
+    engine: str = "auto"  # auto (paddleclas when PADDLECLAS_ROOT is set), paddle, paddleclas
     force: bool = False
-    train_images: int | None = None  # first N images of the training list only
+    train_images: int | None = None  # the first N images of the training list only
     progress: bool = True
-    show_predictions: int = 8
 
-    def resolved(self) -> "DemoSettings":
-        """Checked settings, with the dataset-dependent defaults filled in."""
-        from ..model import MIN_INPUT_SIZE
-        get_variant(self.variant)  # ValueError listing the valid names
-        size = self.image_size or (DEFAULT_DATA_IMAGE_SIZE if self.data else
-                                   DEFAULT_DIGITS_IMAGE_SIZE)
-        if size < MIN_INPUT_SIZE:
-            raise DemoError(f"--image-size {size}: ReXNet needs at least "
-                            f"{MIN_INPUT_SIZE} px (five stride-2 stages)")
-        for name, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
-            if value < 1:
-                raise DemoError(f"{name} {value}: must be at least 1")
-        if not self.learning_rate > 0:
-            raise DemoError(f"--lr {self.learning_rate}: must be above 0 (default "
-                            f"{DEFAULT_LEARNING_RATE})")
-        if self.train_images is not None and self.train_images < 1:
-            raise DemoError(f"--train-images {self.train_images}: must be at least 1")
-        if self.engine not in ("auto", "paddle", "paddleclas"):
-            raise DemoError(f"engine {self.engine!r}: use auto, paddle or paddleclas")
-        return replace(self, image_size=size, out=Path(self.out).resolve(),
-                       data=Path(self.data).resolve() if self.data else None)
+
+def _checked(s: DemoSettings) -> DemoSettings:
+    from ..model import MIN_INPUT_SIZE
+    get_variant(s.variant)  # ValueError listing the valid names
+    size = s.image_size or (DEFAULT_DATA_IMAGE_SIZE if s.data else DEFAULT_DIGITS_IMAGE_SIZE)
+    if size < MIN_INPUT_SIZE:
+        raise DemoError(f"--image-size {size}: ReXNet needs at least {MIN_INPUT_SIZE} px")
+    for name, value in (("--epochs", s.epochs), ("--batch-size", s.batch_size),
+                        ("--train-images", 1 if s.train_images is None else s.train_images)):
+        if value < 1:
+            raise DemoError(f"{name} {value}: must be at least 1")
+    if not s.learning_rate > 0:
+        raise DemoError(f"--lr {s.learning_rate}: must be above 0 (default "
+                        f"{DEFAULT_LEARNING_RATE})")
+    if s.engine not in ("auto", "paddle", "paddleclas"):
+        raise DemoError(f"--engine {s.engine!r}: use auto, paddle or paddleclas")
+    return replace(s, image_size=size, out=Path(s.out).resolve(),
+                   data=Path(s.data).resolve() if s.data else None)
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    """Refuse to write into a non-empty folder this command did not create."""
+    """Refuse a non-empty folder not written here; mark it incomplete; clear old results."""
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {out} is a file; pass a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
-        raise DemoError(
-            f"--out {out} is not empty and was not written by 'rexnet-plugin demo'. "
-            f"Pass another --out, or --force to write the report into it (files with "
-            f"the report's names are overwritten; nothing else is touched).")
+        raise DemoError(f"--out {out} is not empty and was not written by 'rexnet-plugin "
+                        f"demo'. Pass another --out, or --force to write the report into it "
+                        f"(files with the report's names are overwritten).")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by rexnet-plugin demo\n")
-    (out / INCOMPLETE).write_text(
-        "rexnet-plugin demo started here and has not finished: this folder is incomplete.\n"
-        "A finished run writes metrics.json and removes this file. Rerun the demo to start "
-        "afresh (it replaces this folder's results).\n")
-    for stale in RESULTS:
-        path = out / stale
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    (out / INCOMPLETE).write_text("rexnet-plugin demo started here and has not finished. A "
+                                  "finished run writes metrics.json and removes this file.\n")
+    for path in (out / name for name in RESULTS):
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(
+            missing_ok=True)
 
 
-def _seed_everything(seed: int) -> None:
+def _eval_ops(s: DemoSettings) -> list[dict]:
+    """The held-out transform as PaddleClas deploy operators (model/inference.yml)."""
+    resize = ([{"ResizeImage": {"size": s.image_size}}] if not s.data else  # digits: whole
+              [{"ResizeImage": {"resize_short": round(s.image_size * 256 / 224)}},
+               {"CropImage": {"size": s.image_size}}])
+    return resize + [{"NormalizeImage": {"scale": 1 / 255, "mean": list(IMAGENET_MEAN),
+                                         "std": list(IMAGENET_STD), "order": "",
+                                         "channel_num": 3}}, {"ToCHWImage": None}]
+
+
+def _shipped_config(variant: str) -> tuple[Path, dict]:
+    import yaml
+    from ..integrations.configs import ppcls_dir, ppcls_filename
+    path = Path(str(ppcls_dir() / ppcls_filename(variant)))
+    return path, yaml.safe_load(path.read_text())
+
+
+def _train_paddle(s, folder, network, checkpoint: Path, history: list, on_epoch_end) -> None:
+    """The smallest dygraph loop, with the shipped config's optimizer and loss; after each
+    epoch a checkpoint written whole, then the held-out top-1 and loss."""
     import paddle
-    paddle.seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def _versions() -> dict:
-    from importlib import metadata
-    out = {"python": platform.python_version()}
-    for dist in ("rexnet-plugin", "paddlepaddle", "paddleclas", "numpy", "scikit-learn",
-                 "opencv-python", "matplotlib"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (user + system)."""
-    times = os.times()  # portable; children count once they have been waited for
-    return times.user + times.system + times.children_user + times.children_system
-
-
-def _rerun_command(settings: DemoSettings) -> str:
-    """The CLI command for these settings (options left at their defaults omitted)."""
-    defaults = DemoSettings()
-    options = {"variant": "--variant", "epochs": "--epochs", "image_size": "--image-size",
-               "batch_size": "--batch-size", "learning_rate": "--lr", "seed": "--seed",
-               "out": "--out", "data": "--data", "pretrained": "--pretrained",
-               "engine": "--engine", "train_images": "--train-images"}
-    argv = ["rexnet-plugin", "demo"]
-    for field, option in options.items():
-        value = getattr(settings, field)
-        if value is not None and (value != getattr(defaults, field) or field == "out"):
-            argv += [option, str(value)]
-    if settings.force:
-        argv.append("--force")
-    return shlex.join(argv)
-
-
-def _load_checkpoint(network, path: Path, variant: str) -> None:
-    from ..weights import load_pretrained
-    load_pretrained(network, path, variant=variant)
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-# Paddle's warnings that say nothing about this run.
-_QUIET = ("No ccache found", "When training, we now always track global mean",
-          "To copy construct from a tensor")
-
-
-def run_demo(settings: DemoSettings, on_epoch_end=None) -> dict:
-    """Run the whole demo; return what metrics.json holds.
-
-    ``on_epoch_end(epoch)`` is called after each epoch of the Paddle path
-    (tests use it to simulate Ctrl-C).
-    """
-    with warnings.catch_warnings():
-        for message in _QUIET:
-            warnings.filterwarnings("ignore", message=message)
-        return _run(settings, on_epoch_end)
-
-
-def _run(settings: DemoSettings, on_epoch_end) -> dict:
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
-    settings = settings.resolved()
-    root = (train_ppcls.paddleclas_root(required=settings.engine == "paddleclas")
-            if settings.engine != "paddle" else None)
-    engine = "paddleclas" if root else "paddle"
-    out = settings.out
-    config_path = recipe_mod.shipped_config(settings.variant)
-    timings = {}
-    # Checked before any work: the demo's own needs, then the int8 step's.
-    from ..extras import missing, require
-    require("rexnet-plugin demo", "sklearn", "cv2", "matplotlib")
-    int8_unavailable = missing("paddle2onnx", "onnx", "onnxruntime")
-    if int8_unavailable:
-        _say(f"the int8 step will be skipped: {int8_unavailable}")
-
-    # 1. data ------------------------------------------------------------
-    tick = time.perf_counter()
-    if settings.data:  # checked before anything is written
-        folder = data_mod.read_image_folder(settings.data)
-        data_info = {"source": str(settings.data)}
-    _prepare_out(out, settings.force)
-    if not settings.data:
-        folder = data_mod.write_digits(out / "data")
-        data_info = {"source": "sklearn.datasets.load_digits (1,797 8x8 scans of handwritten "
-                               "digits), written as PNG",
-                     "folder": str(out / "data"), "split_seed": data_mod.DIGITS_SPLIT_SEED,
-                     "val_fraction": data_mod.DIGITS_VAL_FRACTION}
-    if settings.train_images and settings.train_images < len(folder.train):
-        folder = data_mod.limit_train(folder, settings.train_images,
-                                      out / "train_subset_list.txt")
-    data_info.update(train_images=len(folder.train), val_images=len(folder.val),
-                     classes=folder.num_classes, class_names=folder.class_names)
-    timings["data_s"] = time.perf_counter() - tick
-    _say(f"data: {len(folder.train)} training and {len(folder.val)} held-out images, "
-         f"{folder.num_classes} classes ({folder.root})")
-
-    # 2. the recipe: shipped PaddleClas config + overrides ----------------
-    recipe = recipe_mod.Recipe(
-        variant=settings.variant, epochs=settings.epochs, image_size=settings.image_size,
-        batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        warmup_epochs=min(WARMUP_EPOCHS, settings.epochs - 1), seed=settings.seed,
-        digits=settings.data is None)
-    ppcls_output = out / "ppcls_output"
-    options = recipe_mod.overrides(recipe, folder, ppcls_output, settings.pretrained)
-    config = recipe_mod.effective_config(config_path, options)
-    with atomic_path(out / "config.yaml") as tmp:
-        import yaml
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    ppcls_argv = recipe_mod.paddleclas_command(root or Path("$PADDLECLAS_ROOT"),
-                                               config_path, options)
-
-    # 3. training -------------------------------------------------------
-    _seed_everything(settings.seed)
-    network = _build_network(config["Arch"])
-    history: list[dict] = []
-    interrupted = False
-    tick = time.perf_counter()
-    _say(f"training {settings.variant} from "
-         f"{'scratch' if not settings.pretrained else settings.pretrained} for "
-         f"{settings.epochs} epochs at {settings.image_size} px, "
-         + ("with PaddleClas's engine (" + str(root) + ")" if engine == "paddleclas"
-            else "with paddle.Model.fit (set PADDLECLAS_ROOT to use PaddleClas's engine)"))
+    from paddle.vision import transforms as T
+    from tqdm import tqdm
+    config = _shipped_config(s.variant)[1]
+    normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    augment = ([T.RandomResizedCrop(s.image_size), T.RandomHorizontalFlip()] if s.data else
+               # digits are centred and their orientation matters: a gentle crop, no flip
+               [T.RandomResizedCrop(s.image_size, scale=(0.75, 1.0), ratio=(0.9, 1.1))])
+    resize = ([T.Resize(s.image_size)] if not s.data else
+              [T.Resize(round(s.image_size * 256 / 224)), T.CenterCrop(s.image_size)])
+    train, val = (paddle.io.DataLoader(data_mod.dataset(folder, samples, T.Compose(ops)),
+                                       batch_size=s.batch_size, shuffle=shuffle)
+                  for samples, ops, shuffle in ((folder.train, augment + normalize, True),
+                                                (folder.val, resize + normalize, False)))
+    steps, lr, opt = len(train), s.learning_rate, config["Optimizer"]
+    warmup = min(1, s.epochs - 1) * steps  # one warm-up epoch
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=s.epochs * steps - warmup)
+    if warmup:
+        schedule = paddle.optimizer.lr.LinearWarmup(schedule, warmup, lr / 10, lr)
+    optimizer = paddle.optimizer.Momentum(
+        schedule, momentum=opt["momentum"], parameters=network.parameters(),
+        use_nesterov=opt["use_nesterov"],
+        weight_decay=paddle.regularizer.L2Decay(opt["regularizer"]["coeff"]))
+    smoothing = config["Loss"]["Train"][0]["CELoss"]["epsilon"]
+    bar = tqdm(total=s.epochs * steps, unit="step", disable=not s.progress, dynamic_ncols=True)
     try:
-        if engine == "paddleclas":
-            _say("PaddleClas command: " + " ".join(ppcls_argv[:4]) + " -o ... (see metrics.json)")
-            train_ppcls.train_with_paddleclas(ppcls_argv, root, ppcls_output)
+        for epoch in range(1, s.epochs + 1):
+            bar.set_description(f"epoch {epoch}/{s.epochs}")
+            stats = {"epoch": epoch, "train_loss": 0.0, "train_top1": 0.0}
+            for images, labels in train:
+                logits = network(images)
+                loss = paddle.nn.functional.cross_entropy(logits, labels,
+                                                          label_smoothing=smoothing)
+                loss.backward()
+                optimizer.step()
+                optimizer.clear_grad()
+                schedule.step()
+                stats["train_loss"] += float(loss) * len(labels) / len(folder.train)
+                stats["train_top1"] += int((logits.argmax(1) == labels).sum()) / len(folder.train)
+                bar.update()
+            with atomic_path(checkpoint) as tmp:
+                paddle.save(network.state_dict(), str(tmp))
+            history.append(stats)
+            network.eval()
+            with paddle.no_grad():
+                logits, labels = (paddle.concat(z) for z in zip(*((network(x), y) for x, y in val)))
+            network.train()
+            stats["val_loss"] = float(paddle.nn.functional.cross_entropy(logits, labels))
+            stats["val_top1"] = float((logits.argmax(1) == labels).astype("float32").mean())
+            bar.write("epoch {epoch}/{}: train loss {train_loss:.3f}, top-1 {train_top1:.3f}; "
+                      "held-out loss {val_loss:.3f}, top-1 {val_top1:.3f}".format(s.epochs,
+                                                                                  **stats))
+            if on_epoch_end is not None:  # tests simulate Ctrl-C here
+                on_epoch_end(epoch)
+    finally:
+        bar.close()
+
+
+def _train_paddleclas(s, folder, root: Path, out: Path, history: list) -> None:
+    """PaddleClas's own tools/train.py, unmodified, in a child process, with the shipped
+    config and -o options; ``history`` is read back from its train.log."""
+    size, normalize = s.image_size, _eval_ops(s)[-2]
+    crop = {"size": size} if s.data else {"size": size, "scale": [0.75, 1.0], "ratio": [0.9, 1.1]}
+    decode = {"DecodeImage": {"to_rgb": True, "channel_first": False}}
+    flip = [{"RandFlipImage": {"flip_code": 1}}] if s.data else []
+    train_list = out / "train_subset_list.txt"  # the --train-images subset, or all
+    train_list.write_text("".join(f"{rel} {label}\n" for rel, label in folder.train))
+
+    def section(list_file, ops, shuffle):
+        return {"dataset": {"name": "ImageNetDataset", "image_root": str(folder.root),
+                            "cls_label_path": str(list_file), "transform_ops": ops},
+                "sampler": {"name": "DistributedBatchSampler", "batch_size": s.batch_size,
+                            "drop_last": False, "shuffle": shuffle},
+                "loader": {"num_workers": 0, "use_shared_memory": False}}
+    output = out / "ppcls_output"
+    options = {"Global.device": "cpu", "Global.seed": s.seed, "Global.epochs": s.epochs,
+               "Global.output_dir": str(output), "Global.image_shape": [3, size, size],
+               "Arch.class_num": folder.num_classes,
+               "Optimizer.lr": {"name": "Cosine", "learning_rate": s.learning_rate,
+                                "warmup_epoch": min(1, s.epochs - 1),
+                                "warmup_start_lr": s.learning_rate / 10},
+               "DataLoader.Train": section(train_list, [decode, {"RandCropImage": crop}, *flip,
+                                                        normalize], True),
+               "DataLoader.Eval": section(folder.root / data_mod.VAL_LIST,
+                                          [decode, *_eval_ops(s)[:-1]], False)}
+    if s.pretrained:  # this package's PaddleClas factory loads any weight source
+        options.update({"Arch.pretrained": s.pretrained, "Arch.skip_head": True})
+    argv = [sys.executable, "tools/train.py", "-c", str(_shipped_config(s.variant)[0])]
+    for key, value in options.items():
+        if "=" in repr(value):  # PaddleClas splits each -o on "="
+            raise DemoError(f"{key}={value!r}: PaddleClas's -o cannot pass '='; rename the folder")
+        argv += ["-o", f"{key}={value!r}"]
+    try:  # Ctrl-C reaches the child too; subprocess.run waits for it, then re-raises
+        subprocess.run(argv, cwd=root, check=True, env={**os.environ,
+                                                        "PYTHONDONTWRITEBYTECODE": "1"})
+    except subprocess.CalledProcessError as error:
+        raise DemoError(f"PaddleClas's tools/train.py exited with code {error.returncode}; its "
+                        f"log: {output / 'train.log'}. Rerun it in {root}: {shlex.join(argv)}")
+    finally:
+        log = output / "train.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        avg_lines = re.findall(r"\[(Train|Eval)\]\[Epoch (\d+)\D.*\[Avg\](.*)", text)
+        for split, epoch, values in avg_lines:
+            if split == "Train":
+                history.append({"epoch": int(epoch)})
+            key = "train" if split == "Train" else "val"
+            for name, value in re.findall(r"\b(loss|top1): ([\d.]+)", values) if history else []:
+                history[-1][f"{key}_{name}"] = float(value)
+
+
+def _write_report(out: Path, history: list, matrix: np.ndarray, names: list, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key in zip(axes, ("loss", "top1")):
+        for split in ("train", "val"):
+            ax.plot([h["epoch"] for h in history], [h.get(f"{split}_{key}") for h in history],
+                    marker="o", label="held-out" if split == "val" else split)
+        ax.set(title=key, xlabel="epoch")
+        ax.legend()
+    axes[2].imshow(matrix, cmap="Blues")
+    axes[2].set(title="confusion matrix (held-out)", xlabel="predicted", ylabel="true")
+    if len(names) <= 20:
+        axes[2].set_xticks(range(len(names)), names)
+        axes[2].set_yticks(range(len(names)), names)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(out / "report.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
+    """Run the whole demo; return what metrics.json holds."""
+    import paddle
+    from ..deploy import export as export_mod
+    from ..deploy.artifacts import QUANTIZATION_FILENAME
+    from ..deploy.infer_config import write_infer_config
+    from ..deploy.predict import load_model
+    from ..deploy.quantize import MIN_CALIBRATION_IMAGES, quantize_export
+    from ..extras import missing, require
+    from ..factories import create_model
+    from ..weights import load_pretrained
+    started, cpu_started, timings = time.perf_counter(), sum(os.times()[:4]), {}
+    s = _checked(s)
+    out, root = s.out, os.environ.get("PADDLECLAS_ROOT") if s.engine != "paddle" else None
+    if (s.engine == "paddleclas" or root) and not (Path(root or "") / "tools/train.py").is_file():
+        raise DemoError(f"--engine {s.engine} trains with PaddleClas's tools/train.py, not found "
+                        f"in PADDLECLAS_ROOT={root or ''}: set it to a PaddleClas checkout, or "
+                        f"pass --engine paddle")
+    require("rexnet-plugin demo", "sklearn", "matplotlib")
+    int8_skipped = missing("paddle2onnx", "onnx", "onnxruntime")
+    if int8_skipped:
+        print(f"the int8 step will be skipped: {int8_skipped}", flush=True)
+
+    tick = time.perf_counter()
+    folder = data_mod.read_image_folder(s.data) if s.data else None  # checked before writing
+    _prepare_out(out, s.force)
+    folder = folder or data_mod.write_digits(out / "data")
+    calib_list, calib_count = folder.root / data_mod.TRAIN_LIST, len(folder.train)
+    folder = replace(folder, train=folder.train[:s.train_images])
+    timings["data_s"] = time.perf_counter() - tick
+    print(f"data: {len(folder.train)} training and {len(folder.val)} held-out images, "
+          f"{folder.num_classes} classes ({folder.root})", flush=True)
+
+    paddle.seed(s.seed)
+    np.random.seed(s.seed)  # the DataLoader's shuffling
+    random.seed(s.seed)  # paddle.vision's random transforms
+    network = create_model(s.variant, pretrained=s.pretrained or False, skip_head=True,
+                           class_num=folder.num_classes,
+                           dropout_ratio=_shipped_config(s.variant)[1]["Arch"]["dropout_ratio"])
+    print(f"training {s.variant} from {s.pretrained or 'scratch'} for {s.epochs} epochs at "
+          f"{s.image_size} px with " + (f"PaddleClas's tools/train.py ({root})" if root else
+                                        "a Paddle dygraph loop"), flush=True)
+    history, interrupted, tick = [], False, time.perf_counter()
+    last = out / "checkpoints" / "last.pdparams"
+    try:
+        if root:
+            _train_paddleclas(s, folder, Path(root).resolve(), out, history)
         else:
-            from .train_paddle import train_with_paddle
-            train_with_paddle(config, folder, network, out / "checkpoints", history,
-                              settings.seed, progress=settings.progress,
-                              on_epoch_end=on_epoch_end)
+            _train_paddle(s, folder, network, last, history, on_epoch_end)
     except KeyboardInterrupt:
         interrupted = True
     timings["train_s"] = time.perf_counter() - tick
-
-    # The weights to evaluate: the last completed epoch.
-    if engine == "paddleclas":
-        history = train_ppcls.read_history(ppcls_output)
-        candidates = train_ppcls.checkpoints(ppcls_output)
-    else:
-        from .train_paddle import last_checkpoint
-        found = last_checkpoint(out / "checkpoints")
-        candidates = [found] if found else []
-    epochs_done, checkpoint = _load_newest(network, candidates, settings.variant)
+    checkpoints = (sorted(((int(p.stem[6:]), p) for p in out.glob(
+        "ppcls_output/**/epoch_*.pdparams")), reverse=True) if root else
+        [(len(history), last)] if history else [])
+    epochs_done, checkpoint = 0, None
+    for epoch, path in checkpoints:  # the newest that reads back whole
+        try:
+            load_pretrained(network, path, s.variant)
+            epochs_done, checkpoint = epoch, path
+            break
+        except Exception as error:  # a file cut short by Ctrl-C: try the one before
+            print(f"skipping checkpoint {path}: {error}", flush=True)
     if checkpoint is None and interrupted:
-        raise DemoInterrupted(
-            "Interrupted before the first epoch finished: no checkpoint, nothing to "
-            f"evaluate. Rerun: {_rerun_command(settings)}")
+        raise DemoInterrupted("Interrupted before the first epoch finished: no checkpoint, "
+                              "nothing to evaluate. Rerun the same command to start afresh.")
     if checkpoint is None:
-        raise DemoError(f"training finished without a loadable checkpoint in "
-                        f"{ppcls_output if engine == 'paddleclas' else out / 'checkpoints'}")
+        raise DemoError(f"training finished without a loadable checkpoint in {out}")
     history = [h for h in history if h["epoch"] <= epochs_done]
-    if engine == "paddleclas":
-        train_ppcls.prune_checkpoints(ppcls_output, keep=checkpoint)
     if interrupted:
-        _say(f"\nInterrupted: evaluating and exporting the last completed epoch "
-             f"({epochs_done}/{settings.epochs}, {checkpoint}). For the full schedule, "
-             f"rerun: {_rerun_command(settings)}")
+        print(f"\nInterrupted: evaluating and exporting the last completed epoch ({epochs_done}"
+              f"/{s.epochs}). For the full schedule, rerun the same command.", flush=True)
 
-    # 4. export, then held-out evaluation in dygraph and Paddle Inference --
-    from ..deploy.export import export_inference
-    from ..deploy.runtime import create_predictor
-    tick = time.perf_counter()
-    model_dir = out / "model"
-    eval_ops = config["DataLoader"]["Eval"]["dataset"]["transform_ops"]
-    with atomic_dir(model_dir) as tmp:
-        export_inference(network, tmp, image_size=settings.image_size)
-        (tmp / data_mod.LABEL_LIST).write_text(folder.label_list_text())
-        _write_infer_config(tmp, settings.variant, eval_ops, folder.class_names)
-    timings["export_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()  # export and int8, as rexnet-plugin export and quantize do
+    with atomic_dir(out / "model") as tmp:
+        export_mod.export_inference(network, tmp, image_size=s.image_size)
+        (tmp / data_mod.LABEL_LIST).write_text(
+            "".join(f"{i} {n}\n" for i, n in enumerate(folder.class_names)))
+        write_infer_config(tmp, model_name=s.variant, transform_ops=_eval_ops(s),
+                           topk=min(5, folder.num_classes), label_list=folder.class_names,
+                           softmax=False)
+    timings["export_s"], tick = time.perf_counter() - tick, time.perf_counter()
+    if not int8_skipped and calib_count < MIN_CALIBRATION_IMAGES:
+        int8_skipped = (f"quantization calibrates on at least {MIN_CALIBRATION_IMAGES} "
+                        f"images, and {calib_list} lists {calib_count}")
+    print(f"int8 skipped: {int8_skipped}" if int8_skipped else
+          f"quantizing model/ to int8, calibrated on {calib_list}", flush=True)
+    if not int8_skipped:
+        quantize_export(out / "model", calib_list, out / "model_int8", progress=s.progress)
+    timings["quantize_s"], tick = time.perf_counter() - tick, time.perf_counter()
 
-    # 5. int8: quantize model/ on the training images (rexnet-plugin quantize) --
-    tick = time.perf_counter()
-    int8_dir = out / "model_int8"
-    from ..deploy.quantize import MIN_CALIBRATION_IMAGES
-    int8_model, calibration, int8_skipped = None, None, None
-    shutil.rmtree(int8_dir, ignore_errors=True)  # a previous run's: this run's replaces it
-    if int8_unavailable:
-        int8_skipped = f"int8 skipped: {int8_unavailable}"
-        _say(int8_skipped)
-    elif len(folder.train) < MIN_CALIBRATION_IMAGES:
-        int8_skipped = (f"int8 skipped: quantization calibrates on at least "
-                        f"{MIN_CALIBRATION_IMAGES} images, and there are {len(folder.train)} "
-                        f"training images")
-        _say(int8_skipped)
-    else:
-        _say("quantizing model/ to int8 (ONNX Runtime), calibrated on training images")
-        int8_model, calibration = _quantize(model_dir, _calibration_list(folder, out),
-                                            int8_dir, settings.progress)
-    timings["quantize_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    from .report import evaluate, write_plots
-    predictor = create_predictor(model_dir, mkldnn=True)
-    evaluation = evaluate(network, predictor, folder, eval_ops, int8_model=int8_model)
-    timings["evaluate_and_predict_s"] = time.perf_counter() - tick
-
-    # 6. report ---------------------------------------------------------
-    names = folder.class_names
-    _say(f"\nheld-out predictions (Paddle Inference, oneDNN), first {settings.show_predictions}:")
-    shown = range(min(settings.show_predictions, len(folder.val)))
-    for (rel, label), pred, logits in ((folder.val[i], evaluation.predictions[i],
-                                        evaluation.predictor_logits[i]) for i in shown):
-        prob = np.exp(logits - logits.max())
-        prob = prob[pred] / prob.sum()
-        mark = "ok" if pred == label else "WRONG"
-        _say(f"  {rel:<28} true {names[label]:<8} predicted {names[pred]:<8} "
-             f"p={prob:.2f}  {mark}")
-
-    matrix = evaluation.confusion_matrix(folder.num_classes)
-    start = "fine-tuned" if settings.pretrained else "from scratch"
-    title = (f"{settings.variant} {start} on "
-             f"{settings.data.name if settings.data else 'sklearn digits'} "
-             f"({settings.image_size} px, {epochs_done} epochs, {engine}): held-out top-1 "
-             f"{100 * evaluation.top1:.1f}%"
-             + (f" (int8 {100 * evaluation.int8_top1:.1f}%)" if int8_model else "")
-             + f" on {len(folder.val)} images")
-    plots = write_plots(out, history, matrix, names, title)
-
+    # Held-out evaluation: dygraph, Paddle Inference and int8 on the same inputs, those
+    # of model/inference.yml (what rexnet-plugin predict runs).
+    fp32 = load_model(out / "model", runtime="paddle")
+    int8 = None if int8_skipped else load_model(out / "model_int8")
+    network.eval()
+    runs = {"dygraph": lambda x: network(paddle.to_tensor(x)).numpy(), "fp32": fp32.run,
+            **({"int8": int8.run} if int8 else {})}
+    logits = {name: [] for name in runs}
+    for start in range(0, len(folder.val), 64):
+        x = np.stack([fp32.config.preprocess(folder.root / rel)
+                      for rel, _ in folder.val[start:start + 64]])
+        with paddle.no_grad():
+            for name, run in runs.items():
+                logits[name].append(run(x))
+    dygraph, fp32_out = np.concatenate(logits["dygraph"]), np.concatenate(logits["fp32"])
+    labels, predicted = np.array([label for _, label in folder.val]), fp32_out.argmax(1)
+    int8_pred = np.concatenate(logits["int8"]).argmax(1) if int8 else None
+    timings["evaluate_s"] = time.perf_counter() - tick
+    top1, k, names = float((predicted == labels).mean()), folder.num_classes, folder.class_names
+    matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    int8_metrics = {"skipped": int8_skipped} if not int8 else {
+        "top1": float((int8_pred == labels).mean()),
+        "agreement_with_fp32": float((int8_pred == predicted).mean()),
+        "backend": int8.describe(), "model_dir": str(out / "model_int8"),
+        "calibration": json.loads((out / "model_int8" / QUANTIZATION_FILENAME).read_text()
+                                  )["calibration"]}
+    _write_report(out, history, matrix, names, (
+        f"{s.variant} {'fine-tuned' if s.pretrained else 'from scratch'} on "
+        f"{s.data.name if s.data else 'sklearn digits'} ({s.image_size} px, {epochs_done} "
+        f"epochs): held-out top-1 {100 * top1:.1f}%" + (
+            f" (int8 {100 * int8_metrics['top1']:.1f}%)" if int8 else "")))
     timings["total_s"] = time.perf_counter() - started
     metrics = {
-        "top1": evaluation.top1,
-        "dygraph_top1": evaluation.dygraph_top1,
-        "per_class_accuracy": evaluation.per_class_accuracy(names),
+        "top1": top1, "dygraph_top1": float((dygraph.argmax(1) == labels).mean()),
+        "per_class_accuracy": {n: float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum()
+                               else None for i, n in enumerate(names)},
         "confusion_matrix": matrix.tolist(),
-        "predictor": {"backend": "Paddle Inference, CPU, oneDNN",
-                      "agreement_with_dygraph": evaluation.agreement,
-                      "max_abs_logit_diff": evaluation.max_abs_logit_diff},
-        # model/ quantized (rexnet-plugin quantize) and run on the held-out images.
-        "int8": ({"top1": evaluation.int8_top1,
-                  "agreement_with_fp32": evaluation.int8_agreement,
-                  "backend": {"onnx": "ONNX Runtime, CPU",
-                              "paddle": "Paddle Inference, CPU, oneDNN"}[int8_model.runtime],
-                  "model_dir": str(int8_dir), "calibration": calibration}
-                 if int8_model else {"skipped": int8_skipped}),
-        # The engine's own held-out top-1 at the last epoch (PaddleClas's or
-        # paddle.Model's): a cross-check of the evaluation above.
+        "predictor": {"backend": fp32.describe(),
+                      "agreement_with_dygraph": float((dygraph.argmax(1) == predicted).mean()),
+                      "max_abs_logit_diff": float(np.abs(dygraph - fp32_out).max())},
+        "int8": int8_metrics,
         "engine_last_val_top1": history[-1].get("val_top1") if history else None,
-        "epochs_completed": epochs_done,
-        "interrupted": interrupted,
-        "history": history,
-        "engine": engine,
-        "settings": {**{k: (str(v) if isinstance(v, Path) else v)
-                        for k, v in asdict(settings).items()
-                        if k not in ("progress", "show_predictions")},
-                     "warmup_epochs": recipe.warmup_epochs},
-        "data": data_info,
-        "checkpoint": str(checkpoint),
-        "model_dir": str(model_dir),
-        "config": {"shipped": str(config_path), "effective": str(out / "config.yaml"),
-                   "paddleclas_overrides": options,
-                   "paddleclas_command": ppcls_argv},
-        "plots": plots,
-        "timings_s": timings,
-        "cpu_time_s": _cpu_seconds() - cpu_started,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "versions": _versions(),
-        "command": _rerun_command(settings),
-    }
+        "epochs_completed": epochs_done, "interrupted": interrupted, "history": history,
+        "engine": "paddleclas" if root else "paddle",
+        "settings": {key: str(v) if isinstance(v, Path) else v for key, v in asdict(s).items()},
+        "data": {"folder": str(folder.root), "train_images": len(folder.train),
+                 "val_images": len(folder.val), "classes": k, "class_names": names},
+        "checkpoint": str(checkpoint), "model_dir": str(out / "model"), "timings_s": timings,
+        "cpu_time_s": sum(os.times()[:4]) - cpu_started, "cpu_count": os.cpu_count(),
+        "versions": {"python": sys.version.split()[0], "paddlepaddle": paddle.__version__}}
     write_json(out / "metrics.json", metrics)
     (out / INCOMPLETE).unlink()
-
-    _say(f"\nheld-out top-1: {100 * evaluation.top1:.2f}% ({len(folder.val)} images, "
-         f"{epochs_done} epochs{f' of {settings.epochs}, interrupted' if interrupted else ''})")
-    _say(f"Paddle Inference vs dygraph: {100 * evaluation.agreement:.1f}% same class, "
-         f"max |logit diff| {evaluation.max_abs_logit_diff:.2e}")
-    if int8_model:
-        agree = round(evaluation.int8_agreement * len(folder.val))
-        _say(f"int8 (ONNX Runtime, calibrated on {calibration['images']} training images): "
-             f"held-out top-1 {100 * evaluation.int8_top1:.2f}%, the fp32 predictor's class "
-             f"on {agree}/{len(folder.val)}")
-    _say(f"report: {out} (report.png, training_curves.png, confusion_matrix.png, "
-         f"metrics.json, model/{', model_int8/' if int8_model else ''})")
-    _say(f"total time: {timings['total_s']:.0f} s ({timings['total_s'] / 60:.1f} min)")
+    print(f"\nheld-out top-1: {100 * top1:.2f}% ({len(labels)} images, {epochs_done} epochs"
+          f"{f' of {s.epochs}, interrupted' if interrupted else ''}); Paddle Inference gives "
+          f"dygraph's class on {100 * metrics['predictor']['agreement_with_dygraph']:.1f}%")
+    if int8:
+        print(f"int8 ({int8.describe()}): held-out top-1 {100 * int8_metrics['top1']:.2f}%, "
+              f"the fp32 class on {np.sum(int8_pred == predicted)}/{len(labels)}")
+    print(f"report: {out} (report.png, metrics.json, model/{', model_int8/' * bool(int8)})\n"
+          f"total time: {timings['total_s']:.0f} s", flush=True)
     return metrics
-
-
-def _calibration_list(folder, out: Path) -> Path:
-    """The training list, with paths relative to the list's own folder (what
-    quantize reads). --train-images writes its list into ``out``, with paths
-    relative to the data folder (PaddleClas's image_root): rewritten here."""
-    if folder.train_list.parent == folder.root:
-        return folder.train_list
-    path = out / "calibration_list.txt"
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{Path(os.path.relpath(folder.root / rel, out)).as_posix()} "
-                               f"{label}\n" for rel, label in folder.train))
-    return path
-
-
-def _quantize(model_dir: Path, calib_list: Path, int8_dir: Path, progress: bool):
-    """model/ quantized to int8 as rexnet-plugin quantize does, calibrated on the
-    training images of ``calib_list`` (quantize's default number, spread over the
-    list); returns it loaded (deploy.predict.load_model) and the calibration record."""
-    import json
-    from ..deploy.artifacts import QUANTIZATION_FILENAME
-    from ..deploy.predict import load_model
-    from ..deploy.quantize import quantize_export
-    quantize_export(model_dir, calib_list, int8_dir, progress=progress)
-    record = json.loads((int8_dir / QUANTIZATION_FILENAME).read_text())
-    return load_model(int8_dir), record["calibration"]
-
-
-def _write_infer_config(model_dir: Path, variant: str, eval_ops: list,
-                        class_names: list[str]) -> None:
-    """inference.yml for model/: the recipe's eval transform as PaddleClas's deploy
-    operators (what rexnet-plugin predict and quantize read), logits out."""
-    from ..deploy.infer_config import ops_from_paddleclas, write_infer_config
-    ops = ops_from_paddleclas(eval_ops, "DataLoader.Eval.dataset.transform_ops")
-    if not any("ToCHWImage" in op for op in ops):  # PaddleClas's dataset transposes itself
-        ops.append({"ToCHWImage": None})
-    write_infer_config(model_dir, model_name=variant, transform_ops=ops,
-                       topk=min(5, len(class_names)), label_list=list(class_names),
-                       softmax=False)
-
-
-def _build_network(arch: dict):
-    """The model of the config's Arch section, as PaddleClas's factory builds it."""
-    from ..factories import create_model
-    from ..weights import load_pretrained
-    arch = dict(arch)
-    name, pretrained = arch.pop("name"), arch.pop("pretrained", False)
-    skip_head = arch.pop("skip_head", False)
-    network = create_model(name, **arch)
-    if pretrained:
-        load_pretrained(network, pretrained, variant=name, skip_head=skip_head)
-    return network
-
-
-def _load_newest(network, candidates: list[tuple[int, Path]], variant: str):
-    """Load the newest checkpoint that reads back whole; (epoch, path) or (0, None)."""
-    for epoch, path in candidates:
-        try:
-            _load_checkpoint(network, path, variant)
-            return epoch, path
-        except Exception as error:  # a file cut short by Ctrl-C: try the one before
-            _say(f"skipping checkpoint {path}: {error}")
-    return 0, None
 
 
 def run_from_args(args) -> int:
     """``rexnet-plugin demo``: exit 0 on success, 2 on bad input, 130 on Ctrl-C."""
-    # Before paddle loads: keep its C++ warnings (e.g. about PIR export) quiet.
-    os.environ.setdefault("GLOG_minloglevel", "2")
     from ..extras import MissingDependencyError
     from ..weights.errors import WeightsError
-    settings = DemoSettings(
-        variant=args.variant, epochs=args.epochs, image_size=args.image_size,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-        out=args.out, data=args.data, pretrained=args.pretrained, engine=args.engine,
-        force=args.force, train_images=args.train_images)
+    settings = DemoSettings(**{k: getattr(args, k) for k in (
+        "variant", "epochs", "image_size", "batch_size", "learning_rate", "seed", "out", "data",
+        "pretrained", "engine", "force", "train_images")})
     try:
-        metrics = run_demo(settings)
-    except DemoInterrupted as error:
-        print(f"\n{error}", file=sys.stderr)
-        return _incomplete_note(settings, 130)
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        return _incomplete_note(settings, 130)
+        return 130 if run_demo(settings)["interrupted"] else 0
+    except (DemoInterrupted, KeyboardInterrupt) as error:
+        print(f"\n{str(error) or 'Interrupted.'}", file=sys.stderr)
+        return 130
     except (DemoError, WeightsError, MissingDependencyError) as error:
         print(f"rexnet-plugin demo: error: {error}", file=sys.stderr)
-        return _incomplete_note(settings, 2)
-    except BaseException:
-        _incomplete_note(settings, 1)
-        raise
-    return 130 if metrics["interrupted"] else 0
-
-
-def _incomplete_note(settings: DemoSettings, code: int) -> int:
-    marker = Path(settings.out).resolve() / INCOMPLETE
-    if marker.exists():
-        print(f"{marker.parent} is incomplete ({INCOMPLETE} says so); the next run starts "
-              f"afresh: {_rerun_command(settings)}", file=sys.stderr)
-    return code
+        return 2
+    finally:
+        marker = Path(settings.out).resolve() / INCOMPLETE
+        if marker.exists():
+            print(f"{marker.parent} is incomplete ({INCOMPLETE} says so); rerun the same "
+                  f"command to start afresh", file=sys.stderr)
