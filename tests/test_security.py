@@ -28,7 +28,7 @@ from safetensors.numpy import save_file
 from conftest import load_reference_npz
 from rexnet_plugin import create_model
 from rexnet_plugin.cli import main
-from rexnet_plugin.files import TEMP_MARK, sweep_stale
+from rexnet_plugin.files import sweep_stale
 from rexnet_plugin.weights import download, load_pretrained, to_canonical
 from rexnet_plugin.weights.errors import (ChecksumError, CorruptCheckpointError, DownloadError,
                                           UnsafeCheckpointError, WeightsError)
@@ -40,6 +40,7 @@ from weights_helpers import (_server, cache, cache_files, local_only,  # noqa: F
 PPIM = VARIANTS["ReXNet_1_0"].weights["ppim"]
 TIMM = VARIANTS["ReXNet_1_0"].weights["timm"]
 ROOT = Path(__file__).resolve().parents[1]
+TEMP_MARK = ".rexnet-tmp-"  # files.temp_path's names
 TEMPS = f"*{TEMP_MARK}*"
 
 
