@@ -45,16 +45,9 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def export_dir(reference_export):
     """ReXNet_1_0 with the official test-vector weights: `rexnet-plugin export --onnx`."""
-    import paddle
-    from rexnet_plugin.deploy.export import export_model
-    from rexnet_plugin.weights import to_canonical
-    state, _ = load_reference_npz(VARIANT)
-    base = tmp_path_factory.mktemp("pdx")
-    weights = base / "reference.pdparams"
-    paddle.save(to_canonical(state), str(weights))
-    return export_model(VARIANT, str(weights), base / VARIANT, onnx=True).model_dir
+    return reference_export[0]
 
 
 def our_top5(model_dir: Path, photos, engine: str = "paddle_static"):
@@ -234,17 +227,6 @@ def test_guard_changed_bindings_api_never_raises(monkeypatch, caplog):
         assert pdx.register(models) == []
     (message,) = [r.getMessage() for r in caplog.records]
     assert "TypeError" in message and "PaddleX 9.9.9" in message
-
-
-def test_guard_registration_that_binds_nothing(monkeypatch, caplog):
-    bindings = types.ModuleType("fakepdx.inference.models.bindings")
-    bindings.try_get_binding = lambda name, engine: None
-    bindings.register_predictor_binding_map = lambda predictor_cls, bindings_map: None
-    models = fake_paddlex(monkeypatch, bindings)
-    with caplog.at_level(logging.WARNING, logger=pdx.__name__):
-        assert pdx.register(models) == []
-    (message,) = [r.getMessage() for r in caplog.records]
-    assert "left ReXNet_0_9 (paddle_static)" in message
 
 
 def test_registration_binds_every_variant_and_keeps_a_hosts_own(monkeypatch, caplog):

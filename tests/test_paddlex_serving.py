@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import export_reference_model
 from ppcls_support import sample_photos, seed_transform, subprocess_env
 
 paddlex = pytest.importorskip(
@@ -35,9 +34,8 @@ CLIENTS, REQUESTS = 8, 200
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(model folder, eval-mode dygraph model) with the test-vector weights."""
-    return export_reference_model(tmp_path_factory.mktemp("pdx_serving"), onnx=False)
+def exported(reference_export):
+    return reference_export
 
 
 @pytest.fixture(scope="module")

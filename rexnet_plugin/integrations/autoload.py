@@ -43,17 +43,12 @@ def run_plugins(group: str, module) -> None:
         log.warning("rexnet-plugin autoload: cannot list entry points of group %r (%s: %s)",
                     group, type(exc).__name__, exc)
         return
-    seen = set()
-    for ep in plugins:
-        key = (ep.group, ep.name, ep.value)
-        if key in seen:  # the same distribution twice on sys.path
-            continue
-        seen.add(key)
+    for ep in dict.fromkeys(plugins):  # once, if a distribution is twice on sys.path
         try:
             ep.load()(module)
         except Exception as exc:
-            if key not in _failed_plugins:
-                _failed_plugins.add(key)
+            if ep not in _failed_plugins:
+                _failed_plugins.add(ep)
                 log.warning("rexnet-plugin autoload: plugin %r (%s, entry-point group %r) "
                             "failed on %s and was skipped: %s: %s. The host continues "
                             "without it; set %s=0 to turn plugin autoloading off.", ep.name,
@@ -66,16 +61,13 @@ class _RunPluginsAfterExec:
     def __init__(self, loader, groups):
         self.loader, self.groups = loader, tuple(groups)
 
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
     def exec_module(self, module):
         self.loader.exec_module(module)
         module.__loader__ = module.__spec__.loader = self.loader  # look untouched
         for group in self.groups:
             run_plugins(group, module)
 
-    def __getattr__(self, name):  # get_source, is_package, resource readers ...
+    def __getattr__(self, name):  # create_module, get_source, resource readers ...
         return getattr(self.loader, name)
 
 

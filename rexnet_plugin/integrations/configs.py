@@ -18,32 +18,20 @@ PPDET_CHECKOUT = "rexnet"
 PPDET_STANDALONE = "standalone"
 
 
-def ppcls_dir():
-    return resources.files("rexnet_plugin") / "ppcls_configs"
+def shipped(*parts):
+    """A folder or file shipped in the package (a Traversable)."""
+    return resources.files("rexnet_plugin").joinpath(*parts)
 
 
-def ppcls_filename(name: str) -> str:
-    return f"{name}.yaml"
-
-
-def tipc_dir():
-    return resources.files("rexnet_plugin") / "tipc_configs"
-
-
-def tipc_filenames(names: list[str] | None = None) -> list[str]:
-    wanted = set(names or VARIANTS)
-    return sorted(p.name for p in tipc_dir().iterdir() if p.name.endswith(".txt")
-                  and p.name.split("_train_infer_python")[0] in wanted)
-
-
-def ppdet_dir(kind: str = PPDET_CHECKOUT):
-    if kind not in (PPDET_CHECKOUT, PPDET_STANDALONE):
-        raise ValueError(f"kind={kind!r}: expected {PPDET_CHECKOUT!r} or {PPDET_STANDALONE!r}")
-    return resources.files("rexnet_plugin") / "ppdet_configs" / kind
+def ppcls_config(name: str):
+    return shipped("ppcls_configs", f"{name}.yaml")
 
 
 def ppdet_names(kind: str = PPDET_CHECKOUT) -> list[str]:
-    return sorted(p.name for p in ppdet_dir(kind).iterdir() if p.name.endswith(".yml"))
+    if kind not in (PPDET_CHECKOUT, PPDET_STANDALONE):
+        raise ValueError(f"kind={kind!r}: expected {PPDET_CHECKOUT!r} or {PPDET_STANDALONE!r}")
+    return sorted(p.name for p in shipped("ppdet_configs", kind).iterdir()
+                  if p.name.endswith(".yml"))
 
 
 def copy_shipped(source, filenames: list[str], dest: str | os.PathLike,
@@ -65,15 +53,19 @@ def copy_shipped(source, filenames: list[str], dest: str | os.PathLike,
 
 
 def copy_ppcls_configs(dest, force: bool = False, names: list[str] | None = None):
-    return copy_shipped(ppcls_dir(), [ppcls_filename(n) for n in names or VARIANTS], dest, force)
+    return copy_shipped(shipped("ppcls_configs"), [f"{n}.yaml" for n in names or VARIANTS],
+                        dest, force)
 
 
 def copy_tipc_configs(dest, force: bool = False, names: list[str] | None = None):
-    return copy_shipped(tipc_dir(), tipc_filenames(names), dest, force)
+    wanted = set(names or VARIANTS)  # GPU and CPU files: <name>_train_infer_python*.txt
+    return copy_shipped(shipped("tipc_configs"), sorted(
+        p.name for p in shipped("tipc_configs").iterdir() if p.name.endswith(".txt")
+        and p.name.split("_train_infer_python")[0] in wanted), dest, force)
 
 
 def copy_ppdet_configs(dest, kind: str = PPDET_CHECKOUT, force: bool = False):
-    return copy_shipped(ppdet_dir(kind), ppdet_names(kind), dest, force)
+    return copy_shipped(shipped("ppdet_configs", kind), ppdet_names(kind), dest, force)
 
 
 def tipc_destination_warning(dest, names: list[str] | None = None) -> str | None:
@@ -85,8 +77,8 @@ def tipc_destination_warning(dest, names: list[str] | None = None) -> str | None
         return (f"{dest} is not inside a PaddleClas checkout's test_tipc/configs/: the chain "
                 f"runs from the PaddleClas root and reads tools/ and ppcls_configs/ from "
                 f"there. Use --dest <PaddleClas>/test_tipc/configs/rexnet_plugin.")
-    missing = [ppcls_filename(n) for n in names or VARIANTS
-               if not (root / "ppcls_configs" / ppcls_filename(n)).is_file()]
+    missing = [f"{n}.yaml" for n in names or VARIANTS
+               if not (root / "ppcls_configs" / f"{n}.yaml").is_file()]
     if missing:
         return (f"{root / 'ppcls_configs'} lacks {', '.join(missing[:3])}"
                 f"{' ...' if len(missing) > 3 else ''}, which the TIPC configs train with: "

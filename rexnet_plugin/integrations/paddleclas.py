@@ -12,6 +12,7 @@ replacement takes the same arguments and gives the same weights and outputs.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -32,15 +33,8 @@ THESEUS_OPTIONS = ("return_patterns", "return_stages", "freeze_befor", "stop_aft
 KEEP_BUILTIN_ENV = "REXNET_PLUGIN_KEEP_BUILTIN"  # "all", or names whose built-in is kept
 _BUILTIN_BN_MOMENTUM = 0.9  # accepted and never used, by the built-in and the official code
 
-_model_classes: dict[type, type] = {}  # a tree's TheseusLayer -> ReXNetTheseusLayer
-_replaced: dict[str, list[str]] = {}  # arch module name -> built-in names replaced
-_announced: set[str] = set()  # arch module names whose replacement was logged
+_unannounced: dict[str, list[str]] = {}  # arch module -> built-ins replaced, logged at 1st build
 _MISSING = object()
-
-
-def _stop_gradient_hook(layer, inputs, output):
-    output.stop_gradient = True
-    return output
 
 
 class _TheseusMixin:
@@ -71,7 +65,8 @@ class _TheseusMixin:
             _log.warning("freeze_befor: no layer named %r in %s; nothing was frozen. Stage "
                          "names: %s", layer_name, self.variant_name, self.stages_pattern)
             return False
-        found[-1]["layer"].register_forward_post_hook(_stop_gradient_hook)
+        found[-1]["layer"].register_forward_post_hook(
+            lambda layer, inputs, output: setattr(output, "stop_gradient", True) or output)
         return True
 
     def set_state_dict(self, state_dict, use_structured_name: bool = True):
@@ -103,43 +98,35 @@ class _TheseusMixin:
         try:
             return check_state_dict(self, state, source, skip_head=self.skip_head)
         except WeightsError as error:
-            _raise_with_hint(error, self, state)
+            _raise_with_hint(error, self)
 
 
-def _raise_with_hint(error: WeightsError, model, state: dict | None = None):
+def _raise_with_hint(error: WeightsError, model):
     """Re-raise ``error`` with the PaddleClas fix when only the classifier differs."""
     if isinstance(error, WrongVariantError) or "output." not in str(error):
         raise error
-    weight = [k for k in model.state_dict() if re.fullmatch(r"output\.\d+\.weight", k)][-1:]
-    classes = state[weight[0]].shape[0] if state and weight and weight[0] in state else None
-    use_it = (f"set Arch.class_num: {classes} to use the checkpoint's classifier" if classes
-              else "set Arch.class_num to the checkpoint's class count to use its classifier")
-    raise type(error)(f"{error}\n  In PaddleClas: {use_it}, or add Arch.skip_head: True "
-                      f"(-o Arch.skip_head=True) to train a new {model.class_num}-class head "
-                      f"on the checkpoint's backbone.") from None
+    raise type(error)(f"{error}\n  In PaddleClas: set Arch.class_num to the checkpoint's class "
+                      f"count to use its classifier, or add Arch.skip_head: True (-o "
+                      f"Arch.skip_head=True) to train a new {model.class_num}-class head on "
+                      f"the checkpoint's backbone.") from None
 
 
+@functools.lru_cache(maxsize=None)
 def model_class(theseus_layer: type) -> type:
     """ReXNet as a subclass of ``theseus_layer``: one class per PaddleClas tree."""
-    if theseus_layer not in _model_classes:
-        _model_classes[theseus_layer] = type(
-            "ReXNetTheseusLayer", (_TheseusMixin, ReXNet, theseus_layer),
-            {"__module__": __name__, "_parse_pattern": staticmethod(
-                sys.modules[theseus_layer.__module__].parse_pattern_str)})
-    return _model_classes[theseus_layer]
+    return type("ReXNetTheseusLayer", (_TheseusMixin, ReXNet, theseus_layer), {
+        "__module__": __name__,
+        "_parse_pattern": staticmethod(sys.modules[theseus_layer.__module__].parse_pattern_str)})
 
 
 def kept_builtins() -> set[str]:
-    value = os.environ.get(KEEP_BUILTIN_ENV, "").strip()
-    if value.lower() == "all":
-        return set(PADDLECLAS_BUILTIN_NAMES)
-    names = {n.strip() for n in value.split(",") if n.strip()}
-    if names - set(PADDLECLAS_BUILTIN_NAMES):
+    value, builtins = os.environ.get(KEEP_BUILTIN_ENV, "").strip(), set(PADDLECLAS_BUILTIN_NAMES)
+    names = builtins if value.lower() == "all" else {n.strip() for n in value.split(",")} - {""}
+    if names - builtins:
         _log.warning("%s=%s: %s have no PaddleClas built-in; the names with one are %s "
-                     "(or 'all').", KEEP_BUILTIN_ENV, value,
-                     ", ".join(sorted(names - set(PADDLECLAS_BUILTIN_NAMES))),
+                     "(or 'all').", KEEP_BUILTIN_ENV, value, ", ".join(sorted(names - builtins)),
                      ", ".join(PADDLECLAS_BUILTIN_NAMES))
-    return names & set(PADDLECLAS_BUILTIN_NAMES)
+    return names & builtins
 
 
 def make_factory(name: str, arch_module):
@@ -206,16 +193,16 @@ def register(arch_module) -> None:
                 setattr(target, name, value)
         exported[:] = saved_all
         raise
-    _replaced.setdefault(arch_module.__name__, replaced)
+    if replaced:
+        _unannounced[arch_module.__name__] = replaced
 
 
 def _announce_replacement(arch_module) -> None:
     """Log once per tree, at the first build, what replaced what and how to keep it."""
     module_name = arch_module.__name__
-    replaced = _replaced.get(module_name)
-    if not replaced or module_name in _announced:
+    replaced = _unannounced.pop(module_name, None)
+    if not replaced:
         return
-    _announced.add(module_name)
     message = (f"rexnet-plugin: {', '.join(replaced)} in {module_name} build rexnet-plugin's "
                f"ReXNet instead of PaddleClas's built-in (same arguments, weights, outputs and "
                f"initialisation). To keep PaddleClas's own: {KEEP_BUILTIN_ENV}="

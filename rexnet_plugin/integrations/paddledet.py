@@ -48,10 +48,9 @@ class ReXNet(nn.Layer):
                              f"or a stage index 0-3: 0 freezes the stem and the stride-4 "
                              f"stage, 3 the whole backbone.")
         if norm_type not in NORM_TYPES:
-            raise ValueError(f"ReXNet.norm_type={norm_type!r}: expected one of "
-                             f"{', '.join(NORM_TYPES)}.")
-        if norm_decay is not None and (not isinstance(norm_decay, (int, float))
-                                       or norm_decay < 0):
+            raise ValueError(f"ReXNet.norm_type={norm_type!r}: expected one of {NORM_TYPES}.")
+        if norm_decay is not None and not (isinstance(norm_decay, (int, float))
+                                           and norm_decay >= 0):
             raise ValueError(f"ReXNet.norm_decay={norm_decay!r}: expected a number >= 0 "
                              f"(0: no decay on norms), or None for the optimizer's decay.")
         self.freeze_at, self.norm_type = freeze_at, norm_type
@@ -71,10 +70,9 @@ class ReXNet(nn.Layer):
         body.prune_intermediate_layers(self._positions)
         self.body = body
 
-        if norm_decay is not None:
-            for bn in body.sublayers():
-                if isinstance(bn, nn.BatchNorm2D):
-                    bn.weight.regularizer = bn.bias.regularizer = L2Decay(norm_decay)
+        for bn in body.sublayers() if norm_decay is not None else ():
+            if isinstance(bn, nn.BatchNorm2D):
+                bn.weight.regularizer = bn.bias.regularizer = L2Decay(norm_decay)
         if freeze_at >= 0:
             frozen = range(int(stages[freeze_at]["module"].split(".")[1]) + 1)  # stem + stages
             for i in frozen:
@@ -121,12 +119,11 @@ class FrozenBatchNorm2D(nn.Layer):
 def _freeze_norms(layer: nn.Layer, children=None) -> None:
     """Replace every BatchNorm2D under ``layer`` (or its named ``children``) in place."""
     for name, child in list(layer.named_children()):
-        if children is not None and name not in children:
-            continue
-        if isinstance(child, nn.BatchNorm2D):
-            layer.add_sublayer(name, FrozenBatchNorm2D(child))
-        else:
-            _freeze_norms(child)
+        if children is None or name in children:
+            if isinstance(child, nn.BatchNorm2D):
+                layer.add_sublayer(name, FrozenBatchNorm2D(child))
+            else:
+                _freeze_norms(child)
 
 
 def _resolve_arch(variant, width_mult, lite, ch_div):

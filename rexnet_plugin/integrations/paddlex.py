@@ -51,16 +51,13 @@ class ModelDirError(ValueError):
 
 
 class MissingInferConfigError(ModelDirError, FileNotFoundError):
-    """The model folder has no inference.yml."""
+    pass
 
 
 def paddlex_version() -> str:
-    """The installed PaddleX's version, without importing it ("?" if unknown)."""
-    try:
-        return getattr(sys.modules.get("paddlex"), "__version__", None) or \
-            importlib.metadata.version("paddlex")
-    except Exception:
-        return "?"
+    """The installed PaddleX's version, without importing it."""
+    return (getattr(sys.modules.get("paddlex"), "__version__", None)
+            or importlib.metadata.version("paddlex"))
 
 
 def registered_engines(model_name: str) -> tuple[str, ...]:
@@ -83,20 +80,20 @@ def registered_engines(model_name: str) -> tuple[str, ...]:
     return engines
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn_once(key: str, message: str) -> list:
     if key not in _warned:
         _warned.add(key)
         _log.warning(message)
+    return []
 
 
 def _api_changed(what: str) -> list:
     version = paddlex_version()
-    _warn_once("api", f"rexnet-plugin: cannot register the ReXNet models with PaddleX {version} "
+    return _warn_once("api", f"rexnet-plugin: cannot register the ReXNet models with PaddleX {version} "
                       f"({what}). PaddleX runs as usual, without ReXNet. rexnet-plugin was "
                       f"tested with PaddleX {TESTED_PADDLEX}" +
                ("; please report this." if version == TESTED_PADDLEX else
                 f"; install it with {install_command('paddlex')}, or report this."))
-    return []
 
 
 # -- inference -----------------------------------------------------------------------
@@ -124,12 +121,6 @@ def register(module) -> list[str]:
             bindings.register_predictor_binding_map(predictor, {
                 engine: [bindings.create_binding_registration(names, runner_builder=_hpi_runner)]
                 if engine == "hpi" else names for engine, names in todo.items()})
-        missing = [f"{name} ({engine})" for engine, names in todo.items() for name in names
-                   if getattr(bindings.try_get_binding(name, engine), "predictor", None)
-                   is not predictor]
-        if missing:
-            return _api_changed(f"register_predictor_binding_map left {', '.join(missing)} "
-                                f"unbound")
         _wrap(module, "resolve_model_name", _checking_model_dir)
         _wrap(module, "_get_predictor_binding", _explaining_hpi)
         return todo.get(ENGINES[0], [])
@@ -232,14 +223,11 @@ def register_training(module) -> list[str]:
     """Entry point of ``paddlex.modules.plugins`` (``module``: ``paddlex.modules``):
     add each variant to PaddleX's PaddleClas suite (its shipped config) and to the
     name maps of its trainer, evaluator, exporter and dataset checker."""
-    from .configs import ppcls_dir, ppcls_filename
+    from .configs import ppcls_config
     try:
         if _CLS_SUITE_MODULE not in sys.modules:
             if not os.environ.get(_PADDLECLAS_PATH_ENV):
-                _log.debug("PaddleX has no PaddleClas suite (no `paddlex --install PaddleClas`, "
-                           "%s unset): ReXNet is not registered for training",
-                           _PADDLECLAS_PATH_ENV)
-                return []
+                return []  # PaddleX has no PaddleClas suite to train with
             importlib.import_module(_CLS_SUITE_MODULE)  # registers the suite with that root
         register = importlib.import_module("paddlex.repo_apis.base.register")
         classifier = importlib.import_module(module.__name__ + ".image_classification")
@@ -254,37 +242,31 @@ def register_training(module) -> list[str]:
                 pass
             register.register_model_info({
                 "model_name": name, "suite": "Cls",
-                "config_path": str(ppcls_dir() / ppcls_filename(name)),
+                "config_path": str(ppcls_config(name)),
                 "supported_apis": ["train", "evaluate", "predict", "export"]})
             for cls, table in zip(classes, maps):
                 table.setdefault(name, cls)
             registered.append(name)
         return registered
     except Exception as exc:
-        _warn_once("training", (
+        return _warn_once("training", (
             f"rexnet-plugin: cannot register the ReXNet models for training with PaddleX "
             f"{paddlex_version()} ({type(exc).__name__}: {exc}); PaddleX runs as usual and its "
             f"inference still knows ReXNet if registered. Tested with PaddleX "
             f"{TESTED_PADDLEX}; train with PaddleClas's tools instead (docs/paddlex.md)."))
-        return []
 
 
 # -- model folders -------------------------------------------------------------------
 
 def folder_model_name(model_dir: str | os.PathLike) -> str | None:
-    """``Global.model_name`` of ``<model_dir>/inference.yml`` (None when it names none).
-    Raises MissingInferConfigError / ModelDirError."""
+    """``Global.model_name`` of ``<model_dir>/inference.yml``, or None; ModelDirError."""
     import yaml
-    folder = Path(model_dir)
-    path = folder / INFER_CONFIG_FILENAME
-    if not folder.is_dir():
-        raise ModelDirError(f"model_dir {folder} is not a folder: pass the folder an export "
-                            f"wrote (inference.json, inference.pdiparams, "
-                            f"{INFER_CONFIG_FILENAME})")
+    path = Path(model_dir) / INFER_CONFIG_FILENAME
     if not path.is_file():
         raise MissingInferConfigError(
-            f"{folder} has no {INFER_CONFIG_FILENAME}: PaddleX reads the model name, the "
-            f"preprocessing and the labels from it. To fix, {_FIX_EXPORT}.")
+            f"{path} not found: pass the folder an export wrote; PaddleX reads the model name, "
+            f"the preprocessing and the labels from its {INFER_CONFIG_FILENAME}. To fix, "
+            f"{_FIX_EXPORT}.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
