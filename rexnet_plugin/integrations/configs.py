@@ -99,12 +99,10 @@ def ppdet_destination_warning(dest, kind: str) -> str | None:
 
 def print_report(report: dict[str, list[Path]], instead: str) -> int:
     """Print what a copy did; 1 if edited files were kept, else 0."""
-    for path in report["written"]:
-        print(f"wrote     {path}")
-    for path in report["unchanged"]:
-        print(f"unchanged {path}")
-    for path in report["kept"]:
-        print(f"KEPT      {path}: it differs from the shipped config (edited?); not overwritten")
+    for key, label, note in (("written", "wrote    ", ""), ("unchanged", "unchanged", ""), (
+            "kept", "KEPT     ", ": it differs from the shipped config (edited?); not overwritten")):
+        for path in report[key]:
+            print(f"{label} {path}{note}")
     if report["kept"]:
         print(f"{len(report['kept'])} file(s) kept as they are. Rerun with --force to replace "
               f"them with the shipped configs (your changes would be lost), or {instead} "

@@ -34,7 +34,6 @@ KEEP_BUILTIN_ENV = "REXNET_PLUGIN_KEEP_BUILTIN"  # "all", or names whose built-i
 _BUILTIN_BN_MOMENTUM = 0.9  # accepted and never used, by the built-in and the official code
 
 _unannounced: dict[str, list[str]] = {}  # arch module -> built-ins replaced, logged at 1st build
-_MISSING = object()
 
 
 class _TheseusMixin:
@@ -168,31 +167,17 @@ def make_factory(name: str, arch_module):
 
 
 def register(arch_module) -> None:
-    """Entry point of ``paddleclas.plugins``. All or nothing: on any failure
-    every name gets back what it had and the error is raised."""
-    backbone = arch_module.backbone
-    names = [n for n in VARIANTS if n not in kept_builtins()]
-    exported = backbone.__all__
-    saved = {(t, n): vars(t).get(n, _MISSING) for t in (arch_module, backbone) for n in names}
-    saved_all, saved_getattr = list(exported), vars(arch_module).get("__getattr__", _MISSING)
-    try:
-        replaced = [n for n in names if saved[(arch_module, n)] is not _MISSING
-                    and not getattr(saved[(arch_module, n)], "rexnet_plugin", False)]
-        for name in names:
-            factory = make_factory(name, arch_module)
-            setattr(arch_module, name, factory)
-            setattr(backbone, name, factory)
-        exported.extend(n for n in names if n not in exported)
-        _install_name_check(arch_module)
-    except BaseException:
-        for (target, name), value in [*saved.items(), ((arch_module, "__getattr__"),
-                                                       saved_getattr)]:
-            if value is _MISSING:
-                vars(target).pop(name, None)
-            else:
-                setattr(target, name, value)
-        exported[:] = saved_all
-        raise
+    """Entry point of ``paddleclas.plugins``. All or nothing: every factory is made
+    before any name changes."""
+    factories = {n: make_factory(n, arch_module) for n in VARIANTS if n not in kept_builtins()}
+    previous = {n: vars(arch_module).get(n) for n in factories}  # built-in, ours or None
+    replaced = [n for n, f in previous.items() if f and not getattr(f, "rexnet_plugin", False)]
+    for name, factory in factories.items():
+        setattr(arch_module, name, factory)
+        setattr(arch_module.backbone, name, factory)
+    arch_module.backbone.__all__.extend(n for n in factories
+                                        if n not in arch_module.backbone.__all__)
+    _install_name_check(arch_module)
     if replaced:
         _unannounced[arch_module.__name__] = replaced
 
@@ -201,17 +186,15 @@ def _announce_replacement(arch_module) -> None:
     """Log once per tree, at the first build, what replaced what and how to keep it."""
     module_name = arch_module.__name__
     replaced = _unannounced.pop(module_name, None)
-    if not replaced:
+    if replaced is None:
         return
     message = (f"rexnet-plugin: {', '.join(replaced)} in {module_name} build rexnet-plugin's "
                f"ReXNet instead of PaddleClas's built-in (same arguments, weights, outputs and "
                f"initialisation). To keep PaddleClas's own: {KEEP_BUILTIN_ENV}="
                f"{replaced[0]}[,...] for some names, {KEEP_BUILTIN_ENV}=all for every one.")
     host_log = sys.modules.get(module_name.rsplit(".", 1)[0] + ".utils.logger")
-    if getattr(host_log, "_logger", None) is not None:
-        host_log.info(message)  # PaddleClas's log: rank 0 only, and into its log file
-    else:
-        _log.info(message)
+    # PaddleClas's log once it is set up: rank 0 only, and into its log file.
+    (host_log if getattr(host_log, "_logger", None) is not None else _log).info(message)
 
 
 class UnknownModelError(AttributeError):

@@ -24,8 +24,6 @@ from ..zoo import DEFAULT_VARIANT, VARIANTS
 TESTED_PADDLEX = "3.7.2"  # the [paddlex] extra pins it
 # PaddleX engines that run our exports; "hpi" needs ultra-infer (not on PyPI).
 ENGINES = ("paddle_static", "onnxruntime", "hpi")
-HPI_DOCS = ("https://paddlepaddle.github.io/PaddleX/latest/en/pipeline_deploy/"
-            "high_performance_inference.html")
 # A longer side more than this many times the shorter one makes the resize
 # to the short side unbounded (1x10000 pixels: 7 GB, 30 s).
 MAX_ASPECT_RATIO = 100
@@ -122,7 +120,6 @@ def register(module) -> list[str]:
                 engine: [bindings.create_binding_registration(names, runner_builder=_hpi_runner)]
                 if engine == "hpi" else names for engine, names in todo.items()})
         _wrap(module, "resolve_model_name", _checking_model_dir)
-        _wrap(module, "_get_predictor_binding", _explaining_hpi)
         return todo.get(ENGINES[0], [])
     except Exception as exc:  # a changed internal API: PaddleX must keep working
         return _api_changed(f"{type(exc).__name__}: {exc}")
@@ -186,21 +183,6 @@ def _hpi_runner(*, engine_config, default_builder, **kwargs):
     engine_config = {**engine_config, "auto_config": False,
                      "backend": engine_config.get("backend") or "paddle"}
     return default_builder(engine_config=engine_config, **kwargs)
-
-
-def _explaining_hpi(original):
-    def get_predictor_binding(model_name, engine, *args, **kwargs):
-        import importlib.util
-        if (model_name in VARIANTS and str(engine).lower() == "hpi"
-                and importlib.util.find_spec("ultra_infer") is None):
-            raise PaddleXError(
-                f"use_hpip=True (engine 'hpi') for {model_name} needs PaddleX's "
-                f"high-performance inference plugin, the package ultra-infer, which is not "
-                f"installed (it is not on PyPI; PaddleX installs it with `paddlex --install "
-                f"hpi-cpu` or hpi-gpu): see {HPI_DOCS} and docs/paddlex.md. Without it, leave "
-                f"use_hpip off: engine 'paddle_static' (the default) or 'onnxruntime'.")
-        return original(model_name, engine, *args, **kwargs)
-    return get_predictor_binding
 
 
 def _checking_model_dir(original):
@@ -280,13 +262,14 @@ def check_model_dir(model_dir: str | os.PathLike, model_name: str | None = None,
                     only_rexnet: bool = False) -> str:
     """The model name PaddleX will use for ``model_dir``, or ModelDirError naming the file,
     the key and the fix. ``only_rexnet``: leave PaddleX's own models to PaddleX."""
-    if only_rexnet and model_name not in VARIANTS:
-        try:
-            if folder_model_name(model_dir) not in VARIANTS:
-                return model_name
-        except ModelDirError:
+    try:
+        found = folder_model_name(model_dir)
+    except ModelDirError:
+        if only_rexnet and model_name not in VARIANTS:
             return model_name  # not ours to judge
-    found = folder_model_name(model_dir)
+        raise
+    if only_rexnet and model_name not in VARIANTS and found not in VARIANTS:
+        return model_name
     path = Path(model_dir) / INFER_CONFIG_FILENAME
     if found is None:
         wanted = model_name or DEFAULT_VARIANT
@@ -309,35 +292,26 @@ def check_model_dir(model_dir: str | os.PathLike, model_name: str | None = None,
 
 # -- pipeline YAML -------------------------------------------------------------------
 
-def pipeline_config(model_dir: str | os.PathLike, model_name: str | None = None,
-                    batch_size: int = 1, topk: int | None = None) -> dict:
-    """PaddleX's image_classification pipeline config for a ReXNet export."""
+def write_pipeline_config(path: str | os.PathLike, model_dir: str | os.PathLike,
+                          model_name: str | None = None, batch_size: int = 1,
+                          topk: int | None = None) -> Path:
+    """Write PaddleX's image_classification pipeline YAML for a ReXNet export (atomically)."""
+    import yaml
+    from ..files import write_text
     for key, value in (("batch_size", batch_size), ("topk", topk)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ValueError(f"{key}={value!r}: expected a positive integer")
     module = {"module_name": "image_classification",
               "model_name": check_model_dir(model_dir, model_name),
-              "model_dir": str(Path(model_dir).resolve()), "batch_size": batch_size}
-    if topk is not None:
-        module["topk"] = topk
+              "model_dir": str(Path(model_dir).resolve()), "batch_size": batch_size,
+              **({"topk": topk} if topk is not None else {})}
     # Serving would draw the result with a font it downloads: off, so it answers offline.
-    return {"pipeline_name": PIPELINE_NAME, "SubModules": {"ImageClassification": module},
-            "Serving": {"visualize": False}}
-
-
-def write_pipeline_config(path: str | os.PathLike, model_dir: str | os.PathLike,
-                          model_name: str | None = None, batch_size: int = 1,
-                          topk: int | None = None) -> Path:
-    """Write ``pipeline_config(...)`` to ``path`` (atomically); return the path."""
-    import yaml
-    from ..files import write_text
-    config = pipeline_config(model_dir, model_name, batch_size, topk)
-    header = ("# PaddleX image_classification pipeline for a ReXNet export, written by\n"
-              "# rexnet-plugin. Run: paddlex --pipeline THIS_FILE --input photo.jpg --device cpu\n"
-              "# Serve: paddlex --serve --pipeline THIS_FILE --device cpu --port 8080\n"
-              "# (docs/paddlex.md; visualize: true also needs PADDLE_PDX_LOCAL_FONT_FILE_PATH\n"
-              "# offline)\n")
+    config = {"pipeline_name": PIPELINE_NAME, "SubModules": {"ImageClassification": module},
+              "Serving": {"visualize": False}}
+    header = ("# PaddleX image_classification pipeline for a ReXNet export (docs/paddlex.md).\n"
+              "# Run: paddlex --pipeline THIS_FILE --input photo.jpg --device cpu\n"
+              "# Serve: paddlex --serve --pipeline THIS_FILE --device cpu --port 8080\n")
     write_text(Path(path), header + yaml.safe_dump(config, sort_keys=False))
     return Path(path)
 
