@@ -98,9 +98,8 @@ def installed_finder() -> TriggerFinder | None:
 
 
 def install(triggers: dict[str, str] | None = None) -> TriggerFinder | None:
-    """Watch ``TRIGGERS`` plus ``triggers`` (another package's .pth may add its
-    own, in any order). A module already imported gets its new groups' plugins
-    now. Returns the one finder, or None when autoload is off."""
+    """Watch ``TRIGGERS`` plus ``triggers`` (from any package's .pth, in any order); a module
+    already imported gets its new groups' plugins now. None when autoload is off."""
     if not enabled():
         return None
     finder = installed_finder()

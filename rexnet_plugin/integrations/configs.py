@@ -99,8 +99,9 @@ def ppdet_destination_warning(dest, kind: str) -> str | None:
 
 def print_report(report: dict[str, list[Path]], instead: str) -> int:
     """Print what a copy did; 1 if edited files were kept, else 0."""
-    for key, label, note in (("written", "wrote    ", ""), ("unchanged", "unchanged", ""), (
-            "kept", "KEPT     ", ": it differs from the shipped config (edited?); not overwritten")):
+    kept = ": it differs from the shipped config (edited?); not overwritten"
+    for key, label, note in (("written", "wrote    ", ""), ("unchanged", "unchanged", ""),
+                             ("kept", "KEPT     ", kept)):
         for path in report[key]:
             print(f"{label} {path}{note}")
     if report["kept"]:

@@ -1,12 +1,7 @@
 """ReXNet in PaddleClas with no fork: ``Arch.name: ReXNet_1_5`` just works (docs/paddleclas.md).
 
-``register(arch_module)`` (entry point of ``paddleclas.plugins``) puts one
-factory per variant where PaddleClas looks names up: ``getattr(ppcls.arch,
-name)`` (build_model), ``eval(name)`` in that module's globals (RecModel,
-DistillationModel) and ``ppcls.arch.backbone`` with its ``__all__``. Models
-are TheseusLayers of *that* tree (a checkout's ``ppcls`` or the wheel's
-``paddleclas.ppcls``). Under PaddleClas's built-in ``ReXNet_*`` names the
-replacement takes the same arguments and gives the same weights and outputs.
+One factory per variant where PaddleClas looks names up (``ppcls.arch``, whose globals
+RecModel's ``eval`` uses, and ``ppcls.arch.backbone``), building TheseusLayers of that tree.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """ReXNet as a PaddleDetection backbone: ``backbone: ReXNet`` in a detector config.
 
-A plain ``paddle.nn.Layer``; :func:`register` (entry point of ``ppdet.plugins``)
-hands it to ppdet's workspace before ``load_config`` reads a ``ReXNet:`` section.
-ppdet registers a class under its ``__name__``, so the class keeps the config name.
+ppdet registers a class under its ``__name__``, so this one keeps the config name.
 """
 
 import importlib
@@ -164,18 +162,15 @@ def _check_return_idx(return_idx):
 def register(module=None):
     """Register ReXNet with ppdet's workspace (``module``: the ``ppdet`` package,
     default: import it). Idempotent; values of a config merged earlier are kept."""
-    package = module.__name__ if module is not None else "ppdet"
-    workspace = importlib.import_module(f"{package}.core.workspace")
-    schema_dict = importlib.import_module(f"{package}.core.config.schema").SchemaDict
+    workspace = importlib.import_module(f"{getattr(module, '__name__', 'ppdet')}.core.workspace")
     existing = workspace.global_config.pop(ReXNet.__name__, None)
-    if isinstance(existing, schema_dict):
-        if existing.pymodule is sys.modules[__name__]:
-            workspace.global_config[ReXNet.__name__] = existing
-            return ReXNet
+    if getattr(existing, "pymodule", None) is sys.modules[__name__]:
+        workspace.global_config[ReXNet.__name__] = existing  # registered already
+        return ReXNet
+    if hasattr(existing, "pymodule"):  # another package's class
         logger.warning("ppdet already has a ReXNet from %s; rexnet-plugin replaces it",
                        existing.pymodule.__name__)
-        existing = None
     workspace.register(workspace.serializable(ReXNet))
-    if existing:  # a config merged before registration: keep what it set
+    if existing and not hasattr(existing, "pymodule"):  # a config merged before registration
         workspace.global_config[ReXNet.__name__].update(existing)
     return ReXNet

@@ -1,10 +1,7 @@
-"""ReXNet in PaddleX 3 with no fork: ``create_model("ReXNet_1_5", model_dir=EXPORT)``, the
-image_classification pipeline, training and serving (docs/paddlex.md).
+"""ReXNet in PaddleX 3 with no fork: inference, pipeline, training, serving (docs/paddlex.md).
 
-Each ``register*`` is an entry point run by the autoload hook. They use PaddleX
-internals (tested: ``TESTED_PADDLEX``); if those changed, one warning names the
-version and PaddleX carries on without ReXNet. Nothing here imports paddle
-(``import paddlex`` refuses to have paddle imported under it).
+The ``register*`` entry points use PaddleX internals (tested: ``TESTED_PADDLEX``); if those
+changed, one warning and PaddleX runs without ReXNet. No paddle import here (PaddleX forbids it).
 """
 
 from __future__ import annotations
@@ -87,9 +84,9 @@ def _warn_once(key: str, message: str) -> list:
 
 def _api_changed(what: str) -> list:
     version = paddlex_version()
-    return _warn_once("api", f"rexnet-plugin: cannot register the ReXNet models with PaddleX {version} "
-                      f"({what}). PaddleX runs as usual, without ReXNet. rexnet-plugin was "
-                      f"tested with PaddleX {TESTED_PADDLEX}" +
+    return _warn_once("api", f"rexnet-plugin: cannot register the ReXNet models with PaddleX "
+                      f"{version} ({what}). PaddleX runs as usual, without ReXNet. rexnet-plugin "
+                      f"was tested with PaddleX {TESTED_PADDLEX}" +
                ("; please report this." if version == TESTED_PADDLEX else
                 f"; install it with {install_command('paddlex')}, or report this."))
 
@@ -214,21 +211,17 @@ def register_training(module) -> list[str]:
         register = importlib.import_module("paddlex.repo_apis.base.register")
         classifier = importlib.import_module(module.__name__ + ".image_classification")
         classes = [getattr(classifier, name) for name in _CLS_MODULE_CLASSES]
-        maps = [getattr(cls, "__registered_map") for cls in classes]
         registered = []
         for name in VARIANTS:
             try:
-                register.get_registered_model_info(name)
-                continue  # PaddleX's own, or already ours
+                register.get_registered_model_info(name)  # PaddleX's own, or already ours
             except KeyError:
-                pass
-            register.register_model_info({
-                "model_name": name, "suite": "Cls",
-                "config_path": str(ppcls_config(name)),
-                "supported_apis": ["train", "evaluate", "predict", "export"]})
-            for cls, table in zip(classes, maps):
-                table.setdefault(name, cls)
-            registered.append(name)
+                register.register_model_info({
+                    "model_name": name, "suite": "Cls", "config_path": str(ppcls_config(name)),
+                    "supported_apis": ["train", "evaluate", "predict", "export"]})
+                for cls in classes:
+                    getattr(cls, "__registered_map").setdefault(name, cls)
+                registered.append(name)
         return registered
     except Exception as exc:
         return _warn_once("training", (
@@ -355,7 +348,6 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
     """(log id, what is wrong with the request's base64 image or None); reads the image
     header only. URLs and the rest of the request are left to PaddleX."""
     import base64
-    import binascii
     import io
     import json
     from PIL import Image
@@ -372,7 +364,7 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
         return log_id, None
     try:
         data = base64.b64decode(image)  # as lenient as PaddleX
-    except (binascii.Error, ValueError) as err:
+    except ValueError as err:  # binascii.Error
         return log_id, f"'image' is neither a URL nor valid base64 ({err})"
     try:
         with Image.open(io.BytesIO(data)) as header:
