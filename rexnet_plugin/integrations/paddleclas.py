@@ -92,17 +92,20 @@ class _TheseusMixin:
         try:
             return check_state_dict(self, state, source, skip_head=self.skip_head)
         except WeightsError as error:
-            _raise_with_hint(error, self)
+            _raise_with_hint(error, self, state)
 
 
-def _raise_with_hint(error: WeightsError, model):
+def _raise_with_hint(error: WeightsError, model, state: dict | None = None):
     """Re-raise ``error`` with the PaddleClas fix when only the classifier differs."""
     if isinstance(error, WrongVariantError) or "output." not in str(error):
         raise error
-    raise type(error)(f"{error}\n  In PaddleClas: set Arch.class_num to the checkpoint's class "
-                      f"count to use its classifier, or add Arch.skip_head: True (-o "
+    head = [k for k in model.state_dict() if re.fullmatch(r"output\.\d+\.weight", k)][-1:]
+    classes = (state[head[0]].shape[0] if state and head and head[0] in state
+               else "<the checkpoint's class count>")
+    raise type(error)(f"{error}\n  In PaddleClas: set Arch.class_num: {classes} to use the "
+                      f"checkpoint's classifier, or add Arch.skip_head: True (-o "
                       f"Arch.skip_head=True) to train a new {model.class_num}-class head on "
-                      f"the checkpoint's backbone.") from None
+                      f"top of the checkpoint's backbone.") from None
 
 
 @functools.lru_cache(maxsize=None)

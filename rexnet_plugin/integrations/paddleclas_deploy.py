@@ -24,7 +24,8 @@ def register(module) -> None:
     def create_predictor(config):
         if config.prog_file().endswith(".json"):  # a PIR program
             config.enable_memory_optim(False)
-            host_log = sys.modules.get("paddleclas.deploy.utils.logger")  # rank 0, its log file
+            # PaddleClas's deploy log: rank 0 only, and into its log file.
+            host_log = sys.modules.get(module.__name__.rsplit(".", 2)[0] + ".utils.logger")
             (host_log or _log).info("rexnet-plugin: enable_memory_optim() turned off for %s: "
                                     "Paddle 3 cannot run a PIR model with it", config.prog_file())
         return original(config)
