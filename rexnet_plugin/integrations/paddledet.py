@@ -19,8 +19,6 @@ from ..zoo import DEFAULT_VARIANT, VARIANTS, get_variant
 
 logger = logging.getLogger(__name__)
 
-NORM_TYPES = ("bn", "sync_bn")
-
 
 class ReXNet(nn.Layer):
     """ReXNet backbone for PaddleDetection, arguments as ppdet's ResNet (docs/paddledetection.md).
@@ -45,8 +43,8 @@ class ReXNet(nn.Layer):
             raise ValueError(f"ReXNet.freeze_at={freeze_at!r}: expected -1 (nothing frozen) "
                              f"or a stage index 0-3: 0 freezes the stem and the stride-4 "
                              f"stage, 3 the whole backbone.")
-        if norm_type not in NORM_TYPES:
-            raise ValueError(f"ReXNet.norm_type={norm_type!r}: expected one of {NORM_TYPES}.")
+        if norm_type not in ("bn", "sync_bn"):
+            raise ValueError(f"ReXNet.norm_type={norm_type!r}: expected 'bn' or 'sync_bn'.")
         if norm_decay is not None and not (isinstance(norm_decay, (int, float))
                                            and norm_decay >= 0):
             raise ValueError(f"ReXNet.norm_decay={norm_decay!r}: expected a number >= 0 "
@@ -72,11 +70,10 @@ class ReXNet(nn.Layer):
             if isinstance(bn, nn.BatchNorm2D):
                 bn.weight.regularizer = bn.bias.regularizer = L2Decay(norm_decay)
         if freeze_at >= 0:
-            frozen = range(int(stages[freeze_at]["module"].split(".")[1]) + 1)  # stem + stages
-            for i in frozen:
-                for p in body.features[i].parameters():
-                    p.stop_gradient = True
-            _freeze_norms(body.features, {str(i) for i in frozen})
+            end = int(stages[freeze_at]["module"].split(".")[1]) + 1  # stem + stages
+            for p in body.features[:end].parameters():
+                p.stop_gradient = True
+            _freeze_norms(body.features, {str(i) for i in range(end)})
         if freeze_norm:
             _freeze_norms(body)
 
@@ -126,6 +123,8 @@ def _freeze_norms(layer: nn.Layer, children=None) -> None:
 
 def _resolve_arch(variant, width_mult, lite, ch_div):
     """-> (variant name or None, ReXNet's arch kwargs), with one clear error on conflict."""
+    if width_mult is None and lite is None and ch_div is None:
+        variant = variant or DEFAULT_VARIANT
     if variant is not None:
         v = get_variant(variant)
         if any(given is not None and given != own for given, own in
@@ -136,8 +135,6 @@ def _resolve_arch(variant, width_mult, lite, ch_div):
                 f"lite={lite!r}, ch_div={ch_div!r}. Set either the variant or "
                 f"width_mult/lite/ch_div.")
         return variant, v.arch
-    if width_mult is None and lite is None and ch_div is None:
-        return DEFAULT_VARIANT, VARIANTS[DEFAULT_VARIANT].arch
     width_mult = 1.0 if width_mult is None else width_mult
     if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool):
         raise ValueError(f"ReXNet.width_mult={width_mult!r}: expected a number, e.g. 1.0 or 1.5.")

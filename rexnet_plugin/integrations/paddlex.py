@@ -58,13 +58,10 @@ def paddlex_version() -> str:
 def registered_engines(model_name: str) -> tuple[str, ...]:
     """The PaddleX engines bound to ``model_name`` (imports PaddleX), or PaddleXError."""
     try:
-        import paddlex  # noqa: F401
+        from paddlex.inference.models import bindings
     except ImportError as exc:
-        raise PaddleXError(
-            f"PaddleX is not installed ({exc}). Install it with the plugin's extra: "
-            f"{install_command('paddlex')} (PaddleX {TESTED_PADDLEX} and the cv packages its "
-            f"classifier needs; see docs/paddlex.md)") from None
-    from paddlex.inference.models import bindings
+        raise PaddleXError(f"PaddleX is not installed ({exc}): {install_command('paddlex')} "
+                           f"(PaddleX {TESTED_PADDLEX} and what its classifier needs)") from None
     engines = tuple(bindings.try_get_supported_engines(model_name) or ())
     if not engines:
         raise PaddleXError(
@@ -100,18 +97,9 @@ def register(module) -> list[str]:
         bindings = importlib.import_module(module.__name__ + ".bindings")
         predictor = _classifier(importlib.import_module(
             module.__name__ + ".image_classification").ClasRunnerPredictor)
-        todo: dict[str, list[str]] = {}
-        kept = []
-        for engine in ENGINES:
-            for name in VARIANTS:
-                existing = bindings.try_get_binding(name, engine)
-                if existing is None:
-                    todo.setdefault(engine, []).append(name)
-                elif existing.predictor is not predictor:
-                    kept.append(f"{name} ({engine})")
-        if kept:
-            _warn_once("kept", f"rexnet-plugin: PaddleX {paddlex_version()} already has "
-                               f"{', '.join(kept)}; its own binding is kept.")
+        todo = {engine: [n for n in VARIANTS if bindings.try_get_binding(n, engine) is None]
+                for engine in ENGINES}  # a name PaddleX binds itself stays PaddleX's
+        todo = {engine: names for engine, names in todo.items() if names}
         if todo:
             bindings.register_predictor_binding_map(predictor, {
                 engine: [bindings.create_binding_registration(names, runner_builder=_hpi_runner)]
@@ -143,8 +131,7 @@ def _classifier(base):
 
             def read_checked(imgs):
                 images = read(imgs=imgs)
-                for image in images:
-                    problem = image_size_problem(image.shape[1], image.shape[0])
+                for problem in (image_size_problem(i.shape[1], i.shape[0]) for i in images):
                     if problem:
                         raise ValueError(problem)
                 return images
@@ -355,10 +342,9 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
         request = json.loads(body)
     except ValueError:
         request = None
-    if not isinstance(request, dict):
-        return utils.generate_log_id(), None
-    log_id = request.get("logId")
-    log_id = log_id if isinstance(log_id, str) else utils.generate_log_id()
+    request = request if isinstance(request, dict) else {}
+    log_id = request.get("logId") if isinstance(request.get("logId"), str) else \
+        utils.generate_log_id()
     image = request.get("image")
     if not isinstance(image, str) or utils.is_url(image):
         return log_id, None
