@@ -1,9 +1,6 @@
-"""Run entry-point plugins when a host toolkit's module is first imported.
-
-PaddleClas and PaddleDetection have no plugin discovery, so the wheel's
-``rexnet_plugin_autoload.pth`` calls ``install()`` at start-up: it only adds a
-``sys.meta_path`` finder. Imports only ``os`` and ``sys``; keep it that way.
-"""
+"""Run entry-point plugins when a host toolkit's module is first imported (the hosts have no
+plugin discovery). ``rexnet_plugin_autoload.pth`` calls ``install()`` at start-up, which only
+adds a ``sys.meta_path`` finder; this module imports only ``os`` and ``sys``: keep it so."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The configs shipped inside the package, and ``rexnet-plugin configs`` that copies them out.
-
-``ppcls_configs/`` (one per variant), ``tipc_configs/`` (GPU and CPU per
-variant), ``ppdet_configs/rexnet`` (``_BASE_`` on a PaddleDetection checkout)
-and ``ppdet_configs/standalone`` (for the pip wheel).
-"""
+"""The configs shipped inside the package, and ``rexnet-plugin configs`` that copies them out:
+ppcls_configs/, tipc_configs/, ppdet_configs/rexnet (``_BASE_`` on a PaddleDetection checkout)
+and ppdet_configs/standalone (for the pip wheel)."""
 
 from __future__ import annotations
 
@@ -20,11 +17,7 @@ PPDET_STANDALONE = "standalone"
 
 def shipped(*parts):
     """A folder or file shipped in the package (a Traversable)."""
-    return resources.files("rexnet_plugin").joinpath(*parts)
-
-
-def ppcls_config(name: str):
-    return shipped("ppcls_configs", f"{name}.yaml")
+    return resources.files("rexnet_plugin").joinpath("/".join(parts))
 
 
 def ppdet_names(kind: str = PPDET_CHECKOUT) -> list[str]:

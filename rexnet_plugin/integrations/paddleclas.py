@@ -1,8 +1,5 @@
 """ReXNet in PaddleClas with no fork: ``Arch.name: ReXNet_1_5`` just works (docs/paddleclas.md).
-
-One factory per variant where PaddleClas looks names up (``ppcls.arch``, whose globals
-RecModel's ``eval`` uses, and ``ppcls.arch.backbone``), building TheseusLayers of that tree.
-"""
+One factory per variant in ``ppcls.arch`` and its backbone, building TheseusLayers of that tree."""
 
 from __future__ import annotations
 
@@ -68,10 +65,8 @@ class _TheseusMixin:
         if not use_structured_name:
             return super().set_state_dict(state_dict, use_structured_name)
         state_dict = self._checked_state(state_dict)
-        with warnings.catch_warnings():
-            if any(k not in state_dict for k in self.state_dict()):  # skip_head
-                _log.info("%s: classifier not loaded (skip_head)", self.variant_name)
-                warnings.filterwarnings("ignore", message=r"Skip loading for output\.")
+        with warnings.catch_warnings():  # skip_head: the new classifier is meant
+            warnings.filterwarnings("ignore", message=r"Skip loading for output\.")
             return super().set_state_dict(state_dict, use_structured_name)
 
     set_dict = load_dict = set_state_dict

@@ -1,10 +1,6 @@
-"""PaddleClas's Python predictor on Paddle 3: turn off enable_memory_optim for PIR models.
-
-On Paddle 3.x, ``create_predictor`` fails for every ``inference.json`` model
-once memory optimisation is on ("Not find predictor_id 0 and pass_name
-memory_optimize_pass"), PaddleClas's own models too; the PIR executor frees
-intermediate tensors itself, so nothing is lost (docs/deployment.md).
-"""
+"""PaddleClas's Python predictor on Paddle 3: enable_memory_optim off for PIR models, with
+which every ``inference.json`` fails ("Not find predictor_id ... memory_optimize_pass"); the
+PIR executor frees intermediate tensors itself, so nothing is lost (docs/deployment.md)."""
 
 from __future__ import annotations
 

@@ -23,11 +23,8 @@ logger = logging.getLogger(__name__)
 class ReXNet(nn.Layer):
     """ReXNet backbone for PaddleDetection, arguments as ppdet's ResNet (docs/paddledetection.md).
 
-    ``variant`` (a table name) or ``width_mult``/``lite``/``ch_div``;
-    ``return_idx``: stages at strides 4, 8, 16, 32; ``freeze_at``: stem and
-    stages up to that index; ``freeze_norm``, ``norm_type``, ``norm_decay`` as
-    ppdet's ConvNormLayer. ``pretrained``: a local file loads now; a source
-    name or URL waits for the first training step, like ppdet's pretrain_weights.
+    ``pretrained``: a local file loads now; a source name or URL waits for the first
+    training step, as ppdet's pretrain_weights do, so eval and export need no network.
     """
 
     __shared__ = ["norm_type"]

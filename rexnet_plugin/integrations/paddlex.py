@@ -50,7 +50,6 @@ class MissingInferConfigError(ModelDirError, FileNotFoundError):
 
 
 def paddlex_version() -> str:
-    """The installed PaddleX's version, without importing it."""
     return (getattr(sys.modules.get("paddlex"), "__version__", None)
             or importlib.metadata.version("paddlex"))
 
@@ -87,8 +86,6 @@ def _api_changed(what: str) -> list:
                ("; please report this." if version == TESTED_PADDLEX else
                 f"; install it with {install_command('paddlex')}, or report this."))
 
-
-# -- inference -----------------------------------------------------------------------
 
 def register(module) -> list[str]:
     """Entry point of ``paddlex.plugins`` (``module``: ``paddlex.inference.models``):
@@ -180,31 +177,29 @@ def _checking_model_dir(original):
 
 # -- training ------------------------------------------------------------------------
 
-_CLS_MODULE_CLASSES = ("ClsTrainer", "ClsEvaluator", "ClsExportor", "ClsDatasetChecker")
-_CLS_SUITE_MODULE = "paddlex.repo_apis.PaddleClas_api"
-_PADDLECLAS_PATH_ENV = "PADDLE_PDX_PADDLECLAS_PATH"
-
-
 def register_training(module) -> list[str]:
     """Entry point of ``paddlex.modules.plugins`` (``module``: ``paddlex.modules``):
     add each variant to PaddleX's PaddleClas suite (its shipped config) and to the
     name maps of its trainer, evaluator, exporter and dataset checker."""
-    from .configs import ppcls_config
+    from .configs import shipped
     try:
-        if _CLS_SUITE_MODULE not in sys.modules:
-            if not os.environ.get(_PADDLECLAS_PATH_ENV):
-                return []  # PaddleX has no PaddleClas suite to train with
-            importlib.import_module(_CLS_SUITE_MODULE)  # registers the suite with that root
+        suite = "paddlex.repo_apis.PaddleClas_api"  # PaddleX's PaddleClas suite
+        if suite not in sys.modules:
+            if not os.environ.get("PADDLE_PDX_PADDLECLAS_PATH"):
+                return []  # no PaddleClas tree (`paddlex --install PaddleClas`) to train with
+            importlib.import_module(suite)  # registers the suite with that root
         register = importlib.import_module("paddlex.repo_apis.base.register")
         classifier = importlib.import_module(module.__name__ + ".image_classification")
-        classes = [getattr(classifier, name) for name in _CLS_MODULE_CLASSES]
+        classes = [getattr(classifier, name) for name in
+                   ("ClsTrainer", "ClsEvaluator", "ClsExportor", "ClsDatasetChecker")]
         registered = []
         for name in VARIANTS:
             try:
                 register.get_registered_model_info(name)  # PaddleX's own, or already ours
             except KeyError:
+                config = shipped("ppcls_configs", f"{name}.yaml")
                 register.register_model_info({
-                    "model_name": name, "suite": "Cls", "config_path": str(ppcls_config(name)),
+                    "model_name": name, "suite": "Cls", "config_path": str(config),
                     "supported_apis": ["train", "evaluate", "predict", "export"]})
                 for cls in classes:
                     getattr(cls, "__registered_map").setdefault(name, cls)
