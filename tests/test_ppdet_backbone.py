@@ -23,7 +23,6 @@ from rexnet_plugin import create_model  # noqa: E402
 from rexnet_plugin.integrations.paddledet import FrozenBatchNorm2D, ReXNet  # noqa: E402
 from rexnet_plugin.plan import PYRAMID_STRIDES as STRIDES  # noqa: E402
 from rexnet_plugin.weights import WeightsError  # noqa: E402
-from rexnet_plugin.zoo import VARIANTS  # noqa: E402
 from weights_helpers import _server, cache, local_only, server  # noqa: E402,F401
 
 
@@ -46,8 +45,8 @@ def _stage_of(backbone, index: int) -> int:
     raise AssertionError(index)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_out_shape_is_feature_info_for_every_variant(variant):
+@pytest.mark.parametrize("variant", ["ReXNet_3_0", "ReXNetLite_1_5", "ReXNetR_2_0"])
+def test_out_shape_is_feature_info_of_each_kind(variant):
     _needs_ppdet()
     backbone = ReXNet(variant=variant, return_idx=[0, 1, 2, 3])
     info = create_model(variant, class_num=0).stage_info
@@ -61,11 +60,11 @@ def test_forward_returns_the_levels_out_shape_announces(variant, return_idx):
     _needs_ppdet()
     backbone = ReXNet(variant=variant, return_idx=return_idx)
     backbone.eval()
-    feats = backbone(_image(size=96))
+    feats = backbone(_image(size=80))
     assert len(feats) == len(backbone.out_shape) == len(return_idx)
     for feat, spec in zip(feats, backbone.out_shape):
-        assert list(feat.shape) == [2, spec.channels, math.ceil(96 / spec.stride),
-                                    math.ceil(96 / spec.stride)]
+        assert list(feat.shape) == [2, spec.channels, math.ceil(80 / spec.stride),
+                                    math.ceil(80 / spec.stride)]
 
 
 def test_features_equal_the_classification_models_stages():
