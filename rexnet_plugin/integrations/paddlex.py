@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..deploy.artifacts import INFER_CONFIG_FILENAME
+from ..deploy.images import check_image_size
 from ..extras import install_command
 from ..zoo import DEFAULT_VARIANT, VARIANTS
 
@@ -23,7 +24,6 @@ TESTED_PADDLEX = "3.7.2"  # the [paddlex] extra pins it
 ENGINES = ("paddle_static", "onnxruntime", "hpi")
 # A longer side more than this many times the shorter one makes the resize
 # to the short side unbounded (1x10000 pixels: 7 GB, 30 s).
-MAX_ASPECT_RATIO = 100
 # PIL's names of the formats PaddleX's serving decoder (OpenCV) reads.
 SERVING_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM", "MPO")
 PIPELINE_NAME = "image_classification"
@@ -128,9 +128,8 @@ def _classifier(base):
 
             def read_checked(imgs):
                 images = read(imgs=imgs)
-                for problem in (image_size_problem(i.shape[1], i.shape[0]) for i in images):
-                    if problem:
-                        raise ValueError(problem)
+                for image in images:
+                    check_image_size(image.shape[1], image.shape[0], "the image", max_pixels=0)
                 return images
 
             preprocessors["Read"] = read_checked
@@ -142,20 +141,6 @@ def _classifier(base):
             return result
 
     return ReXNetClasPredictor
-
-
-def image_size_problem(width: int, height: int, max_pixels: int | None = None) -> str | None:
-    """Why an image of ``width`` x ``height`` pixels is refused, or None."""
-    if min(width, height) < 1:
-        return f"the image is {width}x{height} pixels: it has no pixels"
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        return (f"the image is {width}x{height} pixels: one side is more than "
-                f"{MAX_ASPECT_RATIO} times the other (resizing its short side to the model's "
-                f"input would need unbounded memory); crop it to a less elongated shape")
-    if max_pixels is not None and width * height > max_pixels:
-        return (f"the image is {width}x{height} = {width * height} pixels, more than "
-                f"{max_pixels}; send a smaller image")
-    return None
 
 
 def _hpi_runner(*, engine_config, default_builder, **kwargs):
@@ -358,5 +343,8 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
     if kind not in SERVING_FORMATS:
         return log_id, (f"'image' is a {kind} file, which PaddleX's decoder (OpenCV) does not "
                         f"read; send one of {', '.join(SERVING_FORMATS)}")
-    problem = image_size_problem(width, height, utils.MAX_IMAGE_PIXELS)
-    return log_id, problem and f"'image': {problem}"
+    try:
+        check_image_size(width, height, "'image'", utils.MAX_IMAGE_PIXELS)
+    except ValueError as err:
+        return log_id, str(err)
+    return log_id, None
