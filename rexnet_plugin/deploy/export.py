@@ -195,12 +195,12 @@ def _labels(source: ExportSource, label_list: str | None,
 def _preprocessing(source: ExportSource, transform, hw) -> tuple[dict, str]:
     """write_infer_config's keywords and their description: the config's Infer.transforms when
     they give the exported size, else the eval transform fitted to it, keeping the crop ratio."""
-    from .infer_config import InferConfigError, ops_from_paddleclas, output_shape
+    from .infer_config import InferConfigError, ops_from_paddleclas, preprocess_ops
     note = ""
     if source.infer_transforms is not None:
         try:
             ops = ops_from_paddleclas(source.infer_transforms, f"{source.label}: Infer.transforms")
-            shape = output_shape(ops)
+            shape = preprocess_ops(ops)(np.zeros((427, 640, 3), np.uint8)).shape  # a photo
         except InferConfigError as err:
             note = f" (not the config's Infer.transforms: {str(err).split(': ', 2)[-1]})"
         else:
@@ -226,6 +226,9 @@ def _preprocessing(source: ExportSource, transform, hw) -> tuple[dict, str]:
 @dataclass
 class ExportResult:
     """What ``export_model`` wrote; ``describe()`` is the command's report."""
+    variant: str
+    class_num: int
+    input_shape: list  # None: dynamic
     model_dir: Path
     labels: str  # where the class names came from, or why none
     onnx_rel_diff: float | None  # None: no ONNX
@@ -310,4 +313,5 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
         lines.append(f"  ONNX:             {out_dir / ONNX_FILENAME} (ONNX Runtime vs Paddle "
                      f"Inference on a random batch: the {'probabilities' if softmax else 'logits'}"
                      f" differ by at most {onnx_diff:.1e} x the logit range; limit {ONNX_RTOL})")
-    return ExportResult(out_dir, labels_note, onnx_diff, "\n".join(lines))
+    return ExportResult(source.variant, class_num, [None, 3, *(hw or (None, None))], out_dir,
+                        labels_note, onnx_diff, "\n".join(lines))

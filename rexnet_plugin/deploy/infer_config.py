@@ -72,11 +72,6 @@ def ops_from_paddleclas(transforms, where: str) -> list:
     return ops
 
 
-def output_shape(transform_ops, image_hw: tuple[int, int] = (427, 640)) -> tuple:
-    """The shape ``transform_ops`` give an image of ``image_hw`` (a landscape photo)."""
-    return preprocess_ops(transform_ops)(np.zeros((*image_hw, 3), np.uint8)).shape
-
-
 def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
                        transform: EvalTransform | None = None, topk: int = 5,
                        label_list: list[str] | None = None, softmax: bool | None = None,
@@ -110,10 +105,10 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
     """Class names from a class_id_map_file (``<id> <name>``, ids 0..N-1) or one per line."""
     path = Path(path)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read the label list {path}: {err}") from None
-    lines = [line for line in lines if line]
     if not lines:
         raise ValueError(f"label list {path} is empty: expected one class per line, "
                          f"'<id> <name>' (PaddleClas's class_id_map_file) or '<name>'")

@@ -193,12 +193,9 @@ def quantize_export(model_dir: str | os.PathLike, calib: str | os.PathLike,
         versions = {name: next((d.version for d in distributions(name=name)), None) for name
                     in ("rexnet-plugin", "onnxruntime", "onnx", "paddle2onnx", "paddlepaddle")}
         write_json(tmp / QUANTIZATION_FILENAME, {
-            "precision": "int8",
-            "source": {"folder": str(model_dir.resolve()), "model": source_file},
+            "precision": "int8", "source": {"folder": str(model_dir.resolve()), "model": source_file},
             "calibration": {"source": str(Path(calib).resolve()), "images": len(paths),
                             "input_shape": list(data.shape[1:])},
-            "method": method,
-            "versions": versions,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+            "method": method, "versions": versions,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return out
