@@ -1,9 +1,4 @@
-"""``rexnet-plugin bench FOLDER``: time each runtime and precision a model folder allows.
-
-All in this one process, one after the other: a quick look, not the
-side-by-side comparison with PaddleClas's built-in (``python
-benchmarks/run.py`` in a source checkout runs each path in its own process).
-"""
+"""``rexnet-plugin bench FOLDER``: a quick look in one process; benchmarks/run.py compares."""
 
 from __future__ import annotations
 
@@ -19,14 +14,9 @@ PATHS = (("paddle", "fp32"), ("paddle", "bf16"), ("onnx", "fp32"),
 
 def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
                 threads: int | None = None, log=print) -> list[dict]:
-    """Median ms per image of every path ``folder`` and this machine allow, per batch size.
-
-    A path that cannot run here is a row with ``skipped`` saying why;
-    ModelFolderError when none can.
-    """
+    """Median ms/image per path and batch; rows of paths that cannot run say why ("skipped")."""
     from PIL import Image
     from .predict import ModelFolderError, load_model
-    from .runtime import UnsupportedCPUError
     for name, value, low in (("--repeats", repeats, 1), ("--warmup", warmup, 0),
                              *(("--batch", b, 1) for b in batches)):
         if value < low:
@@ -35,7 +25,7 @@ def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
     for runtime, precision in PATHS:
         try:
             model = load_model(folder, runtime=runtime, precision=precision, threads=threads)
-        except (ModelFolderError, UnsupportedCPUError, ImportError) as err:
+        except (ValueError, ImportError) as err:  # UnsupportedCPUError, no OpenVINO, ...
             rows.append({"path": f"{runtime} {precision}", "skipped": str(err)})
             log(f"{runtime} {precision}: skipped")
             continue

@@ -1,13 +1,5 @@
-"""Zero-pad ReXNet's expanded channels (162, 228, ...) to a multiple of 16.
-
-ONNX Runtime's depthwise conv runs other counts through a slow remainder
-path (docs/deployment.md). The padded channels are zero everywhere, so the
-float outputs are unchanged: zero rows in the expanding conv (SiLU(0) =
-ReLU6(0) = 0), zero depthwise filters, zero rows/columns in the SE convs
-(its gate multiplies 0), zero input columns in the projecting conv. A chain
-is padded only when every consumer is one of these ops. Run on a graph with
-BatchNorm folded into the convs, before calibration.
-"""
+"""Zero-pad ReXNet's expanded channels (162, 228, ...) to a multiple of 16, where ONNX
+Runtime's depthwise conv is fast; outputs unchanged (docs/deployment.md says why)."""
 
 from __future__ import annotations
 
@@ -24,8 +16,7 @@ def _group(node) -> int:
 
 
 def align_channels(model, align: int = ALIGN) -> tuple[object, list[tuple[int, int]]]:
-    """Pad every paddable expanded tensor of ``model`` (an onnx.ModelProto, changed
-    in place); returns the model and the (old, new) channel counts padded."""
+    """Pad ``model`` (BatchNorm folded; changed in place) -> (model, [(old, new) channels])."""
     from onnx import numpy_helper
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -60,13 +51,10 @@ def align_channels(model, align: int = ALIGN) -> tuple[object, list[tuple[int, i
                     other = n.input[1] if n.input[0] == t else n.input[0]
                     if other not in seen:  # the SE gate: Sigmoid(Conv) with `channels` outputs
                         sig = producer.get(other)
-                        if sig is None or sig.op_type != "Sigmoid":
-                            return None
-                        conv = producer.get(sig.input[0])
-                        if conv is None or conv.op_type != "Conv":
-                            return None
-                        w = weight(conv.input[1])
-                        if w is None or _group(conv) != 1 or w.shape[0] != channels:
+                        conv = sig and sig.op_type == "Sigmoid" and producer.get(sig.input[0])
+                        w = (weight(conv.input[1]) if conv and conv.op_type == "Conv"
+                             and _group(conv) == 1 else None)
+                        if w is None or w.shape[0] != channels:
                             return None
                         pad_out[conv.name] = conv  # SiLU's Mul finds the start conv
                         todo.append(conv.output[0])

@@ -28,12 +28,6 @@ SHADOWING_FILES = ("inference_int8.pdiparams",)
 IMAGENET_LABEL_FILE = "ppcls/utils/imagenet1k_label_list.txt"
 
 
-def input_spec(image_size: int | tuple[int, int] | None = None) -> InputSpec:
-    """Dynamic batch; a fixed size (square or (H, W)), or dynamic H and W when None."""
-    hw = [image_size] * 2 if isinstance(image_size, int) else list(image_size or [None] * 2)
-    return InputSpec([None, 3, *hw], "float32", "x")
-
-
 def prepare_output(out_dir: str | os.PathLike) -> Path:
     """Check before any work that an export can replace ``out_dir`` (ValueErrors name it)."""
     out_dir = Path(out_dir).resolve() if Path(out_dir).is_symlink() else Path(out_dir)
@@ -52,8 +46,8 @@ def prepare_output(out_dir: str | os.PathLike) -> Path:
 
 @contextmanager
 def export_folder(out_dir: Path):
-    """A temp folder for a whole export; on success it replaces ``out_dir`` in one rename (a
-    reader never sees a mix), the user's own files linked in; on any error ``out_dir`` stays."""
+    """A temp folder that replaces ``out_dir`` in one rename on success, the user's own files
+    linked in (a reader never sees a mix); on any error ``out_dir`` stays."""
     with atomic_dir(out_dir) as tmp:
         yield tmp
         for entry in out_dir.iterdir() if out_dir.is_dir() else ():
@@ -72,17 +66,20 @@ def _link(src, dst) -> None:
 
 
 def _save_inference(model: paddle.nn.Layer, folder: Path, image_size) -> None:
+    """Save in eval mode: dynamic batch, fixed (int or (H, W)) or dynamic (None) size."""
+    hw = [image_size] * 2 if isinstance(image_size, int) else list(image_size or [None] * 2)
     was_training = model.training
     model.eval()
     try:
-        paddle.jit.save(model, str(folder / "inference"), input_spec=[input_spec(image_size)])
+        paddle.jit.save(model, str(folder / "inference"),
+                        input_spec=[InputSpec([None, 3, *hw], "float32", "x")])
     finally:
         model.train(was_training)
 
 
 def export_inference(model: paddle.nn.Layer, out_dir: str | os.PathLike,
                      image_size: int | tuple[int, int] | None = None) -> Path:
-    """Save ``model`` in eval mode as a Paddle Inference model, replacing ``out_dir``'s set."""
+    """``model`` as a Paddle Inference model, replacing ``out_dir``'s set."""
     out_dir = prepare_output(out_dir)
     with export_folder(out_dir) as tmp:
         _save_inference(model, tmp, image_size)
@@ -91,17 +88,16 @@ def export_inference(model: paddle.nn.Layer, out_dir: str | os.PathLike,
 
 def export_onnx(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
                 opset: int = DEFAULT_OPSET) -> Path:
-    """Convert a Paddle Inference folder to ONNX. paddle2onnx returns the bytes: asked to
-    write the file, it runs polygraphy, which pip-installs packages (and numpy)."""
+    """A Paddle Inference folder to ONNX (bytes: paddle2onnx writing files runs polygraphy,
+    which pip-installs packages)."""
     from ..extras import require
     require("ONNX export", "paddle2onnx")
     import paddle2onnx
     model_dir = Path(model_dir)
     files = [model_dir / MODEL_FILENAME, model_dir / PARAMS_FILENAME]
-    for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: export the model to Paddle Inference "
-                                    f"first (export_inference or rexnet-plugin export)")
+    if not all(path.is_file() for path in files):
+        raise FileNotFoundError(f"{files[0]} or {files[1].name} not found: export the model to "
+                                f"Paddle Inference first (rexnet-plugin export)")
     onnx_path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILENAME
     try:
         data = paddle2onnx.export(*map(str, files), save_file=None, opset_version=opset,
@@ -109,14 +105,10 @@ def export_onnx(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | Non
     except Exception as err:  # it logs the cause, then fails on its own return
         raise RuntimeError(f"paddle2onnx could not convert {model_dir} (opset {opset}); "
                            f"its log above says why") from err
-    if not data:
-        raise RuntimeError(f"paddle2onnx returned an empty model for {model_dir}")
     with atomic_path(onnx_path, suffix=".onnx") as tmp:
         tmp.write_bytes(data)
     return onnx_path
 
-
-# -- rexnet-plugin export ---------------------------------------------------------
 
 @dataclass
 class ExportSource:
@@ -172,30 +164,28 @@ def read_export_source(model: str) -> ExportSource:
 
 def _labels(source: ExportSource, label_list: str | None,
             class_num: int) -> tuple[list[str] | None, str]:
-    """The class names for inference.yml and where they came from (or why none). A
-    class_id_map_file is looked for in the working folder (as PaddleClas's tools do),
-    beside the config, in the paddleclas wheel: only inside, links followed (a config
-    cannot copy /etc/passwd into inference.yml)."""
+    """The class names and where they came from (or why none): a class_id_map_file inside the
+    working folder, the config's or the paddleclas wheel's (so not /etc/passwd)."""
     import importlib.util
     from ..files import is_regular_file_inside
     from ..zoo import IMAGENET_CLASSES
     from .infer_config import read_label_list
     if label_list:
-        names = read_label_list(label_list)
-        if len(names) != class_num:
-            raise ValueError(f"--label-list {label_list} has {len(names)} names; the model has "
-                             f"{class_num} classes. Pass a list with one name per class.")
-        return names, f"{len(names)} names from {label_list}"
-    if not source.label_file or (source.config_dir is None and class_num != IMAGENET_CLASSES):
+        found = label_list
+    elif not source.label_file or (source.config_dir is None and class_num != IMAGENET_CLASSES):
         return None, "none (pass --label-list FILE)"
-    spec = importlib.util.find_spec("paddleclas")
-    bases = [Path.cwd(), *([source.config_dir] if source.config_dir else []),
-             *map(Path, (spec and spec.submodule_search_locations) or [])]
-    found = next((base / source.label_file for base in bases
-                  if is_regular_file_inside(base / source.label_file, base)), None)
-    if found is None:
-        return None, f"none ({source.label_file} not found; pass --label-list FILE)"
+    else:
+        spec = importlib.util.find_spec("paddleclas")
+        bases = [Path.cwd(), *([source.config_dir] if source.config_dir else []),
+                 *map(Path, (spec and spec.submodule_search_locations) or [])]
+        found = next((base / source.label_file for base in bases
+                      if is_regular_file_inside(base / source.label_file, base)), None)
+        if found is None:
+            return None, f"none ({source.label_file} not found; pass --label-list FILE)"
     names = read_label_list(found)
+    if len(names) != class_num and label_list:
+        raise ValueError(f"--label-list {label_list} has {len(names)} names; the model has "
+                         f"{class_num} classes. Pass a list with one name per class.")
     if len(names) != class_num:
         return None, (f"none ({found} has {len(names)} names for {class_num} classes; pass "
                       f"--label-list FILE)")
@@ -203,15 +193,14 @@ def _labels(source: ExportSource, label_list: str | None,
 
 
 def _preprocessing(source: ExportSource, transform, hw) -> tuple[dict, str]:
-    """inference.yml's preprocessing (write_infer_config keywords) and its description: the
-    config's Infer.transforms (as PaddleClas's export_for_fd) when they give the exported
-    size, else the variant's eval transform fitted to it, keeping the crop ratio."""
-    from .infer_config import InferConfigError, ops_from_paddleclas, output_shape
+    """write_infer_config's keywords and their description: the config's Infer.transforms when
+    they give the exported size, else the eval transform fitted to it, keeping the crop ratio."""
+    from .infer_config import InferConfigError, ops_from_paddleclas, preprocess_ops
     note = ""
     if source.infer_transforms is not None:
         try:
             ops = ops_from_paddleclas(source.infer_transforms, f"{source.label}: Infer.transforms")
-            shape = output_shape(ops)
+            shape = preprocess_ops(ops)(np.zeros((427, 640, 3), np.uint8)).shape  # a photo
         except InferConfigError as err:
             note = f" (not the config's Infer.transforms: {str(err).split(': ', 2)[-1]})"
         else:
@@ -239,38 +228,14 @@ class ExportResult:
     """What ``export_model`` wrote; ``describe()`` is the command's report."""
     variant: str
     class_num: int
-    weights: str
+    input_shape: list  # None: dynamic
     model_dir: Path
-    input_name: str
-    input_shape: list
-    output_name: str
-    softmax: bool = True
-    preprocessing: str = ""
-    labels: str = ""
-    onnx_rel_diff: float | None = None  # None: no ONNX
+    labels: str  # where the class names came from, or why none
+    onnx_rel_diff: float | None  # None: no ONNX
+    report: str
 
     def describe(self) -> str:
-        shape = ", ".join(str(d) if d is not None else name
-                          for d, name in zip(self.input_shape, "NCHW"))
-        output = ("probabilities (softmax, as PaddleClas exports; --logits for raw logits)"
-                  if self.softmax else "logits (no softmax)")
-        lines = [
-            f"Exported {self.variant} ({self.class_num} classes; weights: {self.weights})",
-            f"  input   {self.input_name}: float32 [{shape}]  NCHW RGB, any batch size N"
-            + ("; any H, W >= 32" if None in self.input_shape[2:] else ""),
-            f"          preprocessing: {self.preprocessing}",
-            f"  output  {self.output_name}: float32 [N, {self.class_num}] {output}",
-            f"  Paddle Inference: {self.model_dir / MODEL_FILENAME}, "
-            f"{self.model_dir / PARAMS_FILENAME}",
-            f"  {INFER_CONFIG_FILENAME}:    {self.model_dir / INFER_CONFIG_FILENAME} (PaddleClas "
-            f"deploy / PaddleX / FastDeploy format; labels: {self.labels})",
-        ]
-        if self.onnx_rel_diff is not None:
-            lines.append(f"  ONNX:             {self.model_dir / ONNX_FILENAME} (ONNX Runtime "
-                         f"vs Paddle Inference on a random batch: the "
-                         f"{'probabilities' if self.softmax else 'logits'} differ by at most "
-                         f"{self.onnx_rel_diff:.1e} x the logit range; limit {ONNX_RTOL})")
-        return "\n".join(lines)
+        return self.report
 
 
 def export_model(model: str, weights: str | None, output: str | os.PathLike | None = None,
@@ -278,9 +243,8 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
                  class_num: int | None = None, opset: int = DEFAULT_OPSET,
                  untrained: bool = False, softmax: bool = True,
                  label_list: str | None = None) -> ExportResult:
-    """``rexnet-plugin export`` (docs/deployment.md): ``model`` a variant name or a PaddleClas
-    YAML; ``weights`` what ``load_pretrained`` accepts; ``image_size`` -1 keeps the model's,
-    None exports dynamic H and W. The set is written to a temp folder, checked, moved in."""
+    """``rexnet-plugin export`` (docs/deployment.md); ``image_size`` -1 keeps the model's, None
+    is dynamic. The set is written to a temp folder, checked, then moved in."""
     from ..model import MIN_INPUT_SIZE, ReXNet
     from ..weights import load_pretrained
     from ..zoo import get_variant
@@ -332,8 +296,22 @@ def export_model(model: str, weights: str | None, output: str | os.PathLike | No
                                    f"{onnx_diff:.2e} of the logit range (> {ONNX_RTOL}); "
                                    f"nothing was written to {out_dir}. Please report this "
                                    f"with your paddle2onnx and onnxruntime versions")
-    shape = [None if d in (None, -1) else d for d in input_spec(size).shape]
-    return ExportResult(
-        source.variant, class_num, "untrained (random)" if untrained else str(weights),
-        out_dir, predictor.get_input_names()[0], shape, predictor.get_output_names()[0],
-        softmax, preprocessing_text, labels_note, onnx_diff)
+    dims = ", ".join(map(str, hw or "HW"))
+    lines = [
+        f"Exported {source.variant} ({class_num} classes; weights: "
+        f"{'untrained (random)' if untrained else weights})",
+        f"  input   {predictor.get_input_names()[0]}: float32 [N, 3, {dims}]"
+        f"  NCHW RGB, any batch size N" + ("; any H, W >= 32" if hw is None else ""),
+        f"          preprocessing: {preprocessing_text}",
+        f"  output  {predictor.get_output_names()[0]}: float32 [N, {class_num}] "
+        + ("probabilities (softmax, as PaddleClas exports; --logits for raw logits)" if softmax
+           else "logits (no softmax)"),
+        f"  Paddle Inference: {out_dir / MODEL_FILENAME}, {out_dir / PARAMS_FILENAME}",
+        f"  {INFER_CONFIG_FILENAME}:    {out_dir / INFER_CONFIG_FILENAME} (PaddleClas deploy / "
+        f"PaddleX / FastDeploy format; labels: {labels_note})"]
+    if onnx:
+        lines.append(f"  ONNX:             {out_dir / ONNX_FILENAME} (ONNX Runtime vs Paddle "
+                     f"Inference on a random batch: the {'probabilities' if softmax else 'logits'}"
+                     f" differ by at most {onnx_diff:.1e} x the logit range; limit {ONNX_RTOL})")
+    return ExportResult(source.variant, class_num, [None, 3, *(hw or (None, None))], out_dir,
+                        labels_note, onnx_diff, "\n".join(lines))

@@ -1,5 +1,4 @@
-"""Image inputs (files, folders, PaddleClas's list files: ``<relative path> [<label>]``
-lines, relative to the list's folder) and the one image-size policy. PIL; no paddle."""
+"""Image inputs (files, folders, PaddleClas's list files) and the one image-size policy."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from pathlib import Path
 # What a folder is searched for: PaddleClas deploy's get_image_list, plus what PIL reads.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm")
-# A longer side more than this many times the shorter one makes the resize to the
-# short side unbounded (1x10000 pixels: 7 GB, 30 s).
+# Longer side / shorter side: more makes the resize to the short side unbounded.
 MAX_ASPECT_RATIO = 100
 
 
@@ -25,11 +23,10 @@ class ImageItem:
     label: int | None = None  # a list file's label
 
 
-def check_image_size(width: int, height: int, source: str, max_pixels: int | None = None):
-    """The one image-size policy: ImageInputError naming ``source`` for no pixels, an aspect
-    ratio over MAX_ASPECT_RATIO, or over ``max_pixels`` (default PIL's MAX_IMAGE_PIXELS)."""
+def check_image_size(width: int, height: int, source: str):
+    """ImageInputError naming ``source`` for no pixels, too elongated, or over PIL's limit."""
     from PIL import Image
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    limit = Image.MAX_IMAGE_PIXELS
     if min(width, height) < 1:
         problem = "it has no pixels"
     elif max(width, height) > MAX_ASPECT_RATIO * min(width, height):
@@ -44,7 +41,7 @@ def check_image_size(width: int, height: int, source: str, max_pixels: int | Non
 
 
 def read_image_list(list_path: Path) -> list[ImageItem]:
-    """The images of an ImageNet-format list file; every listed file must exist."""
+    """``<path relative to the list> [<label>]`` lines; every listed file must exist."""
     try:
         text = list_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -85,7 +82,7 @@ def images_in_folder(folder: str | os.PathLike) -> list[ImageItem]:
 
 
 def collect_images(inputs) -> list[ImageItem]:
-    """Image files, folders and list files (``*.txt``) -> the images, in order (not decoded)."""
+    """Image files, folders and list files (``*.txt``) -> the images, in order."""
     items = []
     for given in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
         path = Path(given)
@@ -106,13 +103,12 @@ def collect_images(inputs) -> list[ImageItem]:
 
 
 def check_image(path: str | os.PathLike) -> None:
-    """``check_image_size`` from ``path``'s header, without decoding: bad files fail early."""
+    """``check_image_size`` from the header alone: bad files fail before any work."""
     open_rgb(path, decode=False)
 
 
 def open_rgb(path: str | os.PathLike, decode: bool = True):
-    """``path`` decoded by PIL as RGB, once ``check_image_size`` passed; ImageInputError
-    naming the file when it is not a regular file, PIL cannot read it, or it is too large."""
+    """``path`` as RGB once ``check_image_size`` passed; ImageInputError names a bad file."""
     from PIL import Image
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO would block

@@ -1,6 +1,5 @@
-"""``inference.yml`` in PaddleClas's deploy format (also PaddleX's and FastDeploy's), and
-one small interpreter of its PreProcess operators as PaddleClas's deploy/python/preprocess.py
-runs them (tests compare the two; the paddleclas wheel is absent on Python 3.12+). No paddle."""
+"""``inference.yml`` (PaddleClas deploy's format, read by PaddleX and FastDeploy) and one small
+interpreter of its PreProcess operators, tested against PaddleClas's deploy/python/preprocess.py."""
 
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ class InferConfigError(ValueError):
 
 
 def eval_transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = None) -> list:
-    """``transform`` as deploy operators (PIL backend); ``crop`` (width, height) replaces
-    its square crop. Close to, not exactly, the transform (docs/deployment.md)."""
+    """``transform`` as deploy operators, ``crop`` (W, H) replacing its square crop; close to,
+    not exactly, the transform (docs/deployment.md)."""
     return [
         {"ResizeImage": {"resize_short": transform.resize_short,
                          "interpolation": transform.interpolation, "backend": "pil"}},
@@ -56,9 +55,8 @@ def eval_transform_ops(transform: EvalTransform, crop: tuple[int, int] | None = 
 
 
 def ops_from_paddleclas(transforms, where: str) -> list:
-    """A PaddleClas config's ``Infer.transforms`` as inference.yml operators, made as its
-    dump_infer_config makes them (DecodeImage dropped, NormalizeImage's scale a number,
-    channel_num 3). InferConfigError naming ``where`` for operators deploy cannot run."""
+    """A PaddleClas config's ``Infer.transforms`` as its dump_infer_config writes them;
+    InferConfigError naming ``where`` for operators deploy cannot run."""
     import copy
     if not isinstance(transforms, list):
         raise InferConfigError(f"{where} is {_short(transforms)}; expected a list of operators")
@@ -74,19 +72,13 @@ def ops_from_paddleclas(transforms, where: str) -> list:
     return ops
 
 
-def output_shape(transform_ops, image_hw: tuple[int, int] = (427, 640)) -> tuple:
-    """The shape ``transform_ops`` give an image of ``image_hw`` (a landscape photo)."""
-    return preprocess_ops(transform_ops)(np.zeros((*image_hw, 3), np.uint8)).shape
-
-
 def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
                        transform: EvalTransform | None = None, topk: int = 5,
                        label_list: list[str] | None = None, softmax: bool | None = None,
                        crop: tuple[int, int] | None = None,
                        transform_ops: list | None = None) -> Path:
-    """Write ``<model_dir>/inference.yml`` atomically; the preprocessing is ``transform``
-    (``crop``: (width, height) of a non-square export) or ``transform_ops`` as given.
-    ``softmax`` is recorded as PaddleClas's ``Global.infer_add_softmax`` (None: not)."""
+    """Write ``<model_dir>/inference.yml`` atomically, preprocessing ``transform`` (``crop``:
+    (W, H)) or ``transform_ops``; ``softmax`` becomes ``Global.infer_add_softmax`` unless None."""
     import yaml
     from ..files import write_text
     if (transform is None) == (transform_ops is None):
@@ -104,9 +96,8 @@ def write_infer_config(model_dir: str | os.PathLike, *, model_name: str,
             "PostProcess": {"Topk": {"topk": topk, **({"label_list": list(label_list)}
                                                       if label_list else {})}}}
     path = Path(model_dir) / INFER_CONFIG_FILENAME
-    write_text(path, "# Preprocessing and post-processing of the model in this folder, in "
-               "PaddleClas's\n# deploy format (PaddleX and FastDeploy read it). Written by "
-               "rexnet-plugin.\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    write_text(path, "# PaddleClas's deploy format (PaddleX and FastDeploy read it), by "
+               "rexnet-plugin\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path
 
 
@@ -114,10 +105,10 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
     """Class names from a class_id_map_file (``<id> <name>``, ids 0..N-1) or one per line."""
     path = Path(path)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read the label list {path}: {err}") from None
-    lines = [line for line in lines if line]
     if not lines:
         raise ValueError(f"label list {path} is empty: expected one class per line, "
                          f"'<id> <name>' (PaddleClas's class_id_map_file) or '<name>'")
@@ -161,8 +152,7 @@ def _number(value, key: str, where: str) -> float:
 
 def _resize(p: dict, where: str):
     short, backend, name = p["resize_short"], p["backend"], p["interpolation"] or "bilinear"
-    if short is not None and not _positive(short, MAX_SIDE) and not (
-            isinstance(short, int) and short <= 0):  # PaddleClas: size then, if given
+    if short is not None and not (type(short) is int and short <= MAX_SIDE):  # <= 0: size
         raise _bad(where, "ResizeImage.resize_short", short, f"a positive integer, at most "
                    f"{MAX_SIDE}")
     if not _positive(short) and p["size"] is None:
@@ -210,22 +200,20 @@ def _crop(p: dict, where: str):
 def _normalize(p: dict, where: str):
     scale = np.float32(1 / 255 if p["scale"] is None
                        else _number(p["scale"], "NormalizeImage.scale", where))
-    shape = (3, 1, 1) if p["order"] == "chw" else (1, 1, 3)
-    mean, std = (p[k] if p[k] is not None else default
-                 for k, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)))
-    for key, value in (("mean", mean), ("std", std)):
-        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and (v or key == "mean")
-                for v in value)):
-            raise _bad(where, f"NormalizeImage.{key}", value, "three numbers (R, G, B), std "
-                       "not 0")
     if p["order"] not in ("", "hwc", "chw"):
         raise _bad(where, "NormalizeImage.order", p["order"], "'' or 'hwc' (image is H, W, C), "
                    "'chw'")
     if p["channel_num"] != 3:
         raise _bad(where, "NormalizeImage.channel_num", p["channel_num"], "3: the model takes "
                    "3 channels")
-    mean, std = (np.array(v, np.float32).reshape(shape) for v in (mean, std))
+    shape, arrays = (3, 1, 1) if p["order"] == "chw" else (1, 1, 3), []
+    for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+        value = default if p[key] is None else p[key]
+        if not (isinstance(value, (list, tuple)) and len(value) == 3
+                and all(type(v) in (int, float) and (v or key == "mean") for v in value)):
+            raise _bad(where, f"NormalizeImage.{key}", value, "three numbers (R, G, B), std not 0")
+        arrays.append(np.array(value, np.float32).reshape(shape))
+    mean, std = arrays
 
     def normalize(img):
         if img.shape[shape.index(3)] != 3:
@@ -240,9 +228,8 @@ _BUILDERS = {"ResizeImage": _resize, "CropImage": _crop, "NormalizeImage": _norm
 
 
 def preprocess_ops(transform_ops, where: str = "transform_ops"):
-    """PaddleClas deploy operators -> ``f(image) -> float32 [3, H, W]``; ``image`` is a
-    PIL image (any mode; made RGB) or an RGB uint8 [H, W, 3] array. Every operator is
-    checked here (InferConfigError naming ``where``, the key and the accepted values)."""
+    """Operators -> ``f(PIL image or RGB uint8 [H, W, 3]) -> float32 [3, H, W]``, each checked
+    here (InferConfigError naming ``where``, the key and the accepted values)."""
     if not isinstance(transform_ops, list) or not transform_ops:
         raise _bad(where, "PreProcess.transform_ops", transform_ops, f"a list of operators "
                    f"({', '.join(_PARAMS)})")
@@ -280,8 +267,7 @@ def preprocess_ops(transform_ops, where: str = "transform_ops"):
 
 @dataclass(frozen=True)
 class InferConfig:
-    """What an ``inference.yml`` says; ``model_name`` and ``softmax`` are None when the
-    file does not record them (PaddleClas's export appends softmax by default)."""
+    """What an ``inference.yml`` says; None where it does not say."""
     path: Path
     model_name: str | None
     transform_ops: list
@@ -291,8 +277,7 @@ class InferConfig:
     _preprocess: object = field(default=None, repr=False, compare=False)
 
     def preprocess(self, image) -> np.ndarray:
-        """One image (a path or a PIL image) -> float32 [3, H, W]; errors name the image
-        (ImageInputError for a file PIL cannot read or that is too large)."""
+        """One image (a path or a PIL image) -> float32 [3, H, W]; errors name the image."""
         from .images import open_rgb
         if isinstance(image, (str, os.PathLike)):
             image, name = open_rgb(image), str(image)
@@ -302,6 +287,16 @@ class InferConfig:
             return self._preprocess(image)
         except InferConfigError as err:
             raise InferConfigError(f"{name}: {err}") from None
+
+    def stack(self, arrays: list, paths: list) -> np.ndarray:
+        """One batch of preprocessed images; InferConfigError if their sizes differ."""
+        if len({a.shape for a in arrays}) > 1:
+            sizes = ", ".join(f"{p} {a.shape[2]}x{a.shape[1]}" for p, a in zip(paths, arrays))
+            raise InferConfigError(f"{self.path}: the preprocessing gives images of different "
+                                   f"sizes ({sizes[:1000]}); a batch needs one size: end "
+                                   f"PreProcess.transform_ops with a CropImage (or predict "
+                                   f"with --batch-size 1)")
+        return np.stack(arrays)
 
 
 def read_infer_config(model_dir: str | os.PathLike) -> InferConfig:

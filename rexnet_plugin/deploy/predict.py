@@ -1,6 +1,5 @@
-"""``rexnet-plugin predict``: classify images with a model folder (of ``export``,
-``quantize`` or PaddleClas's export_for_fd) as its inference.yml says. ``load_model`` is
-the one place that picks the runtime for a folder."""
+"""``rexnet-plugin predict``: classify images with a model folder as its inference.yml says;
+``load_model`` is the one place that picks the runtime for a folder."""
 
 from __future__ import annotations
 
@@ -13,10 +12,10 @@ import numpy as np
 
 from . import runtime as rt
 from .runtime import PRECISIONS
-from .artifacts import (LEGACY_MODEL_FILENAME, MODEL_FILENAME, ONNX_FILENAME, PARAMS_FILENAME,
-                        QUANTIZATION_FILENAME)
+from .artifacts import (INFER_CONFIG_FILENAME, LEGACY_MODEL_FILENAME, MODEL_FILENAME,
+                        ONNX_FILENAME, PARAMS_FILENAME, QUANTIZATION_FILENAME)
 from .images import ImageItem, check_image, collect_images
-from .infer_config import InferConfig, InferConfigError, read_infer_config
+from .infer_config import InferConfig, read_infer_config
 
 RUNTIME_NAMES = {"paddle": "Paddle Inference (oneDNN)", "onnx": "ONNX Runtime",
                  "openvino": "OpenVINO"}
@@ -55,47 +54,67 @@ class LoadedModel:
         return f"{self.folder}: {self.precision}, {RUNTIME_NAMES[self.runtime]}"
 
 
-def fastest_runtime(has_paddle: bool, has_onnx: bool, int8: bool) -> str:
-    """As measured (docs/speed.md): ONNX Runtime for an int8 folder, OpenVINO for an
-    fp32 inference.onnx where installed, else Paddle Inference, else ONNX Runtime."""
-    if int8:
-        return "onnx"
-    if has_onnx and rt.openvino_available():
-        return "openvino"
-    return "paddle" if has_paddle else "onnx"
+def check_folder(model_dir, error=ModelFolderError) -> tuple[Path, bool, bool]:
+    """(folder, has Paddle Inference files, has inference.onnx); ``error`` names the fix.
+    A model folder is read only from inside: no file may link out of it."""
+    from ..files import is_regular_file_inside
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise error(f"model folder {folder} {'is a file' if folder.exists() else 'not found'}: "
+                    f"pass the folder that rexnet-plugin export (or quantize, or PaddleClas's "
+                    f"tools/export_model.py -o Global.export_for_fd=True) wrote")
+    has_paddle = (folder / MODEL_FILENAME).is_file() and (folder / PARAMS_FILENAME).is_file()
+    has_onnx = (folder / ONNX_FILENAME).is_file()
+    if (folder / LEGACY_MODEL_FILENAME).is_file() and not (has_paddle or has_onnx):
+        raise error(f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x): "
+                    f"re-export it on Paddle 3 (rexnet-plugin export, or PaddleClas's "
+                    f"tools/export_model.py), which writes {MODEL_FILENAME}")
+    if not (has_paddle or has_onnx):
+        raise error(f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
+                    f"{PARAMS_FILENAME} (Paddle Inference) nor {ONNX_FILENAME} (ONNX Runtime). "
+                    f"Pass a folder written by rexnet-plugin export or quantize, or export one: "
+                    f"rexnet-plugin export ReXNet_1_0 --weights CKPT -o {folder}")
+    for name in (MODEL_FILENAME, PARAMS_FILENAME, ONNX_FILENAME, INFER_CONFIG_FILENAME):
+        if os.path.lexists(folder / name) and not is_regular_file_inside(folder / name, folder):
+            raise error(f"{folder / name} is a link to a file outside {folder}, or not a regular "
+                        f"file; a model folder is read only from inside: copy the file into it")
+    return folder, has_paddle, has_onnx
+
+
+def check_onnx_file(path: Path, error=ModelFolderError) -> None:
+    """The external data of ONNX model ``path`` lie inside its folder: onnx.load (and OpenVINO)
+    would follow a link anywhere."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors  # initializers and attributes
+    from ..files import is_regular_file_inside
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # DecodeError for a damaged or truncated file
+        raise error(f"{path} is not a readable ONNX model ({type(err).__name__}); the files "
+                    f"are damaged: export the model again") from None
+    for tensor in _get_all_tensors(model):
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and not is_regular_file_inside(
+                path.parent / location, path.parent):
+            raise error(f"{path}: the external data of tensor {tensor.name[:100]!r} "
+                        f"({location[:200]!r}) resolves outside {path.parent}, or is not a "
+                        f"regular file; a model folder is read only from inside")
 
 
 def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                precision: str = "fp32", threads: int | None = None) -> LoadedModel:
-    """Open a model folder; ``runtime=None`` picks ``fastest_runtime``. ``precision``
-    "bf16" runs an fp32 model in bfloat16 (Paddle Inference or OpenVINO; UnsupportedCPUError
-    without it). ModelFolderError or InferConfigError name the folder and the fix."""
-    folder = Path(model_dir)
+    """Open a model folder. ``runtime=None`` picks the fastest (docs/speed.md): ONNX Runtime
+    for int8, OpenVINO for an fp32 inference.onnx where installed, else Paddle Inference.
+    "bf16" runs an fp32 model in bfloat16 (Paddle Inference or OpenVINO)."""
     if runtime not in (None, *RUNTIMES) or precision not in PRECISIONS:
         raise ValueError(f"runtime={runtime!r}, precision={precision!r}: expected a runtime of "
                          f"{', '.join(RUNTIMES)} (or None) and a precision of "
                          f"{', '.join(PRECISIONS)}")
-    if not folder.is_dir():
-        what = "is a file" if folder.exists() else "not found"
-        raise ModelFolderError(f"model folder {folder} {what}: pass the folder that "
-                               f"rexnet-plugin export (or quantize, or PaddleClas's "
-                               f"tools/export_model.py) wrote")
-    has_paddle = (folder / MODEL_FILENAME).is_file() and (folder / PARAMS_FILENAME).is_file()
-    has_onnx = (folder / ONNX_FILENAME).is_file()
-    if not has_paddle and not has_onnx:
-        if (folder / LEGACY_MODEL_FILENAME).is_file():
-            raise ModelFolderError(
-                f"{folder} holds an old-IR model ({LEGACY_MODEL_FILENAME}, Paddle 2.x), which "
-                f"this command does not load: re-export it on Paddle 3 (rexnet-plugin export, "
-                f"or PaddleClas's tools/export_model.py), which writes {MODEL_FILENAME}")
-        raise ModelFolderError(
-            f"{folder} is not a model folder: it has neither {MODEL_FILENAME} + "
-            f"{PARAMS_FILENAME} (Paddle Inference) nor {ONNX_FILENAME} (ONNX Runtime). Pass "
-            f"a folder written by rexnet-plugin export or quantize, or export one: "
-            f"rexnet-plugin export ReXNet_1_0 --weights CKPT -o {folder}")
+    folder, has_paddle, has_onnx = check_folder(model_dir)
     int8 = (folder / QUANTIZATION_FILENAME).is_file()
     if runtime is None:
-        runtime = fastest_runtime(has_paddle, has_onnx, int8)
+        runtime = ("onnx" if int8 else "openvino" if has_onnx and rt.openvino_available()
+                   else "paddle" if has_paddle else "onnx")
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
@@ -108,31 +127,19 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
             f"--runtime {runtime}: {folder} has no {' + '.join(names)}. Export it (rexnet-plugin "
             f"export ...{'' if runtime == 'paddle' else ' --onnx'} -o {folder}), or use "
             f"--runtime {'onnx' if runtime == 'paddle' else 'paddle'}.")
+    from ..extras import install_command, require
     if runtime == "openvino":
-        from ..extras import install_command
-        from .quantize import QuantizeError, check_onnx_file
         if not rt.openvino_available():
             raise ModelFolderError(f"--runtime openvino: OpenVINO is not installed here: "
                                    f"{install_command('openvino')}, or use --runtime onnx or "
                                    f"paddle.")
-        try:  # ONNX Runtime refuses external data outside the folder; OpenVINO does not
-            check_onnx_file(folder / ONNX_FILENAME)
-        except QuantizeError as err:
-            raise ModelFolderError(str(err)) from None
+        check_onnx_file(folder / ONNX_FILENAME)  # ONNX Runtime checks this itself
     if runtime == "onnx":
-        from ..extras import require
         require(f"{folder} (ONNX Runtime)", "onnxruntime")
     config = read_infer_config(folder)  # InferConfigError says how to write one
-    from ..files import is_regular_file_inside
-    for name in names:
-        if not is_regular_file_inside(folder / name, folder):
-            raise ModelFolderError(f"{folder / name} is a link to a file outside {folder}, or "
-                                   f"not a regular file; a model folder is read only from "
-                                   f"inside: copy the file into the folder")
     try:
         if runtime == "paddle":
-            session = rt.create_predictor(folder, mkldnn=True, threads=threads,
-                                          precision=precision)
+            session = rt.create_predictor(folder, threads=threads, precision=precision)
         elif runtime == "openvino":
             session = rt.create_openvino_session(folder / ONNX_FILENAME, threads=threads,
                                                  precision=precision)
@@ -188,15 +195,9 @@ def predict_items(model: LoadedModel, items: list[ImageItem], topk: int | None =
               disable=not progress) as bar:
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
-            arrays = [model.config.preprocess(item.path) for item in batch]
-            if len({a.shape for a in arrays}) > 1:
-                sizes = ", ".join(f"{i.path} {a.shape[2]}x{a.shape[1]}"
-                                  for i, a in zip(batch, arrays))
-                raise InferConfigError(f"{model.config.path}: the preprocessing gives images "
-                                       f"of different sizes ({sizes}); a batch needs one size: "
-                                       f"end PreProcess.transform_ops with a CropImage, or pass "
-                                       f"--batch-size 1")
-            scores = model.scores(model.run(np.stack(arrays)))
+            paths = [item.path for item in batch]
+            images = model.config.stack([model.config.preprocess(p) for p in paths], paths)
+            scores = model.scores(model.run(images))
             for item, row in zip(batch, scores):
                 best = [[int(i), float(row[i])]  # stable: ties keep the lower class id first
                         for i in np.argsort(-row, kind="stable")[:topk or model.config.topk]]
@@ -222,13 +223,12 @@ def predict(model_dir: str | os.PathLike, inputs, topk: int | None = None,
 
 
 def run_from_args(args) -> int:
-    """``rexnet-plugin predict``: exit 0, or 2 on bad input (message on stderr)."""
+    """``rexnet-plugin predict``; bad input raises ValueError (cli.main: exit 2)."""
     import json
-    from ..extras import MissingDependencyError
+    for option, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} {value}: expected at least 1")
     try:
-        for option, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{option} {value}: expected at least 1")
         items = prepare_inputs(args.inputs)
         model = load_model(args.model_dir, runtime=args.runtime, precision=args.precision)
         print(f"rexnet-plugin predict: {model.describe()}", file=sys.stderr)
@@ -242,9 +242,6 @@ def run_from_args(args) -> int:
         if labelled:  # a list file's labels: the accuracy (stderr keeps --json parseable)
             print(f"top-1: {100 * correct / labelled:.2f}% ({correct}/{labelled} labelled "
                   f"images, {model.describe()})", file=sys.stderr if args.json else sys.stdout)
-    except (ValueError, rt.UnsupportedCPUError, MissingDependencyError) as err:
-        print(f"rexnet-plugin predict: error: {err}", file=sys.stderr)  # names file and fix
-        return 2
     except BrokenPipeError:  # `| head`: the reader has all it wants
         sys.stderr.close()
     return 0

@@ -13,28 +13,21 @@ from .artifacts import MODEL_FILENAME, PARAMS_FILENAME
 PRECISIONS = ("fp32", "bf16")
 # CPU instructions that run bf16 natively (Intel Cooper Lake+, AMD Zen 4+; AMX).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-# OpenVINO's INFERENCE_PRECISION_HINT per precision: without one it runs fp32
-# models in bf16 on CPUs that have it, so the hint is always given.
-OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
-class UnsupportedCPUError(RuntimeError):
+class UnsupportedCPUError(ValueError):
     """The CPU lacks the instructions a requested precision needs."""
 
 
 def _cpuinfo(key: str) -> str | None:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
     except OSError:
-        pass
-    return None
+        return None
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     return frozenset((_cpuinfo("flags") or "").split())
 
 
@@ -52,7 +45,6 @@ def bf16_supported() -> bool:
 
 
 def check_precision(precision: str, mkldnn: bool = True) -> None:
-    """Raise a clear error when ``precision`` cannot run here."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "bf16":
@@ -67,11 +59,7 @@ def check_precision(precision: str, mkldnn: bool = True) -> None:
 
 def create_predictor(model_dir: str | os.PathLike, mkldnn: bool = True,
                      threads: int | None = None, precision: str = "fp32"):
-    """A Paddle Inference predictor on the CPU, oneDNN on; ``precision="bf16"`` is opt-in.
-
-    No ``enable_memory_optim()``: it fails on Paddle 3.3.1 ("Not find
-    predictor_id 0 and pass_name memory_optimize_pass").
-    """
+    """A Paddle Inference CPU predictor (no enable_memory_optim: it fails on Paddle 3.3.1)."""
     check_precision(precision, mkldnn)
     from paddle import inference
     model_dir = Path(model_dir)
@@ -96,12 +84,7 @@ def run_predictor(predictor, images: np.ndarray) -> np.ndarray:
 
 
 def create_onnx_session(onnx_path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session, every graph optimisation on.
-
-    Its threads spin between operators only while a run lasts
-    (``session.force_spinning_stop``): an idle session takes no core from
-    other work (docs/deployment.md has the measurement).
-    """
+    """An ONNX Runtime CPU session; its threads stop spinning when idle (docs/deployment.md)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -123,17 +106,12 @@ def openvino_available() -> bool:
 
 def create_openvino_session(model_path: str | os.PathLike, threads: int | None = None,
                             precision: str = "fp32"):
-    """An ``openvino.CompiledModel`` on the CPU for an ONNX (or IR) file.
-
-    ``precision`` is what its float parts run in: "fp32" (never silently
-    bf16) or "bf16" (UnsupportedCPUError on a CPU without it); an int8
-    model keeps its quantized ops in int8 either way.
-    """
+    """An OpenVINO CPU CompiledModel; float ops run in ``precision``, int8 ops stay int8."""
     check_precision(precision)
-    import openvino as ov
+    import openvino as ov  # without the hint it runs fp32 models in bf16 where the CPU can
     return ov.Core().compile_model(str(model_path), "CPU", {
         "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
-        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision]})
+        "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]})
 
 
 def run_openvino(session, images: np.ndarray) -> np.ndarray:
