@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -19,10 +20,7 @@ def _raise_terminated(signum, frame):
 
 def _run_from_args(module: str):
     """A command whose module checks its own arguments (predict, demo)."""
-    def run(args) -> int:
-        import importlib
-        return importlib.import_module(module, __package__).run_from_args(args)
-    return run
+    return lambda args: importlib.import_module(module, __package__).run_from_args(args)
 
 
 def _variants(args) -> int:

@@ -15,11 +15,11 @@ TRAIN_LIST, VAL_LIST, LABEL_LIST = "train_list.txt", "val_list.txt", "label_list
 DIGITS_IMAGE_SIZE = 32  # the smallest input ReXNet takes
 
 
-class DemoError(RuntimeError):
-    """A problem the user can fix; the message says how (the CLI prints it)."""
+class DemoError(ValueError):
+    """A problem the user can fix; the message says how (the CLI prints it, exit 2)."""
 
 
-class DataError(DemoError, ValueError):
+class DataError(DemoError):
     """A dataset folder that cannot be used; the message names the file and line."""
 
 
