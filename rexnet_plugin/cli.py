@@ -305,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = f"rexnet-plugin {args.command}:"
-    # Importing paddle installs its own SIGTERM handler, so ours goes in after it.
-    # SIGTERM then cleans up as Ctrl-C does; 143 = 128 + SIGTERM, as the shell reports.
+    # paddle installs a SIGTERM handler on import, so ours (clean up as Ctrl-C does) goes after.
     if args.command != "configs":
         import paddle  # noqa: F401
     on_main_thread = threading.current_thread() is threading.main_thread()
