@@ -1,12 +1,7 @@
-"""ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.
+"""ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX; attributes load lazily,
+so the start-up hook (integrations.autoload) never imports paddle."""
 
-Attributes load lazily, so the start-up hook (integrations.autoload) never
-imports paddle.
-"""
-
-# Not typing.TYPE_CHECKING: importing typing (re, enum) would slow every Python
-# start-up through the autoload hook; type checkers treat this name alike.
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # not typing's: importing typing would slow every Python start-up
 
 __version__ = "0.2.0"
 

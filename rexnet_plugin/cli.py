@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -19,10 +20,7 @@ def _raise_terminated(signum, frame):
 
 def _run_from_args(module: str):
     """A command whose module checks its own arguments (predict, demo)."""
-    def run(args) -> int:
-        import importlib
-        return importlib.import_module(module, __package__).run_from_args(args)
-    return run
+    return lambda args: importlib.import_module(module, __package__).run_from_args(args)
 
 
 def _variants(args) -> int:
@@ -81,10 +79,9 @@ def _weights(args) -> int:
         removed = forget(name)
         print(f"{name}: removed {'; '.join(removed)}" if removed else f"{name}: nothing "
               f"recorded or cached under this name; the next download is accepted as it is")
-    if args.forget:
-        return 0
-    if not args.download:
+    if not args.forget and not args.download:
         print(sources_table(args.variants))
+    if args.forget or not args.download:
         return 0
     if not args.variants:
         raise ValueError("name the variants to --download")
@@ -115,13 +112,8 @@ def _export(args) -> int:
 
 def _bench(args) -> int:
     from .deploy.bench import time_folder
-    from .deploy.predict import ModelFolderError
-    try:
-        rows = time_folder(args.folder, args.batch, args.warmup, args.repeats, args.threads,
-                           log=lambda *_: None)
-    except (ModelFolderError, ValueError) as err:
-        print(f"rexnet-plugin bench: error: {err}", file=sys.stderr)
-        return 2
+    rows = time_folder(args.folder, args.batch, args.warmup, args.repeats, args.threads,
+                       log=lambda *_: None)  # a bad folder: ModelFolderError, a ValueError
     print(f"{args.folder}: ms per image, median of {args.repeats} runs, one process")
     for row in rows:
         times = f"skipped: {row['skipped'][:160]}" if "skipped" in row else "  ".join(
@@ -155,41 +147,31 @@ def _paddlex_pipeline(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    from .demo.run import run_from_args
-    return run_from_args(args)
-
-
 def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     from .demo import run as demo
     from .zoo import VARIANTS
-    p.add_argument("--variant", default=demo.DEFAULT_VARIANT, choices=list(VARIANTS),
-                   metavar="NAME", help=f"one of {', '.join(VARIANTS)} "
-                                        f"(default {demo.DEFAULT_VARIANT})")
-    p.add_argument("--epochs", type=int, default=demo.DEFAULT_EPOCHS,
-                   help=f"training epochs (default {demo.DEFAULT_EPOCHS})")
-    p.add_argument("--image-size", type=int, default=None, metavar="PX",
-                   help=f"square input size, at least 32 (default "
-                        f"{demo.DEFAULT_DIGITS_IMAGE_SIZE} for the digits, "
-                        f"{demo.DEFAULT_DATA_IMAGE_SIZE} for --data)")
-    p.add_argument("--batch-size", type=int, default=demo.DEFAULT_BATCH_SIZE,
-                   help=f"default {demo.DEFAULT_BATCH_SIZE}")
-    p.add_argument("--lr", type=float, default=demo.DEFAULT_LEARNING_RATE,
-                   dest="learning_rate", help=f"peak learning rate of the cosine "
-                                              f"schedule (default {demo.DEFAULT_LEARNING_RATE})")
+    d = demo.DemoSettings
+    p.add_argument("--variant", default=d.variant, choices=list(VARIANTS), metavar="NAME",
+                   help=f"one of {', '.join(VARIANTS)} (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
+    p.add_argument("--image-size", type=int, metavar="PX", help="square input size, at least "
+                   f"32 (default {demo.DIGITS_IMAGE_SIZE} for the digits, "
+                   f"{demo.DATA_IMAGE_SIZE} for --data)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
+    p.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate",
+                   help="peak learning rate of the cosine schedule (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, "
                    "shuffling and augmentation (default 0; the digits' split is fixed)")
-    p.add_argument("-o", "--out", type=Path, default=Path(demo.DEFAULT_OUT), metavar="DIR",
-                   help=f"report folder (default ./{demo.DEFAULT_OUT})")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="your own ImageNet-format folder (train_list.txt, val_list.txt, "
-                        "optional label_list.txt) instead of the digits")
-    p.add_argument("--pretrained", default=None, metavar="CKPT",
+    p.add_argument("-o", "--out", type=Path, default=d.out, metavar="DIR",
+                   help="report folder (default ./%(default)s)")
+    p.add_argument("--data", type=Path, metavar="DIR", help="your own ImageNet-format folder "
+                   "(train_list.txt, val_list.txt, optional label_list.txt) instead of the digits")
+    p.add_argument("--pretrained", metavar="CKPT",
                    help="start from these weights (classifier skipped if its shape differs)")
-    p.add_argument("--engine", choices=("auto", "paddle", "paddleclas"), default="auto",
+    p.add_argument("--engine", choices=demo.ENGINES, default="auto",
                    help="auto (default): PaddleClas's tools/train.py when PADDLECLAS_ROOT "
                         "is set, else a Paddle dygraph loop (paddle)")
-    p.add_argument("--train-images", type=int, default=None, metavar="N",
+    p.add_argument("--train-images", type=int, metavar="N",
                    help="train on the first N training images only (quick checks)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty --out folder not made by this command")
@@ -199,9 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy.artifacts import DEFAULT_OPSET
     from .deploy import predict as predict_mod  # numpy, no paddle
     from .deploy import quantize as quantize_mod  # numpy, no paddle
-    parser = argparse.ArgumentParser(
-        prog="rexnet-plugin",
-        description="ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.")
+    parser = argparse.ArgumentParser(prog="rexnet-plugin", description="ReXNet for "
+                                     "PaddlePaddle, PaddleClas, PaddleDetection and PaddleX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, func, help, description=None):
@@ -227,16 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "of any layout (Paddle, official, timm) to .pdparams or .safetensors")
     p.add_argument("src", metavar="SRC", help="the checkpoint to read")
     p.add_argument("dst", metavar="DST", help="the file to write: .pdparams or .safetensors")
-    p.add_argument("--variant", help="check the weights against this variant (default: "
-                                     "inferred)")
+    p.add_argument("--variant", help="check the weights against this variant (default: inferred)")
     p.add_argument("--src-format", choices=["pdparams", "safetensors", "pth"],
                    help="format of SRC (default: from its content and suffix)")
     p.add_argument("--layout", choices=["paddle", "official"], default="paddle",
                    help="key names to write (official: .safetensors only)")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
 
-    p = command("weights", _weights, "list the published weights and the cache; --download "
-                "fetches them")
+    p = command("weights", _weights, "list the published weights and cache; --download them")
     p.add_argument("variants", nargs="*", metavar="VARIANT",
                    help="variants to list or download (default: all)")
     p.add_argument("--download", action="store_true",
@@ -257,11 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint path, source name (ppim, paddleclas, ...) "
                                      "or URL (default: the config's)")
     p.add_argument("--untrained", action="store_true", help="export random weights")
-    p.add_argument("-o", "--output", help="output folder (default: the config's, else "
-                                          "./inference)")
+    p.add_argument("-o", "--output", help="default: the config's, else ./inference")
     p.add_argument("--onnx", action="store_true", help="also write inference.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="default %(default)s")
     p.add_argument("--image-size", type=_image_size, default=-1, metavar="SIZE",
                    help="224, HxW or dynamic (default: the config's, else 224)")
     p.add_argument("--class-num", type=int, help="classes (default: the config's, else 1000)")
@@ -269,23 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "one per line (default: the config's; ImageNet's for 1000)")
     p.add_argument("--logits", action="store_true", help="output logits, not probabilities")
 
-    p = sub.add_parser(
-        "bench", help="time a model folder in each runtime and precision it allows",
-        description="Time a model folder (rexnet-plugin export or quantize) in Paddle Inference, "
-                    "ONNX Runtime and OpenVINO, fp32 and bf16 where the CPU has it, one after "
-                    "the other in this process. The side-by-side comparison with PaddleClas's "
-                    "built-in, each path in its own process, is python benchmarks/run.py in a "
-                    "source checkout (docs/speed.md).")
+    p = command("bench", _bench, "time a model folder in each runtime and precision it allows",
+                "Time a model folder (rexnet-plugin export or quantize) in Paddle Inference, "
+                "ONNX Runtime and OpenVINO, fp32 and bf16 where the CPU has it, one after the "
+                "other in this process. The side-by-side comparison with PaddleClas's built-in, "
+                "each path in its own process, is python benchmarks/run.py in a source checkout "
+                "(docs/speed.md).")
     p.add_argument("folder", help="model folder")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8],
-                   help="batch sizes (default 1 8)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="default 1 8")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
-    p.set_defaults(func=_bench)
 
-    p = command("predict", _run_from_args(".deploy.predict"), "classify images with an exported model folder (fp32, "
-                "bf16, int8), preprocessed by its inference.yml")
+    p = command("predict", _run_from_args(".deploy.predict"), "classify images with an "
+                "exported model folder (fp32, bf16, int8), preprocessed by its inference.yml")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by export or "
                    "quantize, or by PaddleClas's export_model.py with Global.export_for_fd=True")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -293,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, metavar="K", help="default: inference.yml's")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--batch-size", type=int, default=predict_mod.DEFAULT_BATCH_SIZE,
-                   metavar="N", help=f"images per run (default {predict_mod.DEFAULT_BATCH_SIZE})")
+                   metavar="N", help="images per run (default %(default)s)")
     p.add_argument("--precision", choices=predict_mod.PRECISIONS, default="fp32",
                    help="bf16 needs AVX512-BF16 or AMX (an int8 folder runs int8)")
     p.add_argument("--runtime", choices=predict_mod.RUNTIMES,
@@ -308,18 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT_DIR",
                    help="a new (or empty) folder for the int8 model")
     p.add_argument("--num-images", type=int, default=quantize_mod.DEFAULT_CALIBRATION_IMAGES,
-                   metavar="N", help=f"calibration images used, spread over --calib "
-                                     f"(default {quantize_mod.DEFAULT_CALIBRATION_IMAGES})")
+                   metavar="N", help="calibration images used, spread over --calib (default "
+                                     "%(default)s)")
 
-    p = sub.add_parser(
-        "demo", help="train, evaluate, export, quantize and predict on bundled digits "
-                     "(offline)",
-        description="Train a ReXNet from scratch on scikit-learn's bundled handwritten "
-                    "digits (or --data DIR), report held-out top-1, export to Paddle "
-                    "Inference and predict with it, quantize to int8 (ONNX Runtime) on the "
-                    "training images and report its top-1. Writes a report folder (--out).")
-    _add_demo_arguments(p)
-    p.set_defaults(func=_demo)
+    _add_demo_arguments(command(
+        "demo", _run_from_args(".demo.run"), "train, evaluate, export, quantize and predict on "
+        "bundled digits (offline)", "Train a ReXNet from scratch on scikit-learn's bundled "
+        "handwritten digits (or --data DIR), report held-out top-1, export to Paddle Inference "
+        "and predict with it, quantize to int8 (ONNX Runtime) on the training images and report "
+        "its top-1. Writes a report folder (--out)."))
 
     p = command("paddlex-pipeline", _paddlex_pipeline, "write a PaddleX image_classification "
                 "pipeline YAML for an export folder (needs the [paddlex] extra)")
@@ -334,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = f"rexnet-plugin {args.command}:"
-    # Importing paddle installs its own SIGTERM handler, so ours goes in after it.
-    # SIGTERM then cleans up as Ctrl-C does; 143 = 128 + SIGTERM, as the shell reports.
+    # paddle installs a SIGTERM handler on import, so ours (clean up as Ctrl-C does) goes after.
     if args.command != "configs":
         import paddle  # noqa: F401
     on_main_thread = threading.current_thread() is threading.main_thread()

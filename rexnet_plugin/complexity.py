@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import paddle
 import paddle.nn as nn
 
@@ -12,17 +14,14 @@ def count_params(model: nn.Layer) -> int:
 
 
 def count_conv_macs(model: nn.Layer, image_size: int = 224) -> dict[str, int]:
-    """Conv multiply-accumulates for one image (every Conv2D, as the reference
-    figures count them), split into body ("features") and classifier ("head")."""
+    """Conv multiply-accumulates of one image: body ("features"), classifier ("head"), total."""
     output = getattr(model, "output", None)
     head = {id(layer) for layer in output.sublayers()} if output else set()
     macs = {"features": 0, "head": 0}
 
     def hook(layer, inputs, out):
-        kh, kw = layer.weight.shape[2:]
-        macs["head" if id(layer) in head else "features"] += (
-            out.shape[1] * out.shape[2] * out.shape[3] * (layer._in_channels // layer._groups)
-            * kh * kw)
+        macs["head" if id(layer) in head else "features"] += int(
+            math.prod(out.shape[1:]) * math.prod(layer.weight.shape[1:]))
 
     handles = [layer.register_forward_post_hook(hook)
                for layer in model.sublayers() if isinstance(layer, nn.Conv2D)]

@@ -1,5 +1,4 @@
-"""What a command needs beyond Paddle, checked before long work starts, with the
-pip command that adds it from where this package was installed."""
+"""What a command needs beyond Paddle, checked before long work, with the pip command to add it."""
 
 from __future__ import annotations
 
@@ -22,8 +21,8 @@ class MissingDependencyError(ImportError):
 
 
 def install_command(extra: str | None = None) -> str:
-    """``pip install ...`` of this package (with ``extra``) from where it came:
-    the checkout or wheel of PEP 610's direct_url.json, else the index."""
+    """``pip install`` of this package (with ``extra``) from where PEP 610's direct_url.json
+    says it came, else from the index."""
     from importlib import metadata
     suffix = f"[{extra}]" if extra else ""
     try:

@@ -1,6 +1,4 @@
-"""One factory per named variant, with the signature of PaddleClas's
-legendary-model factories: ``ReXNet_1_0(pretrained=False, **kw)``
-(keyword arguments go to ``ReXNet``)."""
+"""One factory per variant, as PaddleClas's: ``ReXNet_1_0(pretrained=False, **kw)``."""
 
 from __future__ import annotations
 
@@ -9,16 +7,11 @@ from .zoo import get_variant
 
 
 def create_model(name: str, pretrained=False, *, skip_head: bool = False, **kwargs) -> ReXNet:
-    """Build the variant ``name`` (one of ``zoo.VARIANTS``); ``kwargs`` go to ``ReXNet``.
-
-    ``pretrained``: False, True (the variant's default weights), a source name,
-    a local file or a URL (``weights.load_pretrained``). The classifier of the
-    weights is left out with ``skip_head``, for a headless model, or when
-    published weights meet another class count (``weights.should_skip_head``).
-    """
+    """Build variant ``name`` (``kwargs`` go to ``ReXNet``) with ``pretrained`` weights: False,
+    True (the default source), a source name, a file or a URL (docs/weights.md)."""
     variant = get_variant(name)
     model = ReXNet(**variant.arch, **kwargs)
-    if pretrained is not False and pretrained is not None:
+    if pretrained not in (False, None):
         from .weights import load_pretrained, should_skip_head
         load_pretrained(model, pretrained, variant=variant.name,
                         skip_head=should_skip_head(model.class_num, pretrained, skip_head,

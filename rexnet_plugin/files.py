@@ -1,5 +1,4 @@
-"""Nothing half-written: write to a temp beside the target (same folder, so the
-rename is atomic), then ``os.replace``; check output folders before any work."""
+"""Nothing half-written: write a temp beside the target, then rename it over the target."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ class FolderNotWritableError(PermissionError, ValueError):
 
 
 def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
-    """Create ``folder`` if needed and write a probe file in it (permission bits
-    alone miss read-only mounts and ACLs); FolderNotWritableError names the fix."""
+    """Create ``folder`` and write a probe in it (mode bits miss read-only mounts and ACLs)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -50,15 +48,13 @@ def temp_path(target: str | os.PathLike, suffix: str = "", kind: str = "tmp") ->
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else \
         path.unlink(missing_ok=True)
 
 
 def sweep_stale(folder: str | os.PathLike) -> list[Path]:
-    """Delete (and return) the temps in ``folder`` whose writer is gone; a live one's
-    stay. A folder whose writer died mid-swap, between its two renames, is put back."""
+    """Delete (and return) the temps in ``folder`` whose writer is gone; put back a folder
+    whose writer died mid-swap, between its two renames."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -79,10 +75,8 @@ def sweep_stale(folder: str | os.PathLike) -> list[Path]:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temp path beside ``path`` for the caller to write a file or make a
-    folder at; on success it replaces ``path``, on any error (Ctrl-C too) it is
-    deleted. Dead writers' temps beside ``path`` are swept first. ``suffix``
-    keeps the extension a reader looks at."""
+    """Yield a temp path beside ``path`` (a file or folder to make) that replaces ``path`` on
+    success and is deleted on any error; dead writers' temps are swept first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(path.parent)
@@ -118,8 +112,7 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def is_regular_file_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """Whether ``path`` is a regular file (no FIFO, device, folder) whose real
-    path, links followed, lies inside ``folder``'s real path."""
+    """Whether ``path`` is a regular file whose real path lies inside ``folder``'s."""
     real, home = os.path.realpath(path), os.path.realpath(folder)
     return os.path.isfile(real) and os.path.commonpath([real, home]) == home
 
@@ -133,5 +126,5 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
-        pass
+        return True
     return True

@@ -1,6 +1,4 @@
-"""ReXNet (CVPR 2021) in pure Paddle: NAVER's ``rexnetv1.py``/``rexnetv1_lite.py``
-and timm's ReXNet-R, with the official state-dict layout and numerics, and
-timm's features API."""
+"""ReXNet V1, lite and R in pure Paddle: the official layout and numerics, timm's features API."""
 
 from __future__ import annotations
 
@@ -17,9 +15,7 @@ from .zoo import IMAGENET_MEAN, IMAGENET_STD
 
 MIN_INPUT_SIZE = 32  # five stride-2 stages
 _LITE_CLASSIFIER_CHANNELS = 1024
-# "paddle": Paddle's default initialisers (as PaddleClas's built-in ReXNet);
-# "official": PyTorch's defaults, which the official code trains from.
-WEIGHT_INITS = ("paddle", "official")
+WEIGHT_INITS = ("paddle", "official")  # Paddle's initialisers, or PyTorch's (the official code's)
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -29,16 +25,13 @@ def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int 
 
 
 class Silu(nn.Silu):
-    """SiLU; exported graphs get the equal ``swish``, which oneDNN fuses into the
-    conv (Paddle 3.3), while dygraph keeps silu's faster backward."""
+    """Exported graphs get the equal ``swish``, which oneDNN fuses into the conv."""
 
     def forward(self, x):
         return F.silu(x) if paddle.in_dynamic_mode() else F.swish(x)
 
 
 class SqueezeExcite(nn.Layer):
-    """The official SE: pool, 1x1 conv, BN, ReLU, 1x1 conv, sigmoid, scale."""
-
     def __init__(self, channels: int, reduced: int):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
@@ -64,8 +57,7 @@ class DropPath(nn.Layer):
 
 
 class LinearBottleneck(nn.Layer):
-    """Inverted residual with a partial shortcut; ``out`` keeps the official
-    Sequential so parameter names match (``out.0`` ... ``out.8``)."""
+    """Inverted residual with a partial shortcut; ``out`` keeps the official parameter names."""
 
     def __init__(self, spec: BlockSpec, lite: bool, drop_path: float = 0.0):
         super().__init__()
@@ -86,8 +78,7 @@ class LinearBottleneck(nn.Layer):
         out = self.out(x)
         if not self.use_shortcut:
             return out
-        if self.drop_path is not None:
-            out = self.drop_path(out)
+        out = out if self.drop_path is None else self.drop_path(out)
         # The official in-place ``out[:, :c] += x`` without set_value: split, add,
         # concat are oneDNN ops in exported graphs (F.pad over channels crashes it).
         c = self.in_channels
@@ -98,14 +89,8 @@ class LinearBottleneck(nn.Layer):
 
 
 class ReXNet(nn.Layer):
-    """ReXNet V1, ReXNet-lite (``lite``) or ReXNet-R (``ch_div`` 8 or 16).
-
-    ``class_num`` 0 or None gives a headless model returning pooled features;
-    ``drop_path_rate`` (stochastic depth) rises linearly to the last block;
-    ``se_ratio`` is the SE reduction; ``input_ch`` and ``final_ch`` are the
-    official plan arguments (plan.channel_plan); ``weight_init`` is one of
-    WEIGHT_INITS. Float inputs of another dtype are cast to the model's.
-    """
+    """ReXNet V1, lite (``lite``) or R (``ch_div`` 8 or 16); ``class_num`` 0/None: headless.
+    Arguments: docs/model.md; float inputs of another dtype are cast to the model's."""
 
     def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0,
                  lite: bool = False, class_num: int | None = 1000,
@@ -122,8 +107,7 @@ class ReXNet(nn.Layer):
                 raise ValueError(f"{name}={value!r}: expected a number with 0 <= {name} < 1 "
                                  f"(official: {official}).")
         if weight_init not in WEIGHT_INITS:
-            raise ValueError(f"weight_init={weight_init!r}: expected one of "
-                             f"{', '.join(map(repr, WEIGHT_INITS))}.")
+            raise ValueError(f"weight_init={weight_init!r}: expected one of {WEIGHT_INITS}.")
         self.plan = channel_plan(width_mult, depth_mult, lite, use_se, se_ratio, ch_div,
                                  input_ch, final_ch)
         self.width_mult, self.lite, self.ch_div = width_mult, lite, ch_div
@@ -136,21 +120,17 @@ class ReXNet(nn.Layer):
             *(LinearBottleneck(spec, lite, rate) for spec, rate in zip(blocks, rates)),
             *_conv_bn(blocks[-1].out_channels, self.plan.head_channels), act())
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        self.class_num = class_num
-        self.output = self._classifier(class_num)
+        self.class_num, self.output = class_num, self._classifier(class_num)
         if weight_init == "official":
             _init_like_pytorch(self)
 
     def _classifier(self, class_num: int) -> nn.Sequential | None:
         if not class_num:
             return None
-        head = self.plan.head_channels
+        head, lite = self.plan.head_channels, _LITE_CLASSIFIER_CHANNELS
         if self.lite:
-            return nn.Sequential(
-                nn.Conv2D(head, _LITE_CLASSIFIER_CHANNELS, 1),
-                nn.BatchNorm2D(_LITE_CLASSIFIER_CHANNELS), nn.ReLU6(),
-                nn.Dropout(self.dropout_ratio),
-                nn.Conv2D(_LITE_CLASSIFIER_CHANNELS, class_num, 1))
+            return nn.Sequential(nn.Conv2D(head, lite, 1), nn.BatchNorm2D(lite), nn.ReLU6(),
+                                 nn.Dropout(self.dropout_ratio), nn.Conv2D(lite, class_num, 1))
         return nn.Sequential(nn.Dropout(self.dropout_ratio), nn.Conv2D(head, class_num, 1))
 
     kind = property(lambda self: self.plan.kind)  # a key of zoo.KINDS
@@ -158,8 +138,7 @@ class ReXNet(nn.Layer):
 
     @property
     def feature_info(self) -> list[dict]:
-        """timm's feature_info, strides 2 to 32 (the stem is features.0-2, so
-        timm's ``features.{i}`` is ``features.{i + 3}`` here)."""
+        """timm's feature_info, strides 2 to 32 (timm's ``features.{i}`` is ``features.{i+3}``)."""
         return [{"num_chs": self.plan.blocks[idx - STEM_INDEX_END].out_channels,
                  "reduction": stride, "module": f"features.{idx}"}
                 for stride, idx in self.plan.stage_indices.items()]
@@ -202,8 +181,7 @@ class ReXNet(nn.Layer):
         """The stage outputs at strides 4, 8, 16 and 32."""
         positions = [i for i, info in enumerate(self.feature_info)
                      if info["reduction"] in PYRAMID_STRIDES]
-        return self.forward_intermediates(x, positions, stop_early=True,
-                                          intermediates_only=True)
+        return self.forward_intermediates(x, positions, stop_early=True, intermediates_only=True)
 
     def forward_head(self, x, pre_logits: bool = False):
         x = self.avg_pool(x)
@@ -213,8 +191,7 @@ class ReXNet(nn.Layer):
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new class layer (0: headless). As timm's, lite's pretrained 1024-channel
-        layer before it is kept; the keys are those of a model built so."""
+        """A new class layer (0: headless); as timm's, lite's 1024-channel layer is kept."""
         num_classes = _check_class_num(num_classes, "num_classes")
         if num_classes and self.lite and self.output is not None:
             last = list(self.output.named_children())[-1][0]
@@ -239,8 +216,7 @@ def _is_int(value) -> bool:
 
 
 def feature_take_indices(num_features: int, indices=None) -> tuple[list[int], int]:
-    """timm's rule: None -> all; int n -> the last n; a list -> those positions
-    (negative from the end). Returns (positions, the deepest)."""
+    """timm's rule (None: all, n: the last n, a list: those); returns (positions, the deepest)."""
     indices = num_features if indices is None else indices
     if _is_int(indices):
         if not 0 < indices <= num_features:
@@ -252,8 +228,7 @@ def feature_take_indices(num_features: int, indices=None) -> tuple[list[int], in
         bad = [i for i, t in zip(indices, take) if not 0 <= t < num_features]
         if bad:
             raise ValueError(f"indices={list(indices)}: {bad} out of range; positions in "
-                             f"feature_info are 0 ... {num_features - 1} (or -{num_features} "
-                             f"... -1).")
+                             f"feature_info are 0 ... {num_features - 1} (or negative).")
     else:
         raise ValueError(f"indices={indices!r}: expected None (all), an int n (the last n) "
                          f"or a non-empty list of positions in feature_info.")
@@ -273,8 +248,7 @@ def _init_like_pytorch(model: nn.Layer) -> None:
     """PyTorch's default conv init, uniform in +-1/sqrt(fan_in); BN already agrees."""
     for layer in model.sublayers():
         if isinstance(layer, nn.Conv2D):
-            kh, kw = layer.weight.shape[2:]
-            bound = 1.0 / math.sqrt(layer._in_channels // layer._groups * kh * kw)
+            bound = 1.0 / math.sqrt(math.prod(layer.weight.shape[1:]))  # fan_in
             init = nn.initializer.Uniform(-bound, bound)
             init(layer.weight)
             if layer.bias is not None:
@@ -290,23 +264,20 @@ def _check_input(x, model_dtype):
                         f"[N, 3, H, W]: convert it with paddle.to_tensor(x, dtype='float32').")
     shape = list(x.shape)
     if len(shape) != 4 or shape[1] not in (3, -1):
-        raise ValueError(
-            f"ReXNet input x must have shape [N, 3, H, W] (NCHW, RGB); got shape {shape}. "
-            f"Convert grayscale or RGBA images to RGB, and HWC arrays to CHW "
-            f"(transpose(2, 0, 1)).")
-    h, w = shape[2], shape[3]
+        raise ValueError(f"ReXNet input x must have shape [N, 3, H, W] (NCHW, RGB); got shape "
+                         f"{shape}. Convert grayscale or RGBA images to RGB, and HWC arrays "
+                         f"to CHW (transpose(2, 0, 1)).")
+    h, w = shape[2:]
     if 0 <= h < MIN_INPUT_SIZE or 0 <= w < MIN_INPUT_SIZE:
-        raise ValueError(
-            f"ReXNet input x is {h}x{w} (HxW); the network downsamples by 32, so both sides "
-            f"must be at least {MIN_INPUT_SIZE} pixels. Resize the images (224x224 is the "
-            f"training size).")
+        raise ValueError(f"ReXNet input x is {h}x{w} (HxW); the network downsamples by 32, so "
+                         f"both sides must be at least {MIN_INPUT_SIZE} pixels. Resize the "
+                         f"images (224x224 is the training size).")
     if not paddle.in_dynamic_mode():
         return x  # export: the InputSpec fixes the dtype
     dtype = str(x.dtype).replace("paddle.", "")
     if dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"ReXNet input x has dtype {dtype}; the model takes floating-point images, "
-            f"normalised as in training (ImageNet: x / 255, minus mean {list(IMAGENET_MEAN)}, "
-            f"over std {list(IMAGENET_STD)}). Convert uint8 images with "
-            f"x.astype('float32') / 255 and normalise them.")
+        raise TypeError(f"ReXNet input x has dtype {dtype}; the model takes floating-point "
+                        f"images, normalised as in training (ImageNet: x / 255, minus mean "
+                        f"{list(IMAGENET_MEAN)}, over std {list(IMAGENET_STD)}). Convert uint8 "
+                        f"images with x.astype('float32') / 255 and normalise them.")
     return x if x.dtype == model_dtype else x.astype(model_dtype)

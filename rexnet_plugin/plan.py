@@ -1,11 +1,5 @@
-"""ReXNet's channel plan as a pure function (no paddle).
-
-The official design (NAVER's ``rexnetv1.py`` and ``rexnetv1_lite.py``): six
-stages of inverted residuals whose channels grow linearly with the block
-index. The kinds differ only in rounding: V1 to integers, lite to multiples
-of 8 (with its own stem and head), ReXNet-R (timm's ``rexnetr_*``) every
-channel count to a multiple of ``ch_div``.
-"""
+"""ReXNet's channel plan as a pure function (no paddle): channels grow linearly per block;
+V1 rounds to integers, lite to multiples of 8, ReXNet-R (timm's) to multiples of ``ch_div``."""
 
 from __future__ import annotations
 
@@ -13,9 +7,7 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-# Narrower plans degenerate (SE layers of 1-2 channels); 6.0 is twice the widest
-# published model (~140 M parameters), and stops timm-style 100 (= 1.0) from
-# allocating ~100 GB.
+# Narrower plans degenerate; 6.0 (twice the widest published) stops timm-style 100 (= 1.0).
 MIN_WIDTH_MULT, MAX_WIDTH_MULT = 0.5, 6.0
 MAX_DEPTH_MULT = 4.0
 R_CH_DIVS = (8, 16)  # timm: rexnetr_100 ... rexnetr_200 use 8, rexnetr_300 16
@@ -33,8 +25,6 @@ PYRAMID_STRIDES = (4, 8, 16, 32)
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One inverted-residual bottleneck."""
-
     in_channels: int
     out_channels: int
     expand_ratio: int
@@ -45,8 +35,7 @@ class BlockSpec:
     se_channels: int = 0
 
     @property
-    def use_shortcut(self) -> bool:
-        # Official rule: the input is added to the first in_channels outputs.
+    def use_shortcut(self) -> bool:  # the official rule: x is added to the first channels
         return self.stride == 1 and self.in_channels <= self.out_channels
 
 
@@ -59,13 +48,11 @@ class ChannelPlan:
     ch_div: int | None = None
 
     @property
-    def kind(self) -> str:
-        """A key of zoo.KINDS: "v1", "lite" or "r"."""
+    def kind(self) -> str:  # a key of zoo.KINDS
         return "lite" if self.lite else "r" if self.ch_div else "v1"
 
     @property
-    def stage_indices(self) -> dict[int, int]:
-        """Output stride -> index in ``features`` of the last block at it (2 ... 32)."""
+    def stage_indices(self) -> dict[int, int]:  # stride -> index in features of its last block
         return {b.output_stride: STEM_INDEX_END + i for i, b in enumerate(self.blocks)}
 
 
@@ -85,10 +72,9 @@ def check_arguments(width_mult, depth_mult, lite, use_se, se_ratio, ch_div) -> N
         hint = (f" timm's names give the width in hundredths (rexnet_100 is width 1.0): "
                 f"did you mean width_mult={width_mult / 100:g}?"
                 if _is_number(width_mult) and width_mult >= 50 else "")
-        raise ValueError(
-            f"width_mult={width_mult!r} is not supported: ReXNet needs a number with "
-            f"{MIN_WIDTH_MULT} <= width_mult <= {MAX_WIDTH_MULT} (published: 0.9 to 3.0; "
-            f"narrower plans degenerate, 6.0 is already ~140 M parameters).{hint}")
+        raise ValueError(f"width_mult={width_mult!r} is not supported: ReXNet needs a number "
+                         f"with {MIN_WIDTH_MULT} <= width_mult <= {MAX_WIDTH_MULT} (published: "
+                         f"0.9 to 3.0; 6.0 is already ~140 M parameters).{hint}")
     if not _is_number(depth_mult) or not 0 < depth_mult <= MAX_DEPTH_MULT:
         raise ValueError(f"depth_mult={depth_mult!r} is not supported: it must be a number "
                          f"with 0 < depth_mult <= {MAX_DEPTH_MULT} (1.0 is the official depth).")
@@ -112,8 +98,7 @@ def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
                  lite: bool = False, use_se: bool = True, se_ratio: int = 12,
                  ch_div: int | None = None, input_ch: float = _FIRST_BLOCK_CHANNELS,
                  final_ch: float | None = None) -> ChannelPlan:
-    """Every block's channels, strides and SE width. Block channels grow from
-    ``input_ch`` by ``final_ch`` in total (official: 180 for V1 and R, 164 for lite)."""
+    """Every block's channels, strides and SE width; channels grow by ``final_ch`` in total."""
     check_arguments(width_mult, depth_mult, lite, use_se, se_ratio, ch_div)
     stage_blocks = [math.ceil(n * depth_mult) for n in _STAGE_BLOCKS]
     num_blocks = sum(stage_blocks)
@@ -149,16 +134,13 @@ def channel_plan(width_mult: float = 1.0, depth_mult: float = 1.0,
     for cin, cout, t, s, se in zip(in_channels, out_channels, ratios, strides, ses):
         output_stride *= s
         hidden = make_divisible(round(cin * t), ch_div) if ch_div and t != 1 else cin * t
-        if not se:
-            se_channels = 0
-        elif ch_div:  # timm: the SE width as a fraction of the block's, then rounded
-            se_channels = make_divisible(int(hidden * (1 / se_ratio)), ch_div)
-        else:
-            se_channels = hidden // se_ratio
+        # timm's R: the SE width as a fraction of the block's, then rounded
+        se_channels = (0 if not se else hidden // se_ratio if not ch_div
+                       else make_divisible(int(hidden * (1 / se_ratio)), ch_div))
         if se and se_channels < 1:
-            raise ValueError(
-                f"se_ratio={se_ratio} leaves a squeeze-excite layer of {hidden} channels "
-                f"with none; use se_ratio <= {hidden} (official: 12) or use_se=False.")
+            raise ValueError(f"se_ratio={se_ratio} leaves a squeeze-excite layer of {hidden} "
+                             f"channels with none; use se_ratio <= {hidden} (official: 12) or "
+                             f"use_se=False.")
         blocks.append(BlockSpec(cin, cout, t, s, se, output_stride, hidden, se_channels))
 
     if lite:

@@ -1,8 +1,4 @@
-"""The variant table: every named ReXNet, as data (no paddle import).
-
-The factories, the host registrations, the configs, the docs tables and the
-benchmarks all read ``VARIANTS``; adding a variant is one row here.
-"""
+"""The variant table (no paddle): everything else reads ``VARIANTS``; a variant is one row."""
 
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ DEFAULT_VARIANT = "ReXNet_1_0"  # the demo's, the benchmark's and ppdet's defaul
 @dataclass(frozen=True)
 class EvalTransform:
     """Resize the short side, center-crop, normalise; the default is PPIM's (PIL)."""
-
     resize_short: int = 256
     interpolation: str = "bicubic"
     crop_size: int = 224
@@ -38,8 +33,6 @@ class EvalTransform:
 EVAL_TRANSFORM = EvalTransform()
 # timm tests its ReXNet-R weights (trained at 224) at 288 with crop_pct 1.0.
 R_EVAL_TRANSFORM = EvalTransform(resize_short=288, crop_size=288)
-
-
 _TIMM_HOME = "https://github.com/huggingface/pytorch-image-models"
 
 
@@ -82,7 +75,6 @@ PUBLISHERS: dict[str, Publisher] = {
 @dataclass(frozen=True)
 class Accuracy:
     """ImageNet-1k validation accuracy (%) as the publisher reports it."""
-
     top1: float
     top5: float
     image_size: int = 224
@@ -92,7 +84,6 @@ class Accuracy:
 @dataclass(frozen=True)
 class WeightSource:
     """One published checkpoint; ``layout`` ("paddle", "official", "timm") names its keys."""
-
     url: str
     filename: str  # in the cache and on a mirror
     layout: str
@@ -127,8 +118,7 @@ class Variant:
                              f"kinds are {', '.join(KINDS)} and only 'r' has a ch_div")
 
     @property
-    def arch(self) -> dict:
-        """Keyword arguments for ``ReXNet`` (and ``plan.channel_plan``)."""
+    def arch(self) -> dict:  # ReXNet's (and plan.channel_plan's) keyword arguments
         return {"width_mult": self.width_mult, "lite": self.kind == "lite",
                 "ch_div": self.ch_div}
 
@@ -151,7 +141,6 @@ def _official(filename: str, drive_id: str) -> WeightSource:
 
 
 def _timm(name: str, publisher: str, accuracy=(), class_num=IMAGENET_CLASSES) -> WeightSource:
-    """timm's hub file ``name`` (model.tag, e.g. rexnet_100.nav_in1k)."""
     return WeightSource(_TIMM_URL.format(name=name), f"{name}.safetensors", "timm", publisher,
                         accuracy, class_num)
 
@@ -186,9 +175,7 @@ def _lite(name: str, *, width: float, paper: tuple, drive_id: str) -> Variant:
 
 
 def _r(name: str, *, width: float, ch_div: int, acc_288=None, acc_224=None) -> Variant:
-    """A ReXNet-R row (timm's rexnetr_*): timm publishes ImageNet-12k weights
-    ("timm_in12k") and their ImageNet-1k fine-tune ("timm"); ``acc_*`` are from
-    results-imagenet.csv at 288 (crop_pct 1.0) and 224 (0.95)."""
+    """A ReXNet-R row: timm's ImageNet-12k weights and their 1k fine-tune (acc at 288, 224)."""
     timm_name = f"rexnetr_{round(width * 100)}"
     weights = {}
     if acc_288:
@@ -240,9 +227,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     _r("ReXNetR_3_0", width=3.0, ch_div=16, acc_288=(84.582, 97.278), acc_224=(84.036, 96.994)),
 ]}
 
-# Every ``pretrained=`` source name, in table order.
 SOURCE_NAMES = tuple(dict.fromkeys(s for v in VARIANTS.values() for s in v.weights))
-# The variants PPIM publishes weights for.
 PPIM_VARIANTS = tuple(name for name, v in VARIANTS.items() if "ppim" in v.weights)
 # PaddleClas 2.3+ ships these built in (ppcls.arch.backbone ReXNet_*).
 PADDLECLAS_BUILTIN_NAMES = tuple(n for n, v in VARIANTS.items() if "paddleclas" in v.weights)

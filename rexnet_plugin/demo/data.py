@@ -1,5 +1,4 @@
-"""Image folders in PaddleClas's ImageNetDataset format: ``train_list.txt`` and
-``val_list.txt`` (``relative/path.png label`` per line), optional ``label_list.txt``."""
+"""Image folders in PaddleClas's ImageNetDataset format (``relative/path.png label`` lines)."""
 
 from __future__ import annotations
 
@@ -14,15 +13,13 @@ from ..files import atomic_dir
 
 TRAIN_LIST, VAL_LIST, LABEL_LIST = "train_list.txt", "val_list.txt", "label_list.txt"
 DIGITS_IMAGE_SIZE = 32  # the smallest input ReXNet takes
-DIGITS_VAL_FRACTION = 0.2
-DIGITS_SPLIT_SEED = 0  # fixed: every run is scored on the same held-out images
 
 
-class DemoError(RuntimeError):
-    """A problem the user can fix; the message says how (the CLI prints it)."""
+class DemoError(ValueError):
+    """A problem the user can fix; the message says how (the CLI prints it, exit 2)."""
 
 
-class DataError(DemoError, ValueError):
+class DataError(DemoError):
     """A dataset folder that cannot be used; the message names the file and line."""
 
 
@@ -43,21 +40,21 @@ class ImageFolder:
 
 
 def write_digits(root: str | os.PathLike) -> ImageFolder:
-    """scikit-learn's 1,797 8x8 handwritten digits as 32 px RGB PNGs in an
-    ImageNet-format folder, with a stratified, fixed 80/20 split."""
+    """scikit-learn's 8x8 digits as 32 px RGB PNGs with a stratified, fixed 80/20 split."""
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     digits = load_digits()
     scans = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    train, val = train_test_split(np.arange(len(scans)), test_size=DIGITS_VAL_FRACTION,
-                                  random_state=DIGITS_SPLIT_SEED, stratify=digits.target)
+    # random_state fixed: every run is scored on the same held-out images
+    train, val = train_test_split(np.arange(len(scans)), test_size=0.2, random_state=0,
+                                  stratify=digits.target)
     paths = [f"images/{label}/{i:04d}.png" for i, label in enumerate(digits.target)]
     with atomic_dir(Path(root)) as tmp:
         for scan, rel in zip(scans, paths):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            size = (DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE)
-            Image.fromarray(scan).resize(size, Image.BICUBIC).convert("RGB").save(tmp / rel)
+            Image.fromarray(scan).resize((DIGITS_IMAGE_SIZE,) * 2, Image.BICUBIC).convert(
+                "RGB").save(tmp / rel)
         for name, idx in ((TRAIN_LIST, train), (VAL_LIST, val)):
             (tmp / name).write_text("".join(f"{paths[i]} {digits.target[i]}\n" for i in idx))
         (tmp / LABEL_LIST).write_text("".join(f"{d} {d}\n" for d in range(10)))
