@@ -129,7 +129,7 @@ def _classifier(base):
             def read_checked(imgs):
                 images = read(imgs=imgs)
                 for image in images:
-                    check_image_size(image.shape[1], image.shape[0], "the image", max_pixels=0)
+                    check_image_size(image.shape[1], image.shape[0], "the image")
                 return images
 
             preprocessors["Read"] = read_checked
@@ -344,7 +344,7 @@ def _request_problem(body: bytes, utils) -> tuple[str, str | None]:
         return log_id, (f"'image' is a {kind} file, which PaddleX's decoder (OpenCV) does not "
                         f"read; send one of {', '.join(SERVING_FORMATS)}")
     try:
-        check_image_size(width, height, "'image'", utils.MAX_IMAGE_PIXELS)
+        check_image_size(width, height, "'image'")
     except ValueError as err:
         return log_id, str(err)
     return log_id, None
