@@ -24,10 +24,6 @@ class Signature:
     head_channels: int
     has_se: bool
 
-    def describe(self) -> str:
-        return (f"stem {self.stem_channels}, {len(self.block_channels)} blocks, head "
-                f"{self.head_channels}, {'with' if self.has_se else 'without'} SE")
-
 
 def plan_signature(plan) -> Signature:
     return Signature(plan.stem_channels, tuple(b.out_channels for b in plan.blocks),
@@ -57,8 +53,10 @@ class CheckpointInfo:
         return VARIANTS[self.variant].kind if self.variant else None
 
     def describe(self) -> str:
-        return _describe(self.variant, self.class_num, "a ReXNet that is none of the named "
-                         f"variants ({self.signature.describe()}")
+        s = self.signature
+        return _describe(self.variant, self.class_num, f"a ReXNet of none of the named variants "
+                         f"(stem {s.stem_channels}, {len(s.block_channels)} blocks, head "
+                         f"{s.head_channels}, {'with' if s.has_se else 'without'} SE")
 
 
 def _describe(variant: str | None, class_num: int, otherwise: str) -> str:
@@ -121,8 +119,8 @@ def non_float_tensors(state: dict) -> list[str]:
 
 
 def check_state_dict(model, state: dict, source: str, skip_head: bool = False) -> dict:
-    """``state`` if its keys, shapes and dtypes fit ``model`` (``skip_head``: its classifier
-    left out if it differs); otherwise one error naming what differs and the fix."""
+    """``state`` (without a differing classifier if ``skip_head``) if it fits ``model``, else
+    one error naming what differs and the fix."""
     own_tensors = model.state_dict()
     own = {k: list(v.shape) for k, v in own_tensors.items()}
     shapes = {k: list(np.shape(v)) for k, v in state.items()}

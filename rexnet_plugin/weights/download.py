@@ -114,13 +114,11 @@ def _load_manifest(folder: Path) -> tuple[dict[str, dict], str | None]:
     """(the valid entries, what is wrong with the file or None)."""
     try:
         with open_regular(folder / MANIFEST_NAME) as f:
-            files = json.loads(f.read().decode("utf-8")).get("files")
+            files = dict(json.load(f)["files"].items())  # errors when not a mapping
     except FileNotFoundError:
         return {}, None
-    except (OSError, ValueError, AttributeError, RecursionError) as err:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError) as err:
         return {}, f"it cannot be read ({type(err).__name__})"
-    if not isinstance(files, dict):
-        return {}, "its 'files' is not a mapping"
     valid = {k: v for k, v in files.items() if isinstance(v, dict) and isinstance(
         v.get("sha256"), str) and type(v.get("size")) is int}
     bad = len(files) - len(valid)
@@ -215,7 +213,6 @@ def offered_checksums(redirect_headers: list, final) -> list[tuple[str, str, str
 
 class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
     """Keeps each redirect's headers (the hub puts the sha256 on its redirect)."""
-
     def __init__(self):
         self.headers = []
 
@@ -230,8 +227,7 @@ class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
 def fetch(url: str | None, name: str, verify: Callable, *, size: int | None = None,
           sha256: str | None = None, progress: bool = True, manual: str | None = None,
           timeout: float | None = DEFAULT_TIMEOUT):
-    """``verify(path)`` of the cached file ``name``, downloaded from ``url`` unless cached and
-    intact (no ``url``: ``manual`` says how to get it); ``timeout``: seconds, 0 for no limit."""
+    """``verify(path)`` of the cached file ``name``, downloaded from ``url`` (else ``manual``)."""
     if timeout is not None and not timeout >= 0:
         raise WeightsError(f"timeout={timeout!r}: expected the seconds a download may take "
                            f"(--timeout), or 0 for no limit")

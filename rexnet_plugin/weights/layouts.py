@@ -32,8 +32,7 @@ def detect_layout(state: dict) -> str | None:
 
 
 def timm_to_official(state: dict) -> dict:
-    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones, placed by rule: positions in an
-    official block depend on its parts (expansion, SE); timm's Linear head becomes a 1x1 conv."""
+    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones (positions by the block's parts)."""
     state = _strip_module_prefix(state)
     blocks = sorted({int(m.group(1)) for k in state
                      if (m := re.match(r"features\.(\d+)\.conv_pwl\.", k))})

@@ -94,8 +94,7 @@ def should_skip_head(class_num: int, pretrained, skip_head: bool = False,
 
 def load_pretrained(model, pretrained, variant: str | None = None, skip_head: bool = False, *,
                     progress: bool = True, download_timeout: float | None = DEFAULT_TIMEOUT):
-    """Load ``pretrained`` (False/None, True, a source name, a file, a URL: docs/weights.md)
-    into ``model`` after a full check; return the model."""
+    """Load ``pretrained`` (False, True, a source name, a file or a URL) into ``model``, checked."""
     if pretrained is False or pretrained is None:
         return model
     name = get_variant(variant).name if variant else variant_of_plan(model.plan)
