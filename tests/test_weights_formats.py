@@ -178,7 +178,7 @@ def test_variant_inferred_from_official_shapes(official_shapes, class_num):
         info = inspect_state(to_canonical(state))
         name = by_official_name[official_name]
         assert info.variant == name, official_name
-        assert info.lite == (VARIANTS[name].kind == "lite")
+        assert info.kind == VARIANTS[name].kind
         assert info.class_num == class_num
 
 
@@ -362,7 +362,7 @@ def test_model_built_from_what_the_checkpoint_is(tmp_path):
     state, cases = load_reference_npz("ReXNetLite_1_0")
     path = _official_safetensors(state, tmp_path)
     info = inspect_checkpoint(path)
-    assert (info.variant, info.lite, info.class_num) == ("ReXNetLite_1_0", True, 1000)
+    assert (info.variant, info.kind, info.class_num) == ("ReXNetLite_1_0", "lite", 1000)
     model = model_from_checkpoint(path)
     assert (model.width_mult, model.lite, model.class_num) == (1.0, True, 1000)
     assert np.abs(_logits(model, cases["b"]["input"]) - cases["b"]["logits"]).max() <= LOGITS_ATOL

@@ -7,7 +7,3 @@ from .loading import (SOURCE_NAMES, fetch_pretrained, forget, inspect_checkpoint
                       load_pretrained, load_state_dict, model_from_checkpoint, should_skip_head,
                       sources_table)
 
-__all__ = ["CheckpointInfo", "SOURCE_NAMES", "WeightsError", "canonical_state", "check_state_dict",
-           "detect_layout", "fetch_pretrained", "forget", "inspect_checkpoint", "inspect_state",
-           "load_pretrained", "load_state_dict", "model_from_checkpoint", "should_skip_head",
-           "sources_table", "timm_to_official", "to_canonical", "to_official"]

@@ -1,5 +1,4 @@
-"""``rexnet-plugin convert SRC DST``: any ReXNet checkpoint, checked against its variant,
-to .pdparams or .safetensors in the Paddle layout (or the official one, for PyTorch users)."""
+"""``rexnet-plugin convert SRC DST``: any ReXNet checkpoint, checked, to .pdparams/.safetensors."""
 
 from __future__ import annotations
 
@@ -38,9 +37,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
         check_state_dict(ReXNet(**VARIANTS[checked].arch, class_num=info.class_num or None),
                          state, str(src))
     elif bad := non_float_tensors(state):
-        raise WeightsError(f"{src}: {', '.join(bad[:5])} hold "
-                           f"{', '.join(sorted({str(state[k].dtype) for k in bad}))} values; "
-                           f"weights must be floating point, so the file was written wrongly")
+        raise WeightsError(f"{src}: {', '.join(f'{k} ({state[k].dtype})' for k in bad[:5])} are "
+                           f"not floating point; the file was written wrongly")
     # Paddle models are float32 and refuse other float dtypes; narrower floats widen exactly.
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
              for k, v in state.items()}
@@ -51,12 +49,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
         "layout": layout, "variant": checked or "", "source": src.name,
         "converted_by": f"rexnet-plugin {__version__}"})
     dropped = sum(k.endswith("num_batches_tracked") for k in raw)
-    check = (f"checked against a {checked} model: every key and shape fits" if checked else
-             "not checked against a model (not a named variant; pass --variant to check)")
     return "\n".join([
-        f"read      {src} ({src_fmt}, {src_layout} layout)",
-        f"variant   {info.describe()}",
-        f"tensors   {len(out)} converted"
-        + (f" ({dropped} num_batches_tracked dropped)" if dropped else ""),
-        f"check     {check}",
+        f"read      {src} ({src_fmt}, {src_layout} layout)", f"variant   {info.describe()}",
+        f"tensors   {len(out)} converted" + (f" ({dropped} num_batches_tracked dropped)"
+                                               if dropped else ""),
+        f"check     " + (f"checked against a {checked} model: every key and shape fits" if checked
+                         else "not checked against a model (not a named variant; pass --variant)"),
         f"wrote     {dst} ({dst_fmt}, {layout} layout)"])

@@ -1,12 +1,8 @@
-"""The weights cache and checked downloads into it: safe names; ``downloads.json``, the
-sha256 and size of each file's first download (a later one that differs is refused until
-``forget``); size and checksums (published, offered by the server), then ``verify`` on
-the temp file before it is renamed into place."""
+"""The weights cache and checked downloads into it (rules in docs/weights.md)."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -18,12 +14,11 @@ import stat
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 from urllib.parse import parse_qs, quote, unquote, urlparse, urlsplit, urlunsplit
 
 from ..files import atomic_path, write_json
@@ -37,13 +32,10 @@ except ImportError:  # Windows: records are written without a lock
     fcntl = None
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CACHE_ENV = "REXNET_PLUGIN_HOME"
 DEFAULT_CACHE = Path("~/.cache/rexnet_plugin")
 MANIFEST_NAME = "downloads.json"
-_STARTUP_FOLDER_NAMES = {"site-packages", "dist-packages"}  # Python runs their .pth files
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # No cached name ends in ".pth" (run by Python from a site folder) or ".py".
 _CACHED_SUFFIX = {"pdparams": ".pdparams", "safetensors": ".safetensors", "pth": ".pt"}
 
@@ -61,53 +53,39 @@ def cache_dir() -> Path:
 
 def cache_path(name: str) -> Path:
     """The cached file ``name`` (``.pth`` kept as ``.pt``); refused unless a plain name."""
-    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name) or ".." in name:
         raise WeightsError(f"{name!r} is not a cache file name (letters, digits and ._- only, "
                            f"not starting with a dot, at most 200 characters)")
     if name == MANIFEST_NAME:
         raise WeightsError(f"{name} is the cache's record of first downloads, not a cached "
                            f"file; pass the name of a cached file")
-    if name.lower().endswith(".pth"):
-        name = name[:-4] + ".pt"
-    folder = cache_dir()
-    path = folder / name
-    if Path(os.path.abspath(path)).parent != Path(os.path.abspath(folder)):
-        raise WeightsError(f"refusing to write {path}: it is not directly inside the weights "
-                           f"cache {folder}")
-    return path
+    return cache_dir() / (name[:-4] + ".pt" if name.lower().endswith(".pth") else name)
 
 
 def filename_from_url(url: str) -> str:
-    """``url-<hash of the URL>-<its file name, plain, at most 80 characters><suffix>``,
-    from the URL alone (or a bcebos link's ``responseContentDisposition``)."""
+    """``url-<URL hash>-<plain file name from the URL or a bcebos Content-Disposition>``."""
     parsed = urlparse(url)
     disposition = parse_qs(parsed.query).get("responseContentDisposition", [""])[0]
     raw = disposition.split("filename=", 1)[1] if "filename=" in disposition else parsed.path
-    for _ in range(4):  # "%252F" needs two rounds
-        raw, before = unquote(raw), raw
-        if raw == before:
-            break
+    while unquote(raw) != raw:  # "%252F" needs two rounds; each one shortens it
+        raw = unquote(raw)
     last = raw.replace("\\", "/").rsplit("/", 1)[-1]
     readable = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", last)).strip("._-")
     stem, dot, ext = readable.rpartition(".")
     suffix = _CACHED_SUFFIX.get(format_of_suffix(f".{ext}")) if dot else None
-    if suffix is None:
-        stem = readable.replace(".", "_")
-    stem = stem[:80].strip("._-") or "checkpoint"
+    stem = (stem if suffix else readable.replace(".", "_"))[:80].strip("._-") or "checkpoint"
     digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"url-{digest}-{stem}{suffix or ''}"
 
 
 def prepare_cache(folder: Path) -> None:
-    """Create ``folder``; refuse a site-packages folder (or one named like another's)."""
+    """Create ``folder``; refuse a site-packages folder (or one named like one)."""
     startup = {os.path.realpath(p) for p in [*site.getsitepackages(), site.getusersitepackages()]}
     names = {os.path.basename(os.path.normpath(p)).lower()
              for p in (os.path.abspath(folder), os.path.realpath(folder))}
-    if names & _STARTUP_FOLDER_NAMES or os.path.realpath(folder) in startup:
-        raise WeightsError(
-            f"the weights cache {folder} is a site-packages folder (or named like one), where "
-            f"Python runs every .pth file at start-up: a downloaded file there could run "
-            f"code. Set {CACHE_ENV} to a folder of its own (the default is {DEFAULT_CACHE}).")
+    if names & {"site-packages", "dist-packages"} or os.path.realpath(folder) in startup:
+        raise WeightsError(f"the weights cache {folder} is a site-packages folder, whose .pth "
+                           f"files Python runs; set {CACHE_ENV} to a folder of its own")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -136,42 +114,27 @@ def _load_manifest(folder: Path) -> tuple[dict[str, dict], str | None]:
     """(the valid entries, what is wrong with the file or None)."""
     try:
         with open_regular(folder / MANIFEST_NAME) as f:
-            files = json.loads(f.read().decode("utf-8")).get("files")
+            files = dict(json.load(f)["files"].items())  # errors when not a mapping
     except FileNotFoundError:
         return {}, None
-    except (OSError, ValueError, AttributeError, RecursionError) as err:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError) as err:
         return {}, f"it cannot be read ({type(err).__name__})"
-    if not isinstance(files, dict):
-        return {}, "its 'files' is not a mapping"
     valid = {k: v for k, v in files.items() if isinstance(v, dict) and isinstance(
         v.get("sha256"), str) and type(v.get("size")) is int}
     bad = len(files) - len(valid)
     return valid, (f"{bad} of its entries are not {{sha256, size, ...}} records" if bad else None)
 
 
-def first_download(name: str) -> dict | None:
-    files, problem = _load_manifest(cache_dir())
-    if problem:
-        logger.warning("%s: %s; those records are not used", cache_dir() / MANIFEST_NAME, problem)
-    return files.get(name)
-
-
 @contextmanager
 def updating_manifest(folder: Path):
-    """Yield the entries to change, under a lock on the folder; write them back if
-    changed. A damaged manifest is kept as ``downloads.json.damaged-<time>``."""
+    """Yield the entries to change, under a lock; write them back (a damaged file kept aside)."""
     lock = os.open(folder, os.O_RDONLY) if fcntl else None
     try:
         if lock is not None:
-            try:
+            with suppress(OSError):  # no locks on this file system
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            except OSError:
-                pass  # no locks on this file system
         files, problem = _load_manifest(folder)
-        before = json.dumps(files, sort_keys=True)
         yield files
-        if json.dumps(files, sort_keys=True) == before:
-            return
         if problem:
             copy = folder / f"{MANIFEST_NAME}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}"
             os.replace(folder / MANIFEST_NAME, copy)
@@ -188,15 +151,12 @@ def updating_manifest(folder: Path):
 
 def forget(name: str) -> list[str]:
     """Drop ``name`` from the cache and its manifest; return what was removed."""
-    path = cache_path(name)
-    removed = []
+    path, removed = cache_path(name), []
     if not path.parent.is_dir():
         return removed
     with updating_manifest(path.parent) as files:
-        entry = files.pop(path.name, None)
-        if entry is not None:
-            removed.append(f"the recorded first download (sha256 {entry['sha256']}, "
-                           f"from {entry.get('url')})")
+        if entry := files.pop(path.name, None):
+            removed.append(f"the first download's record (sha256 {entry['sha256']})")
         if path.is_file() or path.is_symlink():
             path.unlink()
             removed.append(f"the cached file {path}")
@@ -205,8 +165,7 @@ def forget(name: str) -> list[str]:
 
 def mirror_url(filename: str) -> str | None:
     """The file's URL on ``$REXNET_PLUGIN_MIRROR`` (its query string kept), if set."""
-    base = os.environ.get(MIRROR_ENV, "").strip()
-    if not base:
+    if not (base := os.environ.get(MIRROR_ENV, "").strip()):
         return None
     parts = urlsplit(base)
     return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{quote(filename)}"))
@@ -215,60 +174,24 @@ def mirror_url(filename: str) -> str | None:
 def public_url(url: str) -> str:
     """``url`` without its user name and password, for messages and records."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _request(url: str) -> urllib.request.Request:
-    """A GET; credentials become a Basic header that a redirect does not receive."""
-    from .. import __version__
-    parts = urlsplit(url)
-    request = urllib.request.Request(public_url(url),
-                                     headers={"User-Agent": f"rexnet-plugin/{__version__}"})
-    if parts.username is not None:
-        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        request.add_unredirected_header(
-            "Authorization", "Basic " + base64.b64encode(secret.encode()).decode())
-    return request
-
-
-def _by_hand(url: str, dest: Path) -> str:
-    url = public_url(url)
-    name = dest.name.split("-", 2)[-1] if dest.name.startswith("url-") else dest.name
-    return (f"If this machine is offline or cannot reach {urlparse(url).netloc}, download "
-            f"{url} by other means and pass its path (pretrained='/path/to/{name}'), "
-            f"or copy it to {dest}, where it is found next time. A mirror can be set "
-            f"with {MIRROR_ENV}=<base URL>.")
-
-
-@dataclass
-class _Received:
-    size: int = 0
-    sha256: str = ""
-    md5: str = ""
-    offered: list[tuple[str, str, str]] = field(default_factory=list)  # (algorithm, hex, header)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])) \
+        if "@" in parts.netloc else url
 
 
 def _etag(value: str | None) -> str | None:
     """An ETag's value, or None for a weak one (W/"..."), which promises no bytes."""
-    if not value or value.strip().startswith("W/"):
-        return None
-    return value.strip().strip('"').lower()
+    value = (value or "").strip()
+    return None if not value or value.startswith("W/") else value.strip('"').lower()
 
 
 def _md5_from_base64(value: str | None) -> str | None:
-    try:
-        digest = base64.b64decode(value.strip(), validate=True) if value else b""
-    except (binascii.Error, ValueError):
-        return None
-    return digest.hex() if len(digest) == 16 else None
+    with suppress(ValueError):  # binascii.Error: not base64
+        digest = base64.b64decode((value or "").strip(), validate=True)
+        return digest.hex() if len(digest) == 16 else None
 
 
 def offered_checksums(redirect_headers: list, final) -> list[tuple[str, str, str]]:
-    """Every checksum the server sent (rules in docs/weights.md): the hub's LFS sha256
-    (``X-Linked-Etag``, a hub's 64-hex ``ETag``), ``Content-MD5``, ``x-goog-hash``,
-    and a plain 32-hex ``ETag`` unless compressed or contradicting a Content-MD5."""
+    """(algorithm, hex, header) of every checksum the server sent (rules in docs/weights.md)."""
     offered = []
     for headers in [*redirect_headers, final]:
         linked = _etag(headers.get("X-Linked-Etag"))
@@ -288,16 +211,8 @@ def offered_checksums(redirect_headers: list, final) -> list[tuple[str, str, str
     return offered + [("md5", m, where) for m, where in md5s]
 
 
-def _offered_sizes(redirect_headers: list, final) -> list[tuple[int, str]]:
-    sizes = [(int(h["X-Linked-Size"]), "X-Linked-Size") for h in [*redirect_headers, final]
-             if (h.get("X-Linked-Size") or "").isdigit()]
-    length = final.get("Content-Length")
-    return sizes + ([(int(length), "Content-Length")] if (length or "").isdigit() else [])
-
-
 class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
     """Keeps each redirect's headers (the hub puts the sha256 on its redirect)."""
-
     def __init__(self):
         self.headers = []
 
@@ -309,66 +224,73 @@ class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def fetch(url: str | None, name: str, verify: Callable[[Path], T], *, size: int | None = None,
+def fetch(url: str | None, name: str, verify: Callable, *, size: int | None = None,
           sha256: str | None = None, progress: bool = True, manual: str | None = None,
-          timeout: float | None = DEFAULT_TIMEOUT) -> T:
-    """``verify(path)`` of the cached file ``name``, downloading ``url`` first if it is
-    missing or fails its checks (no ``url``: ``manual`` says how to get it). ``timeout``:
-    seconds the whole download may take (0: no limit). ``verify`` raises WeightsError."""
+          timeout: float | None = DEFAULT_TIMEOUT):
+    """``verify(path)`` of the cached file ``name``, downloaded from ``url`` (else ``manual``)."""
     if timeout is not None and not timeout >= 0:
-        raise WeightsError(f"timeout={timeout!r}: expected the seconds a whole download may "
-                           f"take (--timeout on the command line), or 0 for no limit")
-    dest = cache_path(name)
+        raise WeightsError(f"timeout={timeout!r}: expected the seconds a download may take "
+                           f"(--timeout), or 0 for no limit")
+    dest, problem = cache_path(name), None
     if os.path.lexists(dest):
-        problem = cached_problem(dest, size, sha256)
-        if problem is None:
+        if (problem := cached_problem(dest, size, sha256)) is None:
             try:
                 return verify(dest)
             except CorruptCheckpointError as err:
                 problem = f"it cannot be read ({err})"
-        if url is None:
-            raise WeightsError(f"{dest} cannot be used: {problem}. {manual}")
-        logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
-        dest.unlink(missing_ok=True)
+        if url is not None:
+            logger.warning("cached %s is damaged (%s); downloading it again", dest, problem)
+            dest.unlink(missing_ok=True)
     if url is None:
-        raise ManualDownloadError(manual)
+        raise ManualDownloadError(f"{dest} cannot be used: {problem}. {manual}" if problem
+                                  else manual)
     prepare_cache(dest.parent)
     try:
         with atomic_path(dest, dest.suffix) as tmp:
-            got = _stream(url, tmp, dest, size, progress, timeout or None)
-            _check_checksums(url, dest, got, sha256)
             try:
+                got = _stream(url, tmp, dest, size, sha256, progress, timeout or None)
                 result = verify(tmp)
             except WeightsError as err:
-                raise type(err)(f"{err}\nNothing was kept in the cache.") from None
+                plain = dest.name.split("-", 2)[-1] if dest.name.startswith("url-") else dest.name
+                hint = (f" Offline? Download {public_url(url)} by other means and pass its path "
+                        f"(pretrained='/path/to/{plain}') or copy it to {dest}; or set a mirror: "
+                        f"{MIRROR_ENV}=<base URL>.")
+                raise type(err)(f"{err}\nNothing was kept in the cache."
+                                + hint * isinstance(err, DownloadError)) from None
             # Under the lock: of two first downloads at once, the second meets the first's record.
             with updating_manifest(dest.parent) as files:
-                if dest.name in files:
-                    _check_same_as_first(url, dest.name, got, files[dest.name])
-                else:
-                    files[dest.name] = {"sha256": got.sha256, "size": got.size,
-                                        "url": public_url(url), "first_downloaded":
-                                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                first = files.setdefault(dest.name, {
+                    "sha256": got[0], "size": got[1], "url": public_url(url),
+                    "first_downloaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                if (first["sha256"], first["size"]) != got:
+                    raise ChecksumError(
+                        f"{public_url(url)} sent a different file from the one first downloaded "
+                        f"as {dest.name}:\n  now:   sha256 {got[0]}, {got[1]} bytes\n  first: "
+                        f"sha256 {first['sha256']}, {first['size']} bytes, from {first.get('url')}"
+                        f" on {first.get('first_downloaded')}\nNothing was kept. If you trust the "
+                        f"new file, accept it with 'rexnet-plugin weights --forget {dest.name}' "
+                        f"(in Python: rexnet_plugin.weights.forget({dest.name!r})).")
     except OSError as err:  # a full disk, a quota
-        raise DownloadError(f"cannot write the download of {public_url(url)} to the weights "
-                            f"cache {dest.parent}: {err.strerror or err}; nothing was kept. "
-                            f"Free some space, or set {CACHE_ENV} to a folder on another "
-                            f"disk.") from None
+        raise DownloadError(f"cannot write {public_url(url)} to the weights cache {dest.parent}: "
+                            f"{err.strerror or err}; nothing was kept. Free some space, or set "
+                            f"{CACHE_ENV} to a folder on another disk.") from None
     logger.info("saved %s", dest)
     return result
 
 
 def cached_problem(path: Path, size: int | None, sha256: str | None) -> str | None:
-    """Why a cached file may not be used, or None: not a regular file (links are not
-    followed), or its size or sha256 differs from the published or first download's."""
+    """Why a cached file may not be used (a link, or another size or sha256), or None."""
     try:
         info = os.lstat(path)
         if stat.S_ISDIR(info.st_mode):
-            raise WeightsError(f"{path} is a folder, where the weights cache keeps a file; "
-                               f"move it away")
+            raise WeightsError(f"{path} is a folder, where the cache keeps a file; move it away")
         if not stat.S_ISREG(info.st_mode):
             return "it is a link or not a regular file (the cache follows no links)"
-        first = first_download(path.name) or {}
+        files, problem = _load_manifest(path.parent)
+        if problem:
+            logger.warning("%s: %s; those records are not used", path.parent / MANIFEST_NAME,
+                           problem)
+        first = files.get(path.name, {})
         actual = sha256_of(path) if sha256 or first else None
     except OSError as err:
         return f"it cannot be read ({err.strerror or err})"
@@ -383,104 +305,75 @@ def cached_problem(path: Path, size: int | None, sha256: str | None) -> str | No
     return None
 
 
-def _check_checksums(url: str, dest: Path, got: _Received, published_sha256: str | None) -> None:
-    expected = [("sha256", published_sha256, "the variant table")] if published_sha256 else []
-    offered = [(a, want, f"the server's {header} header") for a, want, header in got.offered]
-    for algorithm, want, where in expected + offered:
-        have = got.sha256 if algorithm == "sha256" else got.md5
-        if have != want.lower():
-            raise ChecksumError(
-                f"the download of {public_url(url)} has {algorithm} {have}, but {where} says "
-                f"{want}; nothing was kept. The file was damaged on the way, or the server "
-                f"holds another file than it describes. Try again; if it fails again, the "
-                f"file on the server has changed. " + _by_hand(url, dest))
-
-
-def _check_same_as_first(url: str, name: str, got: _Received, first: dict) -> None:
-    if got.sha256 == first["sha256"] and got.size == first["size"]:
-        return
-    url = public_url(url)
-    raise ChecksumError(
-        f"{url} sent a different file from the one first downloaded as {name}:\n"
-        f"  now:   sha256 {got.sha256}, {got.size} bytes, from {url}\n"
-        f"  first: sha256 {first['sha256']}, {first['size']} bytes, from "
-        f"{first.get('url')} on {first.get('first_downloaded')}\n"
-        f"Nothing was kept. A published checkpoint should not change, and a mirror should "
-        f"serve the same file. If you trust the new file (its publisher replaced it), accept "
-        f"it with 'rexnet-plugin weights --forget {name}' (in Python: "
-        f"rexnet_plugin.weights.forget({name!r})) and load it again.")
-
-
-def _stream(url: str, tmp: Path, dest: Path, size: int | None, progress: bool,
-            deadline: float | None) -> _Received:
+def _stream(url: str, tmp: Path, dest: Path, size: int | None, sha256: str | None,
+            progress: bool, deadline: float | None) -> tuple[str, int]:
+    """(sha256, size) of ``url`` written to ``tmp``, bounded and checked (docs/weights.md)."""
     from tqdm import tqdm
-    request, redirects = _request(url), _KeepRedirectHeaders()
+
+    from .. import __version__
+    parts, redirects = urlsplit(url), _KeepRedirectHeaders()
     url = public_url(url)  # for messages
+    request = urllib.request.Request(url, headers={"User-Agent": f"rexnet-plugin/{__version__}"})
+    if parts.username is not None:  # a Basic header that a redirect does not receive
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_unredirected_header("Authorization",
+                                        f"Basic {base64.b64encode(secret).decode()}")
     logger.info("downloading %s to %s", url, dest)
-    got, expected = _Received(), size
-    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    start = time.monotonic()
+    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    got, expected, cut, start = 0, size, "", time.monotonic()
     # A read may wait up to its timeout, so the deadline is overrun by at most that.
     timeout = min(_READ_TIMEOUT_SECONDS, deadline or _READ_TIMEOUT_SECONDS)
-
-    def too_slow() -> DownloadError:
-        return DownloadError(
-            f"the download of {url} was stopped after {got.size} of {expected or '?'} bytes: "
-            f"it took longer than {deadline:g} s (timeout=, or --timeout of 'rexnet-plugin "
-            f"weights --download'; default {DEFAULT_TIMEOUT}). Nothing was kept. On a slow "
-            f"link, allow more seconds (0 for no limit). " + _by_hand(url, dest))
-
-    def refuse(cls, what: str) -> DownloadError:
-        return cls(f"{url} {what}; nothing was kept. " + _by_hand(url, dest))
-
-    def cut(why: str = "") -> DownloadError:
-        return IncompleteDownloadError(
-            f"the download of {url} stopped after {got.size} of {expected or '?'} bytes{why}; "
-            f"the partial file was deleted. Try again. " + _by_hand(url, dest))
     try:
         with urllib.request.build_opener(redirects).open(request, timeout=timeout) as response, \
                 open(tmp, "xb") as out:
-            got.offered = offered_checksums(redirects.headers, response.headers)
-            known_from = "the published file has"
-            for announced, where in _offered_sizes(redirects.headers, response.headers):
-                if expected is not None and announced != expected:
-                    raise refuse(IncompleteDownloadError, f"announces {announced} bytes "
-                                 f"({where}), but {known_from} {expected}")
-                expected, known_from = announced, f"its {where} says"
-            limit = MAX_DOWNLOAD_BYTES if expected is None else expected
-            if limit > MAX_DOWNLOAD_BYTES:
-                raise refuse(DownloadError, f"announces {limit} bytes: more than "
-                             f"{MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
-                             f"checkpoint. The URL is probably not a checkpoint")
+            known_from, final = "the published file has", response.headers
+            sizes = [(h.get("X-Linked-Size"), "X-Linked-Size") for h in [*redirects.headers, final]]
+            for announced, where in [*sizes, (final.get("Content-Length"), "Content-Length")]:
+                if not (announced or "").isdigit():
+                    continue
+                if expected is not None and int(announced) != expected:
+                    raise IncompleteDownloadError(f"{url} announces {announced} bytes ({where}), "
+                                                  f"but {known_from} {expected}")
+                expected, known_from = int(announced), f"its {where} says"
+            too_big = (f"more than {MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
+                       f"checkpoint: the URL is probably not a checkpoint")
+            if (expected or 0) > MAX_DOWNLOAD_BYTES:
+                raise DownloadError(f"{url} announces {expected} bytes: {too_big}")
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=dest.name, disable=None if progress else True) as bar:
                 # read1 returns what has arrived: the deadline holds against trickling.
                 while block := response.read1(_CHUNK_BYTES):
-                    got.size += len(block)
-                    if got.size > limit and expected is None:
-                        raise refuse(DownloadError, f"sends more than {limit >> 20} MB, with no "
-                                     f"size announced: far more than any ReXNet checkpoint. "
-                                     f"The URL is probably not a checkpoint")
-                    if got.size > limit:
-                        raise refuse(IncompleteDownloadError, f"sends more than the "
-                                     f"{expected} bytes that {known_from}")
+                    got += len(block)
+                    if expected is None and got > MAX_DOWNLOAD_BYTES:
+                        raise DownloadError(f"{url} sends, with no size announced, {too_big}")
+                    if expected is not None and got > expected:
+                        raise IncompleteDownloadError(f"{url} sends more than the {expected} "
+                                                      f"bytes that {known_from}")
                     out.write(block)
-                    sha256.update(block)
-                    md5.update(block)
+                    for h in hashes.values():
+                        h.update(block)
                     bar.update(len(block))
                     if deadline and time.monotonic() - start > deadline:
-                        raise too_slow()
+                        raise socket.timeout  # reported as the deadline below
+            offered = offered_checksums(redirects.headers, final)
     except urllib.error.HTTPError as err:
-        raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}. "
-                            + _by_hand(url, dest)) from None
+        raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}.") from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
         if deadline and time.monotonic() - start >= deadline:
-            raise too_slow() from None
-        raise DownloadError(f"could not download {url}: {getattr(err, 'reason', err)}. "
-                            + _by_hand(url, dest)) from None
+            raise DownloadError(f"the download of {url} was stopped after {got} of "
+                                f"{expected or '?'} bytes: it took longer than {deadline:g} s "
+                                f"(--timeout or timeout=; 0 for no limit)") from None
+        raise DownloadError(f"could not download {url}: {getattr(err, 'reason', err)}.") from None
     except HTTPException as err:  # IncompleteRead: the server closed the connection early
-        raise cut(f" ({type(err).__name__})") from None
-    if expected is not None and got.size != expected:
-        raise cut()
-    got.sha256, got.md5 = sha256.hexdigest(), md5.hexdigest()
-    return got
+        cut = f" ({type(err).__name__})"
+    if cut or (expected is not None and got != expected):
+        raise IncompleteDownloadError(f"the download of {url} stopped after {got} of "
+                                      f"{expected or '?'} bytes{cut}. Try again.")
+    digests = {name: h.hexdigest() for name, h in hashes.items()}
+    published = [("sha256", sha256, "the variant table")] if sha256 else []
+    for algorithm, want, where in published + [
+            (a, want, f"the server's {header} header") for a, want, header in offered]:
+        if digests[algorithm] != want.lower():
+            raise ChecksumError(f"the download of {url} has {algorithm} {digests[algorithm]}, "
+                                f"but {where} says {want}; try again")
+    return digests["sha256"], got

@@ -1,9 +1,7 @@
-"""Read .pdparams (an allow-list unpickler: arrays only), .safetensors (no pickle) and .pth
-(``torch.load(weights_only=True)``) into ``{key: array}``; write .pdparams and .safetensors."""
+"""Checkpoint files to ``{key: array}`` and back, running nothing a file asks for."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import re
@@ -17,8 +15,6 @@ from ..files import atomic_path
 FORMATS = ("pdparams", "safetensors", "pth")
 _EXTENSIONS = {".pdparams": "pdparams", ".safetensors": "safetensors",
                ".pth": "pth", ".pt": "pth", ".bin": "pth", ".ckpt": "pth", ".tar": "pth"}
-# Wrappers that training scripts put around a state dict (timm, PaddleClas, others).
-_STATE_DICT_WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
 
 
 def torch_install_hint() -> str:
@@ -31,11 +27,10 @@ def format_of_suffix(suffix: str) -> str | None:
     return _EXTENSIONS.get(suffix.lower())
 
 
-def _looks_like(head: bytes, size: int) -> str:
-    text = head.lstrip().lower()
-    if size == 0:
+def _looks_like(head: bytes) -> str:
+    if not head:
         return "the file is empty"
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+    if b"<html" in head.lower():
         return "it is an HTML page"
     if head[:2] == b"\x1f\x8b":
         return "it is a gzip archive; unpack it first"
@@ -46,10 +41,8 @@ def _looks_like(head: bytes, size: int) -> str:
 
 def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
                     name: str | None = None) -> tuple[dict, str]:
-    """``({key: array}, format)``, keys as stored; the format from the file's first bytes
-    unless declared. ``name``: the file in messages (a download's URL)."""
-    path = Path(path)
-    name = name or str(path)
+    """``({key: array}, format)``; ``name``: the file in messages (a download's URL)."""
+    path, name = Path(path), name or str(path)
     if declared_format not in (None, *FORMATS):
         raise WeightsError(f"format={declared_format!r} is not supported; use one of "
                            f"{', '.join(FORMATS)}")
@@ -57,10 +50,9 @@ def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
         raise WeightsError(f"checkpoint {name} does not exist (or is not a file)")
     try:
         with open(path, "rb") as f:
-            head = f.read(512)
+            head, size = f.read(512), os.fstat(f.fileno()).st_size
     except OSError as err:
         raise WeightsError(f"cannot read {name}: {err.strerror}") from None
-    size = path.stat().st_size
     if declared_format:
         fmt = declared_format
     elif head[:4] == b"PK\x03\x04":  # torch >= 1.6 saves a zip archive
@@ -70,20 +62,18 @@ def read_checkpoint(path: str | os.PathLike, declared_format: str | None = None,
     elif head[:1] == b"\x80":  # a pickle: legacy torch file or .pdparams
         fmt = "pth" if format_of_suffix(path.suffix) == "pth" else "pdparams"
     else:
-        raise CorruptCheckpointError(
-            f"{name} is not a checkpoint: {_looks_like(head, size)}. Checkpoints are .pdparams "
-            f"(a pickle), .safetensors or PyTorch files. If it was downloaded, the server sent "
-            f"something else than the file (an error or sign-in page, for instance): download "
-            f"it again, or by hand.")
+        raise CorruptCheckpointError(f"{name} is not a checkpoint: {_looks_like(head)}. Pass a "
+                                     f".pdparams, .safetensors or PyTorch file.")
     reader = {"pdparams": _read_pdparams, "safetensors": _read_safetensors, "pth": _read_torch}[fmt]
-    return _tensor_dict(reader(path, name), name), fmt
-
-
-def _numpy_attr(module: str, name: str):
     try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:  # numpy 2 pickles name numpy._core, which numpy 1 lacks
-        return getattr(importlib.import_module(module.replace("numpy._core", "numpy.core")), name)
+        obj = reader(path, name)
+    except WeightsError:
+        raise
+    except Exception as err:  # EOFError, UnpicklingError, SafetensorError ... all mean unreadable
+        raise CorruptCheckpointError(
+            f"{name} cannot be read as a {fmt} file ({type(err).__name__}: {err}); it is "
+            f"truncated or damaged. Download or copy it again.") from None
+    return _tensor_dict(obj, name), fmt
 
 
 # What paddle.save writes for a state dict: ndarrays (rebuilt by numpy's own
@@ -97,41 +87,25 @@ _ALLOWED_GLOBALS = {
 }
 
 
-def _latin1_bytes(text, encoding="latin1"):
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
-    return text.encode("latin1")
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, name: str):
-        super().__init__(file)
-        self.name = name
-
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafeCheckpointError(
-                f"{self.name} wants to load the Python object {module}.{name}; a .pdparams "
-                f"file should hold only arrays, so it was refused and nothing was run. "
-                f"If you wrote this file yourself and trust it, load it with paddle.load "
-                f"and save the weights as .safetensors (see README, 'Pretrained weights').")
-        if module.startswith("numpy"):
-            return _numpy_attr(module, name)
-        if module == "_codecs":
-            return _latin1_bytes
-        return super().find_class(module, name)
-
-
 def _read_pdparams(path: Path, name: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return _ArraysOnlyUnpickler(f, name).load()
-    except WeightsError:
-        raise
-    except Exception as err:  # EOFError, UnpicklingError, ValueError ... all mean unreadable
-        raise CorruptCheckpointError(
-            f"{name} cannot be read as a .pdparams file ({type(err).__name__}: {err}); "
-            f"it is truncated or damaged. Download or copy it again.") from None
+    def latin1_bytes(text, encoding="latin1"):
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+        return text.encode("latin1")
+
+    class ArraysOnly(pickle.Unpickler):
+        def find_class(self, module, attr):
+            if (module, attr) not in _ALLOWED_GLOBALS:
+                raise UnsafeCheckpointError(f"{name} wants to load the Python object {module}."
+                                            f"{attr}, not only arrays; refused, nothing was run")
+            if module == "_codecs":
+                return latin1_bytes
+            try:
+                return super().find_class(module, attr)
+            except ImportError:  # numpy 2 pickles name numpy._core, which numpy 1 lacks
+                return super().find_class(module.replace("numpy._core", "numpy.core"), attr)
+    with open(path, "rb") as f:
+        return ArraysOnly(f).load()
 
 
 _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
@@ -140,14 +114,8 @@ _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "
 
 def _read_safetensors(path: Path, name: str) -> dict:
     import safetensors
-    try:
-        entries = safetensors.deserialize(path.read_bytes())
-    except Exception as err:  # SafetensorError for truncated headers or data
-        raise CorruptCheckpointError(
-            f"{name} cannot be read as a .safetensors file ({err}); it is truncated or "
-            f"damaged. Download or copy it again.") from None
     state = {}
-    for key, entry in entries:
+    for key, entry in safetensors.deserialize(path.read_bytes()):
         dtype, data = entry["dtype"], entry["data"]
         if dtype == "BF16":  # a bfloat16 is the top half of a float32: widen exactly
             array = (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32)
@@ -159,10 +127,8 @@ def _read_safetensors(path: Path, name: str) -> dict:
         try:
             state[key] = array.reshape(entry["shape"])
         except ValueError:  # a shape such as [0, 2**62]: numpy cannot even size it
-            raise CorruptCheckpointError(
-                f"{name}: tensor {key[:100]} has the impossible shape "
-                f"{str(entry['shape'])[:100]}; the file is damaged or hostile. Download or copy "
-                f"it again.") from None
+            raise CorruptCheckpointError(f"{name}: tensor {key[:100]} has the impossible shape "
+                                         f"{str(entry['shape'])[:100]}") from None
     return state
 
 
@@ -170,13 +136,9 @@ def _read_torch(path: Path, name: str) -> dict:
     try:
         import torch
     except ImportError:
-        local = name == str(path)
-        raise WeightsError(
-            f"{name} is a PyTorch checkpoint, and reading it needs torch, which is not "
-            f"installed: {torch_install_hint()}. Or convert it once where torch is installed "
-            f"(rexnet-plugin convert {path.name if local else 'FILE.pth'} "
-            f"{path.stem if local else 'FILE'}.safetensors) and use the .safetensors file, "
-            f"which needs no torch.") from None
+        raise WeightsError(f"{name} is a PyTorch checkpoint; reading it needs torch: "
+                           f"{torch_install_hint()}, or 'rexnet-plugin convert' it to "
+                           f".safetensors where torch is installed") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -184,17 +146,11 @@ def _read_torch(path: Path, name: str) -> dict:
         wanted = re.search(r"GLOBAL ([\w.]+)", str(err))
         if wanted:
             raise UnsafeCheckpointError(
-                f"{name} wants to load the Python object {wanted.group(1)}; a PyTorch "
-                f"checkpoint should hold only tensors, so torch.load(weights_only=True) refused "
-                f"it and nothing was run. Save only the model's state_dict "
-                f"(torch.save(model.state_dict(), ...)).") from None
-        raise CorruptCheckpointError(
-            f"{name} is not a readable PyTorch checkpoint (its pickle data is invalid); it is "
-            f"truncated or damaged, or not a checkpoint. Download or copy it again.") from None
-    except Exception as err:  # RuntimeError for a damaged zip, EOFError for a short pickle
-        raise CorruptCheckpointError(
-            f"{name} cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err}); "
-            f"it is truncated or damaged. Download or copy it again.") from None
+                f"{name} wants to load the Python object {wanted.group(1)}, so "
+                f"torch.load(weights_only=True) refused it and nothing was run. Save only the "
+                f"model's state_dict (torch.save(model.state_dict(), ...)).") from None
+        raise CorruptCheckpointError(f"{name}: its pickle data is invalid; it is truncated or "
+                                     f"damaged. Download or copy it again.") from None
 
     def to_numpy(value):
         if isinstance(value, dict):
@@ -210,10 +166,9 @@ def _tensor_dict(obj, path: str) -> dict:
     if not isinstance(obj, dict):
         raise NotReXNetError(f"{path} holds a {type(obj).__name__}, not a state dict "
                              f"(a mapping from parameter names to arrays).")
-    for wrapper in _STATE_DICT_WRAPPERS:
-        if isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
+    # Wrappers that training scripts put around a state dict (timm, PaddleClas, others).
+    obj = next((obj[w] for w in ("state_dict", "model", "model_state_dict", "net")
+                if isinstance(obj.get(w), dict)), obj)
     out, other = {}, []
     for key, value in obj.items():
         if isinstance(key, str) and key.endswith("@@"):
@@ -225,10 +180,8 @@ def _tensor_dict(obj, path: str) -> dict:
         else:
             other.append(str(key))
     if other:
-        raise NotReXNetError(
-            f"{path} is not a model state dict: {', '.join(other[:5])} "
-            f"{'are' if len(other) > 1 else 'is'} not arrays. Optimizer states (.pdopt) and "
-            f"training checkpoints with extra entries cannot be loaded; pass the weights file.")
+        raise NotReXNetError(f"{path} is not a model state dict: {', '.join(other[:5])} hold no "
+                             f"arrays; pass the weights file")
     if not out:
         raise NotReXNetError(f"{path} holds no arrays; it is not a checkpoint.")
     return out
@@ -237,7 +190,7 @@ def _tensor_dict(obj, path: str) -> dict:
 def write_checkpoint(state: dict, path: str | os.PathLike, metadata: dict | None = None) -> str:
     """Write ``state`` to ``path`` (.pdparams or .safetensors) atomically. Returns the format."""
     path = Path(path)
-    fmt = _EXTENSIONS.get(path.suffix.lower())
+    fmt = format_of_suffix(path.suffix)
     if fmt not in ("pdparams", "safetensors"):
         raise WeightsError(f"cannot write {path}: the destination must end in .pdparams "
                            f"or .safetensors (writing .pth is left to PyTorch)")

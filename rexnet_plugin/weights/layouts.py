@@ -1,5 +1,4 @@
-"""Key layouts (Paddle, official PyTorch, timm) and renaming them to the canonical one,
-Paddle's (BN ``_mean``/``_variance``), which ``ReXNet.state_dict()`` has."""
+"""Key layouts (Paddle, official PyTorch, timm) renamed to the canonical one, ``ReXNet``'s."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ import numpy as np
 from ..plan import STEM_INDEX_END
 from .errors import NotReXNetError
 
-_MODULE_PREFIX = "module."  # torch DataParallel / DistributedDataParallel
-
 
 def _strip_module_prefix(state: dict) -> dict:
-    if state and all(k.startswith(_MODULE_PREFIX) for k in state):
-        return {k[len(_MODULE_PREFIX):]: v for k, v in state.items()}
+    """Without the ``module.`` of torch's DataParallel / DistributedDataParallel."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
@@ -34,9 +32,7 @@ def detect_layout(state: dict) -> str | None:
 
 
 def timm_to_official(state: dict) -> dict:
-    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones. Official blocks are
-    Sequentials whose positions depend on the parts a block has (expansion, SE), so
-    keys are placed by rule; ``head.fc.weight`` [C, F] becomes ``output.1.weight`` [C, F, 1, 1]."""
+    """timm ``rexnet_*``/``rexnetr_*`` names -> official ones (positions by the block's parts)."""
     state = _strip_module_prefix(state)
     blocks = sorted({int(m.group(1)) for k in state
                      if (m := re.match(r"features\.(\d+)\.conv_pwl\.", k))})
@@ -44,38 +40,24 @@ def timm_to_official(state: dict) -> dict:
     has_exp = {b for b in blocks if f"features.{b}.conv_exp.conv.weight" in state}
     has_se = {b for b in blocks if f"features.{b}.se.fc1.weight" in state}
 
-    def block_positions(b):
-        """timm module -> index in the official block's ``out`` Sequential."""
-        pos, i = {}, 0
-        if b in has_exp:
-            pos["conv_exp"] = i
-            i += 3  # conv, BN, SiLU
-        pos["conv_dw"] = i
-        i += 2  # conv, BN
-        if b in has_se:
-            pos["se"] = i
-            i += 1
-        i += 1  # ReLU6
-        pos["conv_pwl"] = i
-        return pos
+    def positions(b):  # timm module -> index in the official block's ``out`` Sequential
+        exp = 3 * (b in has_exp)  # conv_exp is conv, BN, SiLU; conv_dw conv, BN; ReLU6 before pwl
+        return {"conv_exp": 0, "conv_dw": exp, "se": exp + 2, "conv_pwl": exp + 3 + (b in has_se)}
 
     se_names = {"fc1": "fc.0", "bn": "fc.1", "fc2": "fc.3"}
     out = {}
     for key, value in state.items():
         if m := re.fullmatch(r"stem\.(conv|bn)\.(\w+)", key):
-            new = f"features.{0 if m.group(1) == 'conv' else 1}.{m.group(2)}"
-        elif m := re.fullmatch(r"features\.(\d+)\.(conv|bn)\.(\w+)", key):
-            if int(m.group(1)) != last:
-                raise NotReXNetError(f"unexpected timm key {key!r}: not a ReXNet layout")
+            new = f"features.{int(m.group(1) == 'bn')}.{m.group(2)}"
+        elif (m := re.fullmatch(r"features\.(\d+)\.(conv|bn)\.(\w+)", key)) and \
+                int(m.group(1)) == last:
             new = f"features.{STEM_INDEX_END + last + (m.group(2) == 'bn')}.{m.group(3)}"
-        elif m := re.fullmatch(r"features\.(\d+)\.(conv_exp|conv_dw|conv_pwl)\.(conv|bn)\.(\w+)", key):
-            b, module, part, tensor = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-            i = block_positions(b)[module] + (part == "bn")
-            new = f"features.{STEM_INDEX_END + b}.out.{i}.{tensor}"
-        elif m := re.fullmatch(r"features\.(\d+)\.se\.(fc1|bn|fc2)\.(\w+)", key):
-            b = int(m.group(1))
-            new = (f"features.{STEM_INDEX_END + b}.out.{block_positions(b)['se']}."
-                   f"{se_names[m.group(2)]}.{m.group(3)}")
+        elif m := re.fullmatch(r"features\.(\d+)\.(?:(conv_exp|conv_dw|conv_pwl)\.(conv|bn)|"
+                               r"se\.(fc1|bn|fc2))\.(\w+)", key):
+            b, module, part, se_part, tensor = int(m.group(1)), *m.groups()[1:]
+            pos = positions(b)
+            inner = pos[module] + (part == "bn") if module else f"{pos['se']}.{se_names[se_part]}"
+            new = f"features.{STEM_INDEX_END + b}.out.{inner}.{tensor}"
         elif key == "head.fc.weight":
             new, value = "output.1.weight", np.reshape(value, (*np.shape(value), 1, 1))
         elif key == "head.fc.bias":
@@ -91,8 +73,7 @@ _BN_TO_PADDLE = {".running_mean": "._mean", ".running_var": "._variance"}
 
 
 def _rename_bn(key: str, table: dict) -> str:
-    old = next((o for o in table if key.endswith(o)), None)
-    return key[:-len(old)] + table[old] if old else key
+    return next((key[:-len(o)] + n for o, n in table.items() if key.endswith(o)), key)
 
 
 def to_canonical(state: dict) -> dict:
@@ -113,19 +94,15 @@ def canonical_state(state: dict, source: str) -> tuple[dict, str]:
     """(canonical state, layout it came in); NotReXNetError if it is not ReXNet."""
     layout = detect_layout(state)
     if layout is None:
-        keys = list(state)
-        raise NotReXNetError(
-            f"{source} is not a ReXNet checkpoint: it has none of the keys of ReXNet's "
-            f"layouts (Paddle/official 'features.0.weight' with BN statistics, timm "
-            f"'stem.conv.weight'). Its first keys: {', '.join(keys[:6])}"
-            f"{' ...' if len(keys) > 6 else ''}. Pass a ReXNet checkpoint.")
+        raise NotReXNetError(f"{source} is not a ReXNet checkpoint: it has none of the keys of "
+                             f"ReXNet's layouts ('features.0.weight' with BN statistics, timm's "
+                             f"'stem.conv.weight'). Its first keys: {', '.join(list(state)[:6])}")
     canonical = to_canonical(state)
     stem = canonical.get("features.0.weight")
     if np.ndim(stem) != 4 or tuple(np.shape(stem)[1:]) != (3, 3, 3) \
             or f"features.{STEM_INDEX_END}.out.0.weight" not in canonical:
-        raise NotReXNetError(
-            f"{source} has ReXNet-like key names but not ReXNet's structure (stem conv "
-            f"{list(np.shape(stem))}, expected [C, 3, 3, 3] followed by bottlenecks at "
-            f"features.{STEM_INDEX_END}); it is not a ReXNet checkpoint.")
+        raise NotReXNetError(f"{source} has ReXNet-like key names but not ReXNet's structure "
+                             f"(stem conv {list(np.shape(stem))}, not [C, 3, 3, 3] followed by "
+                             f"bottlenecks at features.{STEM_INDEX_END})")
     return canonical, layout
 
