@@ -112,8 +112,8 @@ def _export(args) -> int:
 
 def _bench(args) -> int:
     from .deploy.bench import time_folder
-    rows = time_folder(args.folder, args.batch, args.warmup, args.repeats, args.threads,
-                       log=lambda *_: None)  # a bad folder: ModelFolderError, a ValueError
+    # A bad folder or option: a ValueError, which main() reports.
+    rows = time_folder(args.folder, args.batch, args.warmup, args.repeats, args.threads)
     print(f"{args.folder}: ms per image, median of {args.repeats} runs, one process")
     for row in rows:
         times = f"skipped: {row['skipped'][:160]}" if "skipped" in row else "  ".join(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-import time
+import timeit
 
 import numpy as np
 
@@ -13,7 +13,7 @@ PATHS = (("paddle", "fp32"), ("paddle", "bf16"), ("onnx", "fp32"),
 
 
 def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
-                threads: int | None = None, log=print) -> list[dict]:
+                threads: int | None = None) -> list[dict]:
     """Median ms/image per path and batch; rows of paths that cannot run say why ("skipped")."""
     from PIL import Image
     from .predict import ModelFolderError, load_model
@@ -27,7 +27,6 @@ def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
             model = load_model(folder, runtime=runtime, precision=precision, threads=threads)
         except (ValueError, ImportError) as err:  # UnsupportedCPUError, no OpenVINO, ...
             rows.append({"path": f"{runtime} {precision}", "skipped": str(err)})
-            log(f"{runtime} {precision}: skipped")
             continue
         name = f"{model.runtime} {model.precision}"
         if any(row["path"] == name for row in rows):
@@ -37,14 +36,9 @@ def time_folder(folder, batches=(1, 8), warmup: int = 3, repeats: int = 20,
         row = {"path": name}
         for batch in batches:
             x = np.repeat(image[None], batch, axis=0)
-            times = []
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                model.run(x)
-                if i >= warmup:
-                    times.append(1e3 * (time.perf_counter() - start) / batch)
-            row[f"batch {batch}"] = statistics.median(times)
-        log(f"{name}: " + ", ".join(f"{k} {v:.2f} ms/img" for k, v in row.items() if k != "path"))
+            timeit.repeat(lambda: model.run(x), number=1, repeat=warmup)
+            seconds = timeit.repeat(lambda: model.run(x), number=1, repeat=repeats)
+            row[f"batch {batch}"] = 1e3 * statistics.median(seconds) / batch
         rows.append(row)
     if all("skipped" in row for row in rows):
         raise ModelFolderError(rows[0]["skipped"])

@@ -22,8 +22,6 @@ from ..zoo import DEFAULT_VARIANT, VARIANTS
 TESTED_PADDLEX = "3.7.2"  # the [paddlex] extra pins it
 # PaddleX engines that run our exports; "hpi" needs ultra-infer (not on PyPI).
 ENGINES = ("paddle_static", "onnxruntime", "hpi")
-# A longer side more than this many times the shorter one makes the resize
-# to the short side unbounded (1x10000 pixels: 7 GB, 30 s).
 # PIL's names of the formats PaddleX's serving decoder (OpenCV) reads.
 SERVING_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM", "MPO")
 PIPELINE_NAME = "image_classification"

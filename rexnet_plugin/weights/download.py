@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse, urlsplit, urlunspli
 
 from ..files import atomic_path, write_json
 from .errors import (ChecksumError, CorruptCheckpointError, DownloadError,
-                     IncompleteDownloadError, ManualDownloadError, WeightsError)
+                     ManualDownloadError, WeightsError)
 from .formats import format_of_suffix
 
 try:
@@ -332,7 +332,7 @@ def _stream(url: str, tmp: Path, dest: Path, size: int | None, sha256: str | Non
                 if not (announced or "").isdigit():
                     continue
                 if expected is not None and int(announced) != expected:
-                    raise IncompleteDownloadError(f"{url} announces {announced} bytes ({where}), "
+                    raise DownloadError(f"{url} announces {announced} bytes ({where}), "
                                                   f"but {known_from} {expected}")
                 expected, known_from = int(announced), f"its {where} says"
             too_big = (f"more than {MAX_DOWNLOAD_BYTES >> 20} MB, far more than any ReXNet "
@@ -347,7 +347,7 @@ def _stream(url: str, tmp: Path, dest: Path, size: int | None, sha256: str | Non
                     if expected is None and got > MAX_DOWNLOAD_BYTES:
                         raise DownloadError(f"{url} sends, with no size announced, {too_big}")
                     if expected is not None and got > expected:
-                        raise IncompleteDownloadError(f"{url} sends more than the {expected} "
+                        raise DownloadError(f"{url} sends more than the {expected} "
                                                       f"bytes that {known_from}")
                     out.write(block)
                     for h in hashes.values():
@@ -367,7 +367,7 @@ def _stream(url: str, tmp: Path, dest: Path, size: int | None, sha256: str | Non
     except HTTPException as err:  # IncompleteRead: the server closed the connection early
         cut = f" ({type(err).__name__})"
     if cut or (expected is not None and got != expected):
-        raise IncompleteDownloadError(f"the download of {url} stopped after {got} of "
+        raise DownloadError(f"the download of {url} stopped after {got} of "
                                       f"{expected or '?'} bytes{cut}. Try again.")
     digests = {name: h.hexdigest() for name, h in hashes.items()}
     published = [("sha256", sha256, "the variant table")] if sha256 else []

@@ -22,11 +22,7 @@ class WrongVariantError(WeightsError):
 
 
 class DownloadError(WeightsError):
-    """The host failed, the download was too slow or too large."""
-
-
-class IncompleteDownloadError(DownloadError):
-    """The download has the wrong size."""
+    """The host failed; the download was too slow, too large or cut short."""
 
 
 class ChecksumError(DownloadError):
