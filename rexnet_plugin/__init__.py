@@ -1,8 +1,6 @@
 """ReXNet for PaddlePaddle, PaddleClas, PaddleDetection and PaddleX; attributes load lazily,
 so the start-up hook (integrations.autoload) never imports paddle."""
 
-TYPE_CHECKING = False  # not typing's: importing typing would slow every Python start-up
-
 __version__ = "0.2.0"
 
 _LAZY = {  # public name -> module that defines it
@@ -10,10 +8,6 @@ _LAZY = {  # public name -> module that defines it
     "VARIANTS": "zoo", "Variant": "zoo", "get_variant": "zoo", "create_model": "factories",
     "load_pretrained": "weights", "WeightsError": "weights.errors",
 }
-
-if TYPE_CHECKING:
-    from .factories import *  # noqa: F401,F403
-    from .model import ReXNet  # noqa: F401
 
 
 def __getattr__(name: str):
@@ -24,7 +18,3 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(".factories", __name__), name)
     raise AttributeError(f"module 'rexnet_plugin' has no attribute {name!r}")
 
-
-def __dir__():
-    import importlib
-    return sorted([*globals(), *_LAZY, *importlib.import_module(".zoo", __name__).VARIANTS])

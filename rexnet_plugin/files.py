@@ -47,7 +47,8 @@ def temp_path(target: str | os.PathLike, suffix: str = "", kind: str = "tmp") ->
                             f"{secrets.token_hex(4)}{suffix}")
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file, a link or a folder tree; nothing if it is missing."""
     shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else \
         path.unlink(missing_ok=True)
 
@@ -68,7 +69,7 @@ def sweep_stale(folder: str | os.PathLike) -> list[Path]:
         if match["kind"] == "old" and not os.path.lexists(target):
             entry.rename(target)
         else:
-            _remove(entry)
+            remove(entry)
             swept.append(entry)
     return swept
 
@@ -87,11 +88,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             old = temp_path(path, kind="old")
             path.rename(old)
             tmp.rename(path)
-            _remove(old)
+            remove(old)
         else:
             os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove(tmp)
 
 
 @contextmanager

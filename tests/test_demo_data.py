@@ -75,11 +75,10 @@ def test_valid_user_folder(tmp_path):
     (dict(val="missing.png 0\n"), "val_list.txt:1: image"),
     (dict(train="a.png 0\nb.png 0\n"), "at least two classes"),
     (dict(train=""), "train_list.txt lists no images"),
-    (dict(labels="0 cat\n2 dog\n"), "label_list.txt: needs one 'label name' line for each label "
-                                    "0..1, each once; it has the labels ['0', '2']"),
-    (dict(labels="0 cat\n"), "label_list.txt: needs one 'label name' line for each label 0..1"),
+    (dict(labels="0 cat\n2 dog\n"), "label_list.txt: the ids are not 0..1, each once"),
+    (dict(labels="0 cat\n"), "label_list.txt names 1 classes, but the lists use the labels 0..1"),
     (dict(labels="0 cat\n0 dog\n1 x\n"), "each once"),
-    (dict(labels="x cat\n"), "it has the labels ['x']"),
+    (dict(labels="x cat\n"), "names 1 classes"),  # one name per line: 'x cat'
 ])
 def test_bad_user_folder_names_file_and_line(tmp_path, kwargs, message):
     with pytest.raises(DataError) as error:

@@ -22,7 +22,6 @@ def test_the_factories_are_generated_from_the_table():
         "run: python scripts/update_factories.py"
     for name in VARIANTS:  # what the package exposes, not what the file says
         assert getattr(rexnet_plugin, name) is getattr(factories, name)
-    assert set(dir(rexnet_plugin)) >= set(VARIANTS)
 
 
 @pytest.mark.parametrize("name", ["ReXNet_2_2", "ReXNetLite_1_5", "ReXNetR_1_3"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..deploy.infer_config import read_label_list
 from ..files import atomic_dir
 
 TRAIN_LIST, VAL_LIST, LABEL_LIST = "train_list.txt", "val_list.txt", "label_list.txt"
@@ -94,16 +95,16 @@ def read_image_folder(root: str | os.PathLike) -> ImageFolder:
     if len({label for _, label in train}) < 2:
         raise DataError(f"{root / TRAIN_LIST}: needs images of at least two classes")
     used = 1 + max(label for _, label in train + val)
-    names = {i: str(i) for i in range(used)}
+    names = [str(i) for i in range(used)]
     if (root / LABEL_LIST).is_file():
-        lines = [line.strip().partition(" ") for line in
-                 (root / LABEL_LIST).read_text().splitlines() if line.strip()]
-        names = {int(i): name.strip() or i for i, _, name in lines if i.isdigit()}
-        if len(names) != len(lines) or sorted(names) != list(range(max(used, len(names)))):
-            raise DataError(f"{root / LABEL_LIST}: needs one 'label name' line for each label "
-                            f"0..{max(used, len(names)) - 1}, each once; it has the labels "
-                            f"{[i for i, _, _ in lines]}")
-    return ImageFolder(root, train, val, [names[i] for i in range(len(names))])
+        try:  # PaddleClas's class_id_map_file format, as export --label-list reads it
+            names = read_label_list(root / LABEL_LIST)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        if len(names) < used:
+            raise DataError(f"{root / LABEL_LIST} names {len(names)} classes, but the lists "
+                            f"use the labels 0..{used - 1}: add a line for each")
+    return ImageFolder(root, train, val, names)
 
 
 def dataset(folder: ImageFolder, samples: list[tuple[str, int]], transform):

@@ -7,7 +7,6 @@ import os
 import random
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_dir, atomic_path, write_json
-from ..zoo import DEFAULT_VARIANT, IMAGENET_MEAN, IMAGENET_STD, get_variant
+from ..files import atomic_dir, atomic_path, remove, write_json
+from ..zoo import DEFAULT_VARIANT, IMAGENET_MEAN, IMAGENET_STD, EvalTransform, get_variant
 from . import data as data_mod
 from .data import DIGITS_IMAGE_SIZE, DemoError, DemoInterrupted
 
@@ -78,19 +77,16 @@ def _prepare_out(out: Path, force: bool) -> None:
     (out / MARKER).write_text("written by rexnet-plugin demo\n")
     (out / INCOMPLETE).write_text("rexnet-plugin demo started here and has not finished. A "
                                   "finished run writes metrics.json and removes this file.\n")
-    for path in (out / name for name in RESULTS):
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(
-            missing_ok=True)
+    for name in RESULTS:
+        remove(out / name)
 
 
 def _eval_ops(s: DemoSettings) -> list[dict]:
-    """The held-out transform as PaddleClas deploy operators (model/inference.yml)."""
-    resize = ([{"ResizeImage": {"size": s.image_size}}] if not s.data else  # digits: whole
-              [{"ResizeImage": {"resize_short": round(s.image_size * 256 / 224)}},
-               {"CropImage": {"size": s.image_size}}])
-    return resize + [{"NormalizeImage": {"scale": 1 / 255, "mean": list(IMAGENET_MEAN),
-                                         "std": list(IMAGENET_STD), "order": "",
-                                         "channel_num": 3}}, {"ToCHWImage": None}]
+    """The held-out transform as deploy operators (model/inference.yml); digits: whole."""
+    from ..deploy.infer_config import eval_transform_ops
+    ops = eval_transform_ops(EvalTransform(round(s.image_size * 256 / 224), "bilinear",
+                                           s.image_size))
+    return ops if s.data else [{"ResizeImage": {"size": s.image_size}}, *ops[2:]]
 
 
 def _shipped_config(variant: str) -> tuple[Path, dict]:
@@ -209,7 +205,7 @@ def _train_paddleclas(s, folder, root: Path, out: Path, history: list) -> None:
                 history[-1][f"{'train' if split == 'Train' else 'val'}_{name}"] = float(value)
 
 
-def _write_report(out: Path, history: list, matrix: np.ndarray, names: list, title: str):
+def _write_report(out: Path, history: list, matrix: np.ndarray, title: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -222,9 +218,6 @@ def _write_report(out: Path, history: list, matrix: np.ndarray, names: list, tit
         ax.legend()
     axes[2].imshow(matrix, cmap="Blues")
     axes[2].set(title="confusion matrix (held-out)", xlabel="predicted", ylabel="true")
-    if len(names) <= 20:
-        axes[2].set_xticks(range(len(names)), names)
-        axes[2].set_yticks(range(len(names)), names)
     fig.suptitle(title, fontsize=10)
     with atomic_path(out / "report.png") as tmp:
         fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
@@ -344,7 +337,7 @@ def run_demo(s: DemoSettings, on_epoch_end=None) -> dict:
         "backend": int8.describe(), "model_dir": str(out / "model_int8"),
         "calibration": json.loads((out / "model_int8" / QUANTIZATION_FILENAME).read_text()
                                   )["calibration"]}
-    _write_report(out, history, matrix, names, (
+    _write_report(out, history, matrix, (
         f"{s.variant} {'fine-tuned' if s.pretrained else 'from scratch'} on "
         f"{s.data.name if s.data else 'sklearn digits'} ({s.image_size} px, {epochs_done} "
         f"epochs): held-out top-1 {100 * top1:.1f}%" + (

@@ -46,7 +46,6 @@ def _is_url(value) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-
 def _accepted(variant: str | None) -> str:
     sources = ", ".join(repr(s) for s in VARIANTS[variant].weights) if variant else ""
     sources = f"a source name ({sources}); " if sources else ""
