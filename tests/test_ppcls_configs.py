@@ -225,7 +225,7 @@ def test_configs_command_writes_and_keeps_edited_files(tmp_path, capsys):
     assert edited.read_text() == render("ReXNet_1_5")
 
     assert cli.main(["configs", "--dest", str(dest), "--names", "ReXNet_1_4"]) == 2
-    assert "valid names" in capsys.readouterr().err
+    assert "Valid names" in capsys.readouterr().err
 
 
 def test_configs_console_script(tmp_path):

@@ -91,8 +91,8 @@ def _eval_ops(s: DemoSettings) -> list[dict]:
 
 def _shipped_config(variant: str) -> tuple[Path, dict]:
     import yaml
-    from ..integrations.configs import ppcls_dir, ppcls_filename
-    path = Path(str(ppcls_dir() / ppcls_filename(variant)))
+    from ..integrations.configs import shipped
+    path = Path(str(shipped("ppcls_configs", f"{variant}.yaml")))
     return path, yaml.safe_load(path.read_text())
 
 
