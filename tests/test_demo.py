@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # trains: CI runs these with -m slow
+
 from rexnet_plugin.cli import main
 from rexnet_plugin.demo import DemoInterrupted, DemoSettings, run_demo
 from rexnet_plugin.demo import run as demo_run

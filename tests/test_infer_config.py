@@ -343,7 +343,7 @@ def test_an_extreme_aspect_ratio_is_refused_before_resizing(tmp_path):
     "Global: {model_name: *e}\nPreProcess: {transform_ops: [{ToCHWImage: null}]}"])
 def test_nested_aliases_give_a_short_message(where, tmp_path):
     """A few hundred bytes of YAML that expand to 9**5 strings: the message must
-    not format the expanded value (the issue's 506 bytes took 29 s and 4 GB)."""
+    not format the expanded value (506 bytes once took 29 s and 4 GB)."""
     (tmp_path / INFER_CONFIG_FILENAME).write_text(BILLION_LAUGHS_YAML + where + "\n")
     with pytest.raises(InferConfigError) as err:
         read_infer_config(tmp_path)

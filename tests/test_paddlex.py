@@ -287,6 +287,7 @@ def test_create_model_matches_our_predictor(paddlex_module, export_dir, photos, 
     assert_same_top5(results, want, engine)
 
 
+@pytest.mark.slow
 @needs_paddlex
 def test_pipeline_yaml_in_python_and_in_the_paddlex_cli(paddlex_module, export_dir, photos,
                                                         expected, tmp_path):

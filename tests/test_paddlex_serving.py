@@ -125,6 +125,7 @@ def test_hpi_runner_takes_the_users_backend_else_paddle_inference():
     assert chosen["engine_config"] == {"auto_config": False, "backend": "openvino"}
 
 
+@pytest.mark.slow
 def test_use_hpip_builds_paddlexs_hpi_runner(exported, photos, expected, labels, tmp_path,
                                              monkeypatch):
     """As far as it goes without ultra-infer (not on PyPI): with an empty
@@ -228,6 +229,7 @@ def image_file(width: int, height: int, mode: str = "L", kind: str = "PNG") -> s
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@pytest.mark.slow
 def test_serve_answers_each_photo_like_dygraph(server, photos, expected, labels):
     for photo, want in zip(photos, expected):
         status, answer, _ = request(server, "POST", "/image-classification",
@@ -240,6 +242,7 @@ def test_serve_answers_each_photo_like_dygraph(server, photos, expected, labels)
                     [c["name"] for c in categories], want, labels, str(photo))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["bad base64", "not an image", "decompression bomb",
                                   "1x10000 pixels", "GIF"])
 def test_serve_answers_bad_images_with_422(server, case):
@@ -259,6 +262,7 @@ def test_serve_answers_bad_images_with_422(server, case):
             "GIF": "GIF file"}[case] in answer["errorMsg"]
 
 
+@pytest.mark.slow
 def test_serve_under_concurrent_load(server, photos, expected):
     """8 clients, 40 requests: every answer is its own photo's top-5 (speed: benchmarks/)."""
     images = [encoded(p) for p in photos]

@@ -17,6 +17,8 @@ from importlib import metadata
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # trains and exports detectors: CI runs these with -m slow
+
 from ppdet_support import (STANDALONE_CONFIGS, detector_kind, ppdet_env, run_flow,  # noqa: F401
                            shipped, tiny_overrides, write_overlay)
 from synthetic_coco import CATEGORIES, dataset_overrides, make_coco_dataset

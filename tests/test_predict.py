@@ -438,7 +438,7 @@ def test_damaged_model_files_are_clear_errors(damage, exported, photos, tmp_path
 
 
 def test_model_files_outside_the_folder_are_refused(exported, photos, tmp_path, capsys):
-    """ONNX external data through a symlink (the issue's weights.bin -> any file),
+    """ONNX external data through a symlink (weights.bin -> any file),
     and a model file that is itself a link out of the folder."""
     import onnx
     model = tmp_path / "model"

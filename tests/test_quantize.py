@@ -337,7 +337,7 @@ def test_channel_alignment_is_exact_in_float(reference_export, tmp_path, int8_ru
 
 def test_external_data_linked_from_outside_is_refused(reference_export, calib_list, tmp_path,
                                                       capsys):
-    """The issue's folder: the weights stored as external data in weights.bin, a
+    """A crafted folder: the weights stored as external data in weights.bin, a
     link to a file outside. onnx.load followed it and quantized those bytes."""
     import onnx
     import shutil

@@ -107,6 +107,7 @@ def _prepare(folder: Path, env: dict) -> None:
         Image.fromarray(pixels).save(folder / name)
 
 
+@pytest.mark.slow
 def test_the_readme_examples_run_as_written(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PADDLECLAS_ROOT", "PADDLEDET_ROOT")}

@@ -1,4 +1,4 @@
-"""Issue 10's probes, kept as tests: what an attacker, a lying server, a slow
+"""Probes kept as tests: what an attacker, a lying server, a slow
 link or a killed process can do to the weights cache, and the messages for
 files that are not what they claim.
 
@@ -110,7 +110,7 @@ def safetensors_bytes(reference, tmp_path_factory):
 def test_hostile_url_is_cached_inside_the_cache(case, server, cache, good_bytes, safetensors_bytes,
                                                 reference, tmp_path):
     path = HOSTILE_URLS[case]
-    # The issue's chain: a valid safetensors file saved under a .pth (or .py) name.
+    # The attack: a valid safetensors file saved under a .pth (or .py) name.
     server.add(path.split("?")[0], safetensors_bytes if case.startswith("name ending") else good_bytes)
     before = _all_files(tmp_path)
     model = create_model("ReXNet_1_0", pretrained=server.base + path)
@@ -154,8 +154,8 @@ def test_hostile_content_disposition_header_is_ignored(server, cache, good_bytes
     assert all(n.endswith("-model.pdparams") for n in cache_files(cache))
 
 
-def test_the_issue_command_stays_inside_the_cache(server, cache, good_bytes, tmp_path):
-    """The command from the issue: exit 0 and $TMP/escaped.pdparams before the fix."""
+def test_a_url_naming_a_path_outside_stays_inside_the_cache(server, cache, good_bytes, tmp_path):
+    """A crafted URL whose file name climbs out of the cache: the file lands inside it."""
     url = server.add("/x/..%2F..%2F..%2Fescaped.pdparams", good_bytes)
     assert main(["export", "ReXNet_1_0", "--weights", url, "-o", str(tmp_path / "out")]) == 0
     escaped = [p for p in _all_files(tmp_path) if "escaped" in p.name and p.parent != cache]
@@ -522,7 +522,7 @@ def _url_model(server, good_bytes, path="/x/model.pdparams"):
 @pytest.mark.parametrize("folder", ["site-packages", "dist-packages"])
 def test_another_interpreters_site_packages_is_refused(folder, server, safetensors_bytes,
                                                        tmp_path, monkeypatch):
-    """The issue's chain: REXNET_PLUGIN_HOME=<another venv>/site-packages and a
+    """The attack: REXNET_PLUGIN_HOME=<another venv>/site-packages and a
     mirror serving the official .pth name."""
     home = tmp_path / "venv" / "lib" / "python3.11" / folder
     monkeypatch.setenv(download.CACHE_ENV, str(home))
