@@ -5,6 +5,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,7 @@ def _update_docs():
     return module
 
 
+@pytest.mark.slow  # builds every variant for its params and MACs
 def test_generated_sections_are_current():
     update = _update_docs()
     checked = 0

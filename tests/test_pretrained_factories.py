@@ -50,6 +50,8 @@ def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, m
     # The published files, each in its own layout, served by the mirror.
     monkeypatch.setenv(download.MIRROR_ENV, server.base)
     for source, w in VARIANTS[name].weights.items():
+        if source not in {*sources, VARIANTS[name].default_source}:
+            continue  # a file this run does not load
         path = tmp_path / w.filename
         if w.layout == "paddle":
             write_checkpoint(expected, path)
