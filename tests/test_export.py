@@ -57,6 +57,7 @@ def _pip_freeze() -> str:
                           capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow  # pip freeze twice
 def test_export_cli_writes_onnx_and_leaves_the_environment_unchanged(tmp_path, capsys,
                                                                      monkeypatch):
     weights = tmp_path / "w.pdparams"
@@ -112,6 +113,7 @@ def test_export_from_a_paddleclas_config(tmp_path):
     assert (infer.model_name, infer.softmax) == ("ReXNetLite_1_0", True)
 
 
+@pytest.mark.slow  # three exports
 def test_a_configs_infer_transforms_are_used_as_paddleclas_export_uses_them(tmp_path):
     """Deploy operators that fit the input: inference.yml takes them, as
     PaddleClas's dump_infer_config would; ones that do not fit are not taken."""
@@ -443,6 +445,7 @@ def test_a_crash_midway_through_the_swap_leaves_no_runnable_mix(tmp_path, monkey
         load_model(out)
 
 
+@pytest.mark.slow  # three exports
 def test_a_configs_class_id_map_file_outside_its_folder_is_not_copied(tmp_path, monkeypatch):
     secret = tmp_path / "secret.txt"
     secret.write_text("".join(f"{i} secret {i}\n" for i in range(3)))

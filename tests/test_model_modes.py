@@ -100,6 +100,7 @@ def test_narrow_width_builds_and_runs():
     assert model(paddle.randn([1, 3, 32, 32])).shape == [1, 3]
 
 
+@pytest.mark.slow  # exports twice
 @pytest.mark.parametrize("name", ["ReXNet_1_0", "ReXNetLite_1_0"])
 def test_exported_model_matches_dygraph_with_dynamic_batch(name, tmp_path):
     paddle.seed(0)

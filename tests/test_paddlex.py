@@ -160,6 +160,7 @@ def test_one_working_cv2_for_paddleclas_and_paddlex(tmp_path, photos):
 
 # -- registration --------------------------------------------------------------------
 
+@pytest.mark.slow  # a fresh interpreter importing PaddleX
 @needs_paddlex
 def test_import_paddlex_binds_every_variant_without_importing_paddle():
     result = run_python("""
@@ -247,6 +248,7 @@ def test_registration_binds_every_variant_and_keeps_a_hosts_own(monkeypatch, cap
     assert not caplog.records
 
 
+@pytest.mark.slow  # a fresh interpreter importing PaddleX
 @needs_paddlex
 def test_changed_api_in_real_paddlex_warns_and_paddlex_runs(export_dir):
     """Real PaddleX whose bindings function is gone: one warning naming the

@@ -67,6 +67,7 @@ OTHER_VALUES = {"pretrained": False, "use_ssld": True, "input_ch": 24, "final_ch
                 "dropout_ratio": 0.5, "bn_momentum": 0.99}
 
 
+@pytest.mark.slow  # builds both models per keyword
 def test_every_keyword_of_the_builtin_is_accepted_with_the_same_meaning(arch, builtin):
     keywords = builtin_keywords(builtin)
     keywords.pop("width_mult")  # fixed by each factory, in both

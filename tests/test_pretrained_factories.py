@@ -30,7 +30,9 @@ def _assert_loaded(model, expected: dict):
         assert np.array_equal(loaded[key], value), key
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+# The widest (the same code, models of 30-35 M parameters) only with -m slow.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if v.width_mult >= 2
+                                  else n for n, v in VARIANTS.items()])
 def test_factory_loads_every_kind_of_pretrained(name, server, cache, tmp_path, monkeypatch):
     """Every published source of the 1.0 models, and a file and a URL; the wider ones
     (the same code, larger models) load True and their last source, to keep it fast."""

@@ -220,6 +220,7 @@ def test_pretrained_timm_downloads_the_in1k_file(server, cache, timm_json, monke
     assert sum(server.hits.values()) == 1
 
 
+@pytest.mark.slow  # an 11,821-class model
 def test_in12k_weights_fine_tune_or_keep_their_11821_classes(server, cache, timm_json,
                                                              monkeypatch, tmp_path):
     state = _serve(server, timm_json, monkeypatch, tmp_path, "rexnetr_200.sw_in12k")
