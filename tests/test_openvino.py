@@ -74,7 +74,7 @@ def test_bf16_where_the_cpu_has_it(exported, inputs, paddle_probs):
 
 @needs_openvino
 def test_load_model_and_predict_run_openvino(exported, inputs, paddle_probs, capsys, tmp_path):
-    loaded = predict_mod.load_model(exported)  # the default: the fastest, OpenVINO here
+    loaded = predict_mod.load_model(exported, runtime="openvino")
     assert (loaded.runtime, loaded.precision) == ("openvino", "fp32")
     assert "OpenVINO" in loaded.describe()
     assert float(np.abs(loaded.run(inputs) - paddle_probs).max()) <= 1e-5
@@ -91,10 +91,10 @@ def test_load_model_and_predict_run_openvino(exported, inputs, paddle_probs, cap
     assert results["openvino"]["score"] == pytest.approx(results["paddle"]["score"], abs=1e-5)
 
 
-def test_without_openvino_the_default_is_paddle_and_asking_for_it_says_how(exported,
-                                                                          monkeypatch):
+def test_without_openvino_bf16_is_paddle_and_asking_for_it_says_how(exported, monkeypatch):
     monkeypatch.setattr(runtime, "openvino_available", lambda: False)
-    assert predict_mod.load_model(exported).runtime == "paddle"
+    if runtime.bf16_supported():
+        assert predict_mod.load_model(exported, precision="bf16").runtime == "paddle"
     from rexnet_plugin.extras import install_command
     with pytest.raises(predict_mod.ModelFolderError,
                        match=re.escape(install_command("openvino"))):

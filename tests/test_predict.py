@@ -174,7 +174,10 @@ def test_list_files_and_folders(exported, photos, tmp_path, capsys):
     # Same image, same answer, whichever way it was given.
     by_image = {json.loads(line)["image"]: json.loads(line) for line in out.splitlines()}
     direct, = predict_mod.predict(model_dir, [copies[2]])
-    assert by_image[str(copies[2])]["topk"] == direct.as_json()["topk"]
+    # (a batch of 3 and a batch of 1 may round differently in the last float bits)
+    got, want = by_image[str(copies[2])]["topk"], direct.as_json()["topk"]
+    assert [c for c, _ in got] == [c for c, _ in want]
+    assert np.allclose([p for _, p in got], [p for _, p in want], rtol=0, atol=1e-6)
 
 
 def test_progress_bar_on_a_terminal_for_long_runs_only(exported, photos, monkeypatch):
@@ -210,9 +213,11 @@ def test_logits_models_give_probabilities(tmp_path):
 
 def test_runtime_follows_the_folder(exported, tmp_path):
     model_dir, _ = exported
-    # The fastest the folder allows (docs/speed.md): OpenVINO where installed.
-    expected = "openvino" if runtime.openvino_available() else "paddle"
-    assert predict_mod.load_model(model_dir).runtime == expected
+    # The fastest measured (docs/speed.md): ONNX Runtime for fp32; bf16 in OpenVINO if installed.
+    assert predict_mod.load_model(model_dir).runtime == "onnx"
+    if runtime.bf16_supported():
+        expected = "openvino" if runtime.openvino_available() else "paddle"
+        assert predict_mod.load_model(model_dir, precision="bf16").runtime == expected
     assert predict_mod.load_model(model_dir, runtime="onnx").runtime == "onnx"
     # An int8 folder of rexnet-plugin quantize: inference.onnx + inference.yml + quantization.json
     # (here with the fp32 ONNX file: only the selection is tested).

@@ -103,9 +103,9 @@ def check_onnx_file(path: Path, error=ModelFolderError) -> None:
 
 def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
                precision: str = "fp32", threads: int | None = None) -> LoadedModel:
-    """Open a model folder. ``runtime=None`` picks the fastest (docs/speed.md): ONNX Runtime
-    for int8, OpenVINO for an fp32 inference.onnx where installed, else Paddle Inference.
-    "bf16" runs an fp32 model in bfloat16 (Paddle Inference or OpenVINO)."""
+    """Open a model folder. ``runtime=None`` picks the fastest measured (docs/speed.md): ONNX
+    Runtime for inference.onnx in fp32 or int8; for bf16 (an fp32 model in bfloat16) OpenVINO
+    where installed, else Paddle Inference; Paddle Inference for a folder without ONNX."""
     if runtime not in (None, *RUNTIMES) or precision not in PRECISIONS:
         raise ValueError(f"runtime={runtime!r}, precision={precision!r}: expected a runtime of "
                          f"{', '.join(RUNTIMES)} (or None) and a precision of "
@@ -113,8 +113,9 @@ def load_model(model_dir: str | os.PathLike, runtime: str | None = None,
     folder, has_paddle, has_onnx = check_folder(model_dir)
     int8 = (folder / QUANTIZATION_FILENAME).is_file()
     if runtime is None:
-        runtime = ("onnx" if int8 else "openvino" if has_onnx and rt.openvino_available()
-                   else "paddle" if has_paddle else "onnx")
+        runtime = ("onnx" if has_onnx and (int8 or precision == "fp32") else "openvino"
+                   if has_onnx and rt.openvino_available() else "paddle" if has_paddle
+                   else "onnx")
     if precision == "bf16" and (runtime == "onnx" or int8):
         raise ModelFolderError(
             f"--precision bf16 runs an fp32 model in bfloat16 through Paddle Inference "
