@@ -147,7 +147,8 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # dygraph kernels
 
     import paddle
-    from run import builtin_class, describe_machine
+    from peak import describe_machine
+    from run import builtin_class
     from rexnet_plugin.deploy.export import export_inference
     from rexnet_plugin.deploy.runtime import create_predictor, run_predictor
     from rexnet_plugin.model import ReXNet

@@ -11,7 +11,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from run import WORKER_TIMEOUT_S
+WORKER_TIMEOUT_S = 900  # one batch (or the setup) taking longer than this is a hang
 
 
 def default_reference_dir() -> Path | None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import subprocess
 import statistics
 import sys
 import time
@@ -124,12 +126,60 @@ def peaks(threads: int) -> dict:
             "load_average_end": list(os.getloadavg())}
 
 
+# CPU features that matter for these kernels, as /proc/cpuinfo names them.
+RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                      "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+# -- the machine ----------------------------------------------------------------
+
+def _lscpu() -> dict:
+    try:
+        out = subprocess.run(["lscpu", "-J"], capture_output=True, text=True, timeout=30).stdout
+        return {row["field"].rstrip(":"): row["data"] for row in json.loads(out)["lscpu"]}
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return {}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def describe_machine() -> dict:
+    """CPU model, cores, relevant instruction sets and library versions."""
+    from rexnet_plugin.deploy.runtime import cpu_flags, cpu_model
+    lscpu = _lscpu()
+    flags = cpu_flags()
+    import paddle
+    return {
+        "cpu_model": lscpu.get("Model name") or cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads_per_core": lscpu.get("Thread(s) per core"),
+        "cores_per_socket": lscpu.get("Core(s) per socket"),
+        "sockets": lscpu.get("Socket(s)"),
+        "l2_cache": lscpu.get("L2 cache"),
+        "l3_cache": lscpu.get("L3 cache"),
+        "hypervisor": lscpu.get("Hypervisor vendor"),
+        "cpu_flags": [f for f in RELEVANT_CPU_FLAGS if f in flags],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {"paddlepaddle": paddle.version.full_version,
+                     "paddle_commit": paddle.version.commit,
+                     **{d: _version(d) for d in ("paddleclas", "rexnet-plugin", "numpy",
+                                                 "onnxruntime", "paddle2onnx", "onnx",
+                                                 "openvino")}},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    from run import describe_machine
     from rexnet_plugin.files import write_json
     doc = {"command": "python benchmarks/peak.py" + (f" --threads {args.threads}"
                                                     if args.threads != os.cpu_count() else ""),

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,9 @@ except ImportError:  # pragma: no cover
 
 from rexnet_plugin.files import write_json
 
+from agreement import WORKER_TIMEOUT_S
+from peak import describe_machine
+
 SCHEMA = "rexnet-plugin-bench/1"
 IMPLEMENTATIONS = ("ours", "builtin")
 BUILTIN_MODULE = "paddleclas.ppcls.arch.backbone.model_zoo.rexnet"
@@ -54,10 +55,6 @@ BUILTIN_CLASS = "ReXNetV1"
 # Forward + backward cost about three forwards (the usual estimate: the
 # backward computes gradients for both the inputs and the weights).
 TRAIN_FLOP_FACTOR = 3
-# CPU features that matter for these kernels, as /proc/cpuinfo names them.
-RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                      "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-WORKER_TIMEOUT_S = 900  # one batch (or the setup) taking longer than this is a hang
 BLOCK = 5  # timed batches per turn of a worker
 SETTLE_S = 0.3  # pause between turns: longer than Intel OpenMP's 200 ms spin-wait
 
@@ -122,50 +119,6 @@ MODES = {m.key: m for m in [
     Mode("dygraph_eval_b8", "dygraph_eval", 8, 224),
     Mode("dygraph_train_b16", "dygraph_train", 16, 160, goal=0.85),
 ]}
-
-
-# -- the machine ----------------------------------------------------------------
-
-def _lscpu() -> dict:
-    try:
-        out = subprocess.run(["lscpu", "-J"], capture_output=True, text=True, timeout=30).stdout
-        return {row["field"].rstrip(":"): row["data"] for row in json.loads(out)["lscpu"]}
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
-        return {}
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
-def describe_machine() -> dict:
-    """CPU model, cores, relevant instruction sets and library versions."""
-    from rexnet_plugin.deploy.runtime import cpu_flags, cpu_model
-    lscpu = _lscpu()
-    flags = cpu_flags()
-    import paddle
-    return {
-        "cpu_model": lscpu.get("Model name") or cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "threads_per_core": lscpu.get("Thread(s) per core"),
-        "cores_per_socket": lscpu.get("Core(s) per socket"),
-        "sockets": lscpu.get("Socket(s)"),
-        "l2_cache": lscpu.get("L2 cache"),
-        "l3_cache": lscpu.get("L3 cache"),
-        "hypervisor": lscpu.get("Hypervisor vendor"),
-        "cpu_flags": [f for f in RELEVANT_CPU_FLAGS if f in flags],
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {"paddlepaddle": paddle.version.full_version,
-                     "paddle_commit": paddle.version.commit,
-                     **{d: _version(d) for d in ("paddleclas", "rexnet-plugin", "numpy",
-                                                 "onnxruntime", "paddle2onnx", "onnx",
-                                                 "openvino")}},
-    }
 
 
 # -- statistics -------------------------------------------------------------------
