@@ -49,7 +49,10 @@ def backbone_state(detector_state: dict) -> dict:
             if k.startswith(prefix)}
 
 
-@pytest.mark.parametrize("config", shipped(CHECKOUT_CONFIGS), ids=lambda p: p.stem)
+# One config per detector (PicoDet, PP-YOLOE+, Faster R-CNN) through the whole chain; the
+# wider twins only change the backbone's width, which every config's build below covers.
+@pytest.mark.parametrize("config", [c for c in shipped(CHECKOUT_CONFIGS) if "_1_0_" in c.name],
+                         ids=lambda p: p.stem)
 def test_tools_train_export_and_inference(config, tmp_path, ppdet_env):
     root = paddledet_root()
     env = ppdet_env
